@@ -1,0 +1,575 @@
+r"""Crossbar arrays of differential device pairs, their periphery, and analog layers.
+
+A weight is stored as a differential pair of devices,
+
+.. math:: w_{ij} = (G^+_{ij} - G^-_{ij}) / G_{ref}, \qquad G_{ref} = G_\max - G_\min
+
+(nominal card values), so :math:`w \in [-1, 1]`. A layer multiplies by a digital gain
+(``weight_scale``) in the periphery.
+
+**Read** (``forward``: :math:`y = x W`; ``backward``: :math:`x = d W^T`). Large
+matrices are split into tiles of at most ``tile = (rows, cols)`` cells; each tile's
+column outputs pass its own ADC and the partial sums of the tiles along the summed
+dimension are added digitally. Inputs pass a ``dac_bits`` DAC after a per-vector
+abs-max scaling (a digital gain), or arrive as spikes (one bit per row: no DAC).
+Outputs pass an ``adc_bits`` ADC with a clipping range of ``adc_range`` (in units of a
+full-scale input times a full-scale weight). ``None`` = ideal converter.
+
+**Read noise.** Every read of every device adds
+:math:`\sigma_{read}(G_\max-G_\min)\xi`. For a column of a tile this sums to a Gaussian
+of variance :math:`2\sigma_{read}^2 \sum_{i\in tile} x_i^2` (in weight units; two
+devices per weight), which is drawn directly per column output: the same distribution
+as per-device draws at a fraction of the cost.
+
+**Write.** ``apply_pulses(n_plus, n_minus)`` hands signed pulse counts to the device
+model of each array half; ``program`` is the write-and-verify baseline; ``initialize``
+sets the as-fabricated starting state (never used by training).
+
+Every array keeps :class:`Counters` of the events that later become energy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .devices import Device, DeviceCard, DeviceState
+
+__all__ = ["Counters", "Crossbar", "ProgramResult", "AnalogLinear", "AnalogConv2d", "PulseSGD",
+           "analog_layers"]
+
+
+@dataclass
+class Counters:
+    """Event counts of one crossbar array (cumulative; :meth:`reset` to clear)."""
+
+    forward_reads: int = 0      # input vectors read through the array (y = x W)
+    backward_reads: int = 0     # error vectors read transposed (x = d W^T)
+    row_activations: int = 0    # rows driven with a nonzero input, summed over vectors and tiles
+    cell_reads: int = 0         # active rows x columns (device currents summed)
+    dac_conversions: int = 0    # input DAC conversions (nonzero analog inputs, per tile)
+    adc_conversions: int = 0    # column ADC conversions (per tile column per vector)
+    pulses: int = 0             # programming pulses applied (sum of |n|)
+    pulsed_cells: int = 0       # device updates with at least one pulse
+    update_ops: int = 0         # pulse-update operations on the array
+    verify_reads: int = 0       # device reads made by write-and-verify
+
+    def reset(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, 0)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __iadd__(self, other: "Counters") -> "Counters":
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+
+@dataclass
+class ProgramResult:
+    """What a write-and-verify programming run cost and achieved."""
+
+    pulses: int
+    verify_reads: int
+    iterations: int
+    converged: float          # fraction of weights within tolerance
+    max_error: float          # largest |w - target| at the end (weight units)
+
+
+def _quantize_sym(x: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
+    """Signed uniform quantizer with 2**(bits-1)-1 levels per side on [-fs, fs] (clips)."""
+    levels = 2 ** (bits - 1) - 1
+    step = full_scale / levels
+    return torch.round(torch.clamp(x, -full_scale, full_scale) / step) * step
+
+
+class Crossbar:
+    """A ``rows x cols`` array of differential device pairs with DAC/ADC periphery.
+
+    Parameters
+    ----------
+    rows, cols : array size (inputs x outputs of ``forward``).
+    device : device card name, path or :class:`~neurosal.devices.DeviceCard`.
+    tile : largest physical sub-array; partial sums of row tiles are added digitally.
+    dac_bits, adc_bits : converter resolutions; ``None`` is an ideal converter.
+    adc_range : ADC clipping range in units of full-scale input x full-scale weight.
+    seed : seeds the chip (D2D draws, faults) and the noise stream: same seed, same chip.
+    """
+
+    def __init__(self, rows: int, cols: int, device: str | DeviceCard | Device = "ideal", *,
+                 tile: tuple[int, int] = (128, 128), dac_bits: Optional[int] = None,
+                 adc_bits: Optional[int] = None, adc_range: float = 12.0, seed: int = 0,
+                 dtype: torch.dtype = torch.float32, torch_device: str | torch.device | None = None):
+        if rows < 1 or cols < 1:
+            raise ValueError(f"crossbar size must be positive, got {rows} x {cols}")
+        if len(tile) != 2 or tile[0] < 1 or tile[1] < 1:
+            raise ValueError(f"tile must be (rows, cols) >= 1, got {tile}")
+        for name, b in (("dac_bits", dac_bits), ("adc_bits", adc_bits)):
+            if b is not None and not (1 <= b <= 24):
+                raise ValueError(f"{name} must be None (ideal) or 1..24, got {b}")
+        if not adc_range > 0:
+            raise ValueError(f"adc_range must be > 0, got {adc_range}")
+        self.rows, self.cols = int(rows), int(cols)
+        self.tile = (min(int(tile[0]), self.rows), min(int(tile[1]), self.cols))
+        self.dac_bits, self.adc_bits, self.adc_range = dac_bits, adc_bits, float(adc_range)
+        self.seed = int(seed)
+        self.device = device if isinstance(device, Device) else Device(device)
+        self.g_ref = self.device.card.g_range
+        self.dtype = dtype
+        self.torch_device = torch.device(torch_device) if torch_device is not None else torch.device("cpu")
+        self.generator = torch.Generator(device=self.torch_device).manual_seed(self.seed)
+        chip = torch.Generator().manual_seed(self.seed)
+        st = self.device.init_state((2, self.rows, self.cols), generator=chip, u0=0.5, dtype=dtype)
+        self._state = st.to(self.torch_device)
+        self.counters = Counters()
+        self.time = 0.0              # chip clock (s), for drift
+        self.version = 0             # bumps on every change of the conductances
+        self._cache_version = -1
+        self._w = None
+
+    # -- geometry ----------------------------------------------------------------------
+    @property
+    def n_row_tiles(self) -> int:
+        return -(-self.rows // self.tile[0])
+
+    @property
+    def n_col_tiles(self) -> int:
+        return -(-self.cols // self.tile[1])
+
+    @property
+    def state(self) -> DeviceState:
+        """Device state of both halves, tensors of shape ``[2, rows, cols]`` (0: G+, 1: G-)."""
+        return self._state
+
+    @property
+    def read_noise(self) -> float:
+        return self.device.card.noise.read
+
+    @property
+    def ideal_periphery(self) -> bool:
+        return self.dac_bits is None and self.adc_bits is None and self.read_noise == 0
+
+    # -- weights -------------------------------------------------------------------------
+    def conductances(self) -> torch.Tensor:
+        """Conductances as they are now (S), ``[2, rows, cols]``, drift applied, no read noise."""
+        return self.device.read(self._state, time=self.time if self._state.t_prog is not None else None,
+                                noise=False)
+
+    def weights(self) -> torch.Tensor:
+        """Effective weights ``(G+ - G-)/Gref`` as read now (no read noise), ``[rows, cols]``."""
+        if self._cache_version != self.version or self._w is None:
+            g = self.conductances()
+            self._w = ((g[0] - g[1]) / self.g_ref).contiguous()
+            self._wt_tiles = None
+            self._w_tiles = None
+            self._cache_version = self.version
+        return self._w
+
+    def _tiles(self, transposed: bool) -> torch.Tensor:
+        """Weights as [n_tiles, tile_len, out] blocks along the summed dimension (zero padded)."""
+        w = self.weights()
+        if transposed:
+            if self._wt_tiles is None:
+                self._wt_tiles = self._blocks(w.t(), self.tile[1])
+            return self._wt_tiles
+        if self._w_tiles is None:
+            self._w_tiles = self._blocks(w, self.tile[0])
+        return self._w_tiles
+
+    @staticmethod
+    def _blocks(w: torch.Tensor, t: int) -> torch.Tensor:
+        n_in, n_out = w.shape
+        nt = -(-n_in // t)
+        if nt * t != n_in:
+            w = F.pad(w, (0, 0, 0, nt * t - n_in))
+        return w.reshape(nt, t, n_out).contiguous()
+
+    def initialize(self, w: torch.Tensor) -> None:
+        """Set the as-fabricated starting state to weights ``w`` (no pulses counted).
+
+        Each pair is centred in its own range: ``G± = Gc ± w·Gref/2`` with
+        ``Gc = (Gmin + Gmax)/2`` per cell, so both devices have headroom either way.
+        Stuck cells stay stuck. Training never calls this; it changes weights only by
+        pulses.
+        """
+        w = torch.as_tensor(w, dtype=self.dtype, device=self.torch_device)
+        if w.shape != (self.rows, self.cols):
+            raise ValueError(f"initial weights have shape {tuple(w.shape)}, crossbar is {(self.rows, self.cols)}")
+        st = self._state
+        gmin = torch.as_tensor(st.g_min, dtype=self.dtype, device=self.torch_device)
+        gmax = torch.as_tensor(st.g_max, dtype=self.dtype, device=self.torch_device)
+        gc = (gmin + gmax) / 2
+        half = w.clamp(-1, 1) * self.g_ref / 2
+        g = torch.stack([gc[0] + half if gc.dim() else gc + half, gc[1] - half if gc.dim() else gc - half])
+        g = torch.minimum(torch.maximum(g, gmin.expand_as(g)), gmax.expand_as(g))
+        if st.stuck is not None:
+            g = torch.where(st.stuck, st.g, g)
+        st.g.copy_(g)
+        self.version += 1
+
+    # -- reads ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *, spikes: bool = False) -> torch.Tensor:
+        """Analog matrix-vector product ``x @ W`` through the periphery; ``x``: [batch, rows].
+
+        ``spikes=True`` declares binary inputs (one bit per row per step): no DAC and only
+        rows with a spike are driven (and counted).
+        """
+        if x.dim() != 2 or x.shape[1] != self.rows:
+            raise ValueError(f"forward expects input [batch, {self.rows}], got {tuple(x.shape)}")
+        self.counters.forward_reads += x.shape[0]
+        return self._read(x, transposed=False, spikes=spikes)
+
+    def backward(self, d: torch.Tensor) -> torch.Tensor:
+        """Transposed read ``d @ W^T`` (for backprop through the array); ``d``: [batch, cols]."""
+        if d.dim() != 2 or d.shape[1] != self.cols:
+            raise ValueError(f"backward expects input [batch, {self.cols}], got {tuple(d.shape)}")
+        self.counters.backward_reads += d.shape[0]
+        return self._read(d, transposed=True, spikes=False)
+
+    def _read(self, x: torch.Tensor, transposed: bool, spikes: bool) -> torch.Tensor:
+        x = x.to(self.dtype)
+        n_in = self.cols if transposed else self.rows
+        n_out = self.rows if transposed else self.cols
+        t_in = self.tile[1] if transposed else self.tile[0]      # summed dimension
+        t_out = self.tile[0] if transposed else self.tile[1]
+        nt_in, nt_out = -(-n_in // t_in), -(-n_out // t_out)
+        batch = x.shape[0]
+        # ---- counters
+        nnz = int(torch.count_nonzero(x).item())
+        c = self.counters
+        c.row_activations += nnz * nt_out
+        c.cell_reads += nnz * n_out
+        c.adc_conversions += batch * n_out * nt_in
+        if not spikes:
+            c.dac_conversions += nnz * nt_out
+        # ---- DAC
+        scale = None
+        if self.dac_bits is not None and not spikes:
+            scale = x.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+            x = _quantize_sym(x / scale, 1.0, self.dac_bits)
+        w = self.weights()
+        sr = self.read_noise
+        if self.adc_bits is None and sr == 0:
+            y = x @ (w.t() if transposed else w)
+        else:
+            # per-tile partial sums: [nt_in, batch, n_out]
+            blocks = self._tiles(transposed)
+            if nt_in * t_in != n_in:
+                x = F.pad(x, (0, nt_in * t_in - n_in))
+            xt = x.reshape(batch, nt_in, t_in).transpose(0, 1)
+            part = torch.bmm(xt, blocks)
+            if sr > 0:
+                # sum over the tile's rows of two independent device noises per weight
+                sig = (sr * math.sqrt(2.0)) * xt.pow(2).sum(-1, keepdim=True).sqrt()
+                part = part + sig * torch.randn(part.shape, generator=self.generator, dtype=part.dtype,
+                                                device=part.device)
+            if self.adc_bits is not None:
+                part = _quantize_sym(part, self.adc_range, self.adc_bits)
+            y = part.sum(0)
+        if scale is not None:
+            y = y * scale
+        return y
+
+    # -- writes --------------------------------------------------------------------------
+    def apply_pulses(self, n_plus: torch.Tensor, n_minus: torch.Tensor) -> int:
+        """Apply signed pulse counts to the G+ and G- devices (``[rows, cols]`` each).
+
+        Positive counts potentiate (raise G), negative depress; the device model decides
+        what each pulse does (nonlinearity, asymmetry, bounds, noise). Returns the number
+        of pulses applied.
+        """
+        for name, n in (("n_plus", n_plus), ("n_minus", n_minus)):
+            if tuple(n.shape) != (self.rows, self.cols):
+                raise ValueError(f"{name} has shape {tuple(n.shape)}, crossbar is {(self.rows, self.cols)}")
+        n = torch.stack([torch.as_tensor(n_plus), torch.as_tensor(n_minus)]).to(self.torch_device)
+        if self._state.stuck is not None:
+            n = n.masked_fill(self._state.stuck, 0)
+        pulsed = int(torch.count_nonzero(n).item())
+        if pulsed == 0:
+            return 0
+        applied = self.device.pulse(self._state, n, generator=self.generator, time=self.time)
+        c = self.counters
+        c.pulses += applied
+        c.pulsed_cells += pulsed
+        c.update_ops += 1
+        self.version += 1
+        return applied
+
+    def advance(self, seconds: float) -> None:
+        """Move the chip clock forward (conductances drift if the device drifts)."""
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        self.time += float(seconds)
+        if self._state.t_prog is not None:
+            self.version += 1
+
+    def step_sizes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nominal weight change of one potentiating pulse on G+ and one on G- at the present
+        conductances (per cell, weight units, nominal card curve, no D2D knowledge)."""
+        g = self._state.g
+        up = self.device.step_size(g, +1) / self.g_ref
+        dn = self.device.step_size(g, -1) / self.g_ref
+        return up, dn
+
+    def program(self, target: torch.Tensor, tolerance: float = 0.02, max_pulses: int = 1000,
+                max_iterations: int = 500) -> ProgramResult:
+        """Write-and-verify: pulse each weight toward ``target`` until ``|w - target| <= tolerance``.
+
+        Each iteration verify-reads the unconverged pairs (two device reads per weight,
+        with read noise), estimates the pulses needed from the nominal step at the present
+        conductance, and applies them to G+ (raise w) or to G- (lower w); when the device
+        it would use is at its bound it uses the other one in the opposite direction.
+        A weight stops when within tolerance or after ``max_pulses`` pulses.
+        """
+        target = torch.as_tensor(target, dtype=self.dtype, device=self.torch_device)
+        if target.shape != (self.rows, self.cols):
+            raise ValueError(f"target has shape {tuple(target.shape)}, crossbar is {(self.rows, self.cols)}")
+        if not tolerance > 0:
+            raise ValueError("tolerance must be > 0")
+        st = self._state
+        spent = torch.zeros(self.rows, self.cols, dtype=torch.int64, device=self.torch_device)
+        active = torch.ones(self.rows, self.cols, dtype=torch.bool, device=self.torch_device)
+        pulses = verify = it = 0
+        gmin = torch.as_tensor(st.g_min, dtype=self.dtype, device=self.torch_device)
+        gmax = torch.as_tensor(st.g_max, dtype=self.dtype, device=self.torch_device)
+        u = None
+        while it < max_iterations:
+            it += 1
+            g_read = self.device.read(st, generator=self.generator,
+                                      time=self.time if st.t_prog is not None else None)
+            n_act = int(active.sum().item())
+            verify += 2 * n_act
+            w = (g_read[0] - g_read[1]) / self.g_ref
+            err = target - w
+            active = active & (err.abs() > tolerance) & (spent < max_pulses)
+            if st.stuck is not None:
+                active = active & ~(st.stuck[0] & st.stuck[1])
+            if not bool(active.any()):
+                break
+            u = ((st.g - gmin) / (gmax - gmin)).clamp(0, 1)
+            up_step, dn_step = self.step_sizes()        # [2, rows, cols]
+            raise_w = err > 0
+            # move whichever device of the pair has more room in the needed direction
+            # (raise w: G+ up or G- down; lower w: G+ down or G- up); keeps pairs centred
+            use_plus = torch.where(raise_w, (1 - u[0]) >= u[1], u[0] >= (1 - u[1]))
+            step = torch.where(use_plus, torch.where(raise_w, up_step[0], dn_step[0].abs()),
+                               torch.where(raise_w, dn_step[1].abs(), up_step[1]))
+            step = step.clamp_min(0.1 / self.device.card.pmax)
+            n = (err.abs() / step).round().clamp(1, max(1, self.device.card.pmax // 4))
+            n = torch.minimum(n, (max_pulses - spent).clamp_min(0).to(n.dtype))
+            n = torch.where(active, n, torch.zeros_like(n))
+            sgn = torch.where(raise_w, 1.0, -1.0)
+            n_plus = torch.where(use_plus, sgn * n, torch.zeros_like(n))
+            n_minus = torch.where(use_plus, torch.zeros_like(n), -sgn * n)
+            pulses += self.apply_pulses(n_plus, n_minus)
+            spent += n.to(torch.int64)
+        self.counters.verify_reads += verify
+        w_final = self.weights()
+        err = (target - w_final).abs()
+        return ProgramResult(pulses=pulses, verify_reads=verify, iterations=it,
+                             converged=float((err <= tolerance).float().mean().item()),
+                             max_error=float(err.max().item()))
+
+    # -- persistence ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything that makes this chip this chip: conductances, D2D draws, RNG, clock."""
+        return {"state": {k: (v.clone() if isinstance(v, torch.Tensor) else v)
+                          for k, v in self._state.state_dict().items()},
+                "rng": self.generator.get_state(), "time": self.time, "counters": self.counters.as_dict(),
+                "card": self.device.card.to_dict(), "rows": self.rows, "cols": self.cols}
+
+    def load_state_dict(self, sd: dict) -> None:
+        if (sd["rows"], sd["cols"]) != (self.rows, self.cols):
+            raise ValueError(f"checkpoint crossbar is {sd['rows']}x{sd['cols']}, this one {self.rows}x{self.cols}")
+        self._state = DeviceState(**sd["state"]).to(self.torch_device)
+        self.generator.set_state(sd["rng"])
+        self.time = sd["time"]
+        self.counters = Counters(**sd["counters"])
+        self.version += 1
+
+    def __repr__(self) -> str:
+        return (f"Crossbar({self.rows}x{self.cols}, device={self.device.card.name!r}, tile={self.tile}, "
+                f"dac_bits={self.dac_bits}, adc_bits={self.adc_bits})")
+
+
+# ============================================================================ layers
+class _AnalogMatmul(torch.autograd.Function):
+    """y = crossbar.forward(x); dL/dx by the transposed read; dL/dW = dy^T x (digital)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, layer):
+        ctx.layer = layer
+        ctx.save_for_backward(x)
+        return layer.crossbar.forward(x, spikes=layer.spikes) * layer.weight_scale
+
+    @staticmethod
+    def backward(ctx, gy):
+        (x,) = ctx.saved_tensors
+        layer = ctx.layer
+        gx = layer.crossbar.backward(gy) * layer.weight_scale if ctx.needs_input_grad[0] else None
+        gw = gy.t() @ x if ctx.needs_input_grad[1] else None      # [out, in], like nn.Linear
+        return gx, gw, None
+
+
+class _AnalogBase(nn.Module):
+    """Shared machinery of analog layers: crossbar, gain, weight mirror, lifecycle checks."""
+
+    def _setup(self, rows, cols, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale, init_bound):
+        self.crossbar = Crossbar(rows, cols, device, tile=tile, dac_bits=dac_bits, adc_bits=adc_bits,
+                                 adc_range=adc_range, seed=seed)
+        # digital gain so that the initial weights use half of the conductance range
+        self.weight_scale = float(weight_scale) if weight_scale is not None else 2.0 * init_bound
+        g = torch.Generator().manual_seed(seed + 7919)
+        w0 = (torch.rand(rows, cols, generator=g) * 2 - 1) * init_bound / self.weight_scale
+        self.crossbar.initialize(w0)
+        # mirror of the effective weights, [out, in] like nn.Linear: carries .grad for PulseSGD
+        self.weight = nn.Parameter(torch.empty(cols, rows))
+        self.weight._neurosal_layer = self      # PulseSGD finds the array through this
+        self.spikes = False
+        self._synced = (-1, -1)
+        self._sync()
+
+    def _sync(self):
+        with torch.no_grad():
+            self.weight.copy_(self.crossbar.weights().t() * self.weight_scale)
+        self._synced = (self.crossbar.version, self.weight._version)
+
+    def _check_and_sync(self):
+        if self.weight._version != self._synced[1]:
+            raise RuntimeError(
+                f"{type(self).__name__}.weight was modified in place (e.g. by a torch optimizer). "
+                "Analog weights change only through device pulses: use neurosal.crossbar.PulseSGD "
+                "(or a learning rule from neurosal.learning) for analog layers.")
+        if self.crossbar.version != self._synced[0]:
+            self._sync()
+
+    @property
+    def dw_min(self) -> float:
+        """Nominal weight change of one push-pull pulse pair (effective weight units)."""
+        return 2.0 / self.crossbar.device.card.pmax * self.weight_scale
+
+
+class AnalogLinear(_AnalogBase):
+    r"""Fully connected layer on a crossbar: :math:`y = s\,(x W) + b`.
+
+    ``W`` lives in a ``in_features x out_features`` :class:`Crossbar`; ``s`` is the digital
+    gain ``weight_scale``; the bias ``b`` is digital (periphery). ``weight`` mirrors the
+    effective weights ``s·W^T`` (shape ``[out, in]`` like :class:`torch.nn.Linear`) and
+    receives gradients, but only pulses change it: train with :class:`PulseSGD`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device="ideal",
+                 tile=(128, 128), dac_bits=None, adc_bits=None, adc_range=12.0, weight_scale=None, seed: int = 0):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._setup(in_features, out_features, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale,
+                    init_bound=1.0 / math.sqrt(in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_and_sync()
+        lead = x.shape[:-1]
+        y = _AnalogMatmul.apply(x.reshape(-1, self.in_features), self.weight, self)
+        y = y.reshape(*lead, self.out_features)
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, {self.crossbar!r}"
+
+
+class AnalogConv2d(_AnalogBase):
+    r"""2-D convolution on a crossbar by unfolding (im2col): one kernel = one column.
+
+    The crossbar has ``in_channels·kh·kw`` rows and ``out_channels`` columns; every output
+    position is one read of the array.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
+                 *, device="ideal", tile=(128, 128), dac_bits=None, adc_bits=None, adc_range=12.0,
+                 weight_scale=None, seed: int = 0):
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        fan_in = in_channels * kh * kw
+        self._setup(fan_in, out_channels, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale,
+                    init_bound=1.0 / math.sqrt(fan_in))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"AnalogConv2d expects [batch, {self.in_channels}, H, W], got {tuple(x.shape)}")
+        self._check_and_sync()
+        b, _, h, w = x.shape
+        cols = F.unfold(x, self.kernel_size, stride=self.stride, padding=self.padding)   # [B, C*k*k, L]
+        kh, kw = self.kernel_size
+        s = self.stride if isinstance(self.stride, int) else self.stride[0]
+        p = self.padding if isinstance(self.padding, int) else self.padding[0]
+        ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+        flat = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        y = _AnalogMatmul.apply(flat, self.weight, self)                                # [B*L, out]
+        y = y.reshape(b, ho * wo, self.out_channels).transpose(1, 2).reshape(b, self.out_channels, ho, wo)
+        return y + self.bias.view(1, -1, 1, 1) if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, {self.crossbar!r}")
+
+
+def analog_layers(module: nn.Module) -> list[_AnalogBase]:
+    """All analog (crossbar) layers inside ``module``."""
+    return [m for m in module.modules() if isinstance(m, _AnalogBase)]
+
+
+# ============================================================================ optimizer
+class PulseSGD(torch.optim.Optimizer):
+    r"""SGD whose analog step is a pulse count per device, applied by the device model.
+
+    For an analog weight, the requested change :math:`\Delta w = -\eta\,\partial L/\partial w`
+    becomes :math:`n = R(\Delta w / \Delta w_{min})` push-pull pulses (``+n`` on G+,
+    ``-n`` on G-), with :math:`\Delta w_{min}` the nominal step of one pulse pair and
+    :math:`R` deterministic rounding (``'round'``) or stochastic rounding
+    (``'stochastic'``: :math:`\lfloor v + \xi\rfloor`, :math:`\xi \sim U[0,1)`, unbiased).
+    What the pulses actually do depends on the device (nonlinearity, asymmetry, noise).
+    Digital parameters (biases, co-processor weights) take a plain SGD step.
+    """
+
+    def __init__(self, params, lr: float = 0.01, *, rounding: str = "stochastic", max_pulses: int = 64,
+                 seed: int = 0):
+        if rounding not in ("round", "stochastic"):
+            raise ValueError(f"rounding must be 'round' or 'stochastic', got {rounding!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        super().__init__(params, dict(lr=lr))
+        self.rounding = rounding
+        self.max_pulses = int(max_pulses)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            lr = group["lr"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                layer = getattr(p, "_neurosal_layer", None)
+                if layer is None:
+                    p.add_(p.grad, alpha=-lr)
+                    continue
+                v = p.grad.t() * (-lr / layer.dw_min)          # pulses per cell, [rows, cols]
+                if self.rounding == "round":
+                    n = torch.round(v)
+                else:
+                    n = torch.floor(v + torch.rand(v.shape, generator=self.generator, dtype=v.dtype))
+                n = n.clamp_(-self.max_pulses, self.max_pulses)
+                layer.crossbar.apply_pulses(n, -n)
+        return loss

@@ -1,0 +1,566 @@
+r"""Analog synapse devices: pulse response families and nonidealities.
+
+A device holds a conductance :math:`G \in [G_\min, G_\max]` (siemens) per cell. It
+changes only through programming pulses; how much one pulse changes it depends on the
+present conductance and on the response family named by the card's ``model``. All
+families are written on the normalized conductance :math:`u = (G - G_\min)/(G_\max -
+G_\min) \in [0, 1]` and a pulse axis of :math:`P_\max = \text{levels} - 1` pulses for a
+full swing.
+
+Families (``n`` pulses, :math:`n \ge 0`; "up" = potentiation, "down" = depression):
+
+``linear``
+    :math:`u' = \mathrm{clip}(u \pm n/P_\max, 0, 1)`: the ideal reference.
+
+``soft-bounds``
+    Step shrinks linearly toward the bound it moves to,
+    :math:`\Delta u_\uparrow = \delta(1-u)`, :math:`\Delta u_\downarrow = -\delta u` with
+    :math:`\delta = 2/P_\max` (the step at mid-range is :math:`1/P_\max`). ``n`` pulses in
+    closed form: :math:`u' = 1 - (1-u)(1-\delta)^n` and :math:`u' = u(1-\delta)^n`.
+
+``exponential`` (DNN+NeuroSim form)
+    On the pulse axis :math:`x = p/P_\max \in [0, 1]`, with :math:`a = A/P_\max`,
+    potentiation :math:`u(x) = b_\uparrow(1 - e^{-x/a_\uparrow})`,
+    :math:`b = 1/(1 - e^{-1/a})`, and depression
+    :math:`u(x) = 1 - b_\downarrow(1 - e^{(x-1)/a_\downarrow})`. ``n`` pulses move
+    :math:`x` by :math:`\pm n/P_\max` (exact inversion; no per-pulse loop). Cards give
+    ``a_up``/``a_down`` directly or the NeuroSim nonlinearity labels ``nl_up``/``nl_down``,
+    converted by :func:`nl_to_a`.
+
+``power`` (Fusi–Abbott)
+    :math:`\Delta u_\uparrow = \alpha_\uparrow(1-u)^{\gamma_\uparrow}`,
+    :math:`\Delta u_\downarrow = -\alpha_\downarrow u^{\gamma_\downarrow}`,
+    :math:`\alpha = 2^\gamma/P_\max` (step :math:`1/P_\max` at mid-range); iterated pulse
+    by pulse, vectorized over cells.
+
+``table``
+    A measured curve: the conductance after each pulse, from :math:`G_\min` up
+    (``potentiation``) and from :math:`G_\max` down (``depression``); the pulse axis is
+    interpolated linearly, so non-integer positions (after noise) are handled.
+
+Nonidealities (any family), all drawn from one seeded generator, vectorized over the
+whole array:
+
+* device-to-device variation (drawn once per cell): bounds
+  :math:`G_{\min,\max}(1 + \sigma_b\xi)`, pulses per swing :math:`P_\max(1+\sigma_s\xi)`,
+  nonlinearity :math:`a(1+\sigma_a\xi)`, :math:`\xi \sim N(0,1)`;
+* cycle-to-cycle noise: after :math:`n` pulses
+  :math:`G \mathrel{+}= \sigma_{c2c}(G_\max-G_\min)\sqrt{|n|}\,\xi`, drawn only for the
+  cells that were pulsed;
+* read noise: every read sees :math:`G + \sigma_{read}(G_\max-G_\min)\xi`;
+* finite levels: ``levels`` pulse states per swing (the pulse axis is discrete);
+* drift/retention: :math:`G(t) = G_{prog}\,((t-t_{prog})/t_0)^{-\nu}` for
+  :math:`t - t_{prog} > t_0`, :math:`\nu \sim N(\nu_0, \sigma_\nu)` per cell;
+* stuck-at faults: a fraction of cells stuck at :math:`G_\min`, another at
+  :math:`G_\max`; pulses do nothing to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .cards import CardError, from_dict, load_toml, list_cards, resolve_card, spec, to_dict
+
+__all__ = [
+    "MODELS", "DeviceCard", "Noise", "Variation", "Faults", "Drift", "Pulse", "Device", "DeviceState",
+    "load_device", "list_devices", "nl_to_a", "a_to_nl",
+]
+
+MODELS = ("linear", "soft-bounds", "exponential", "power", "table")
+
+
+# --------------------------------------------------------------------------- NL <-> A
+# DNN+NeuroSim labels a device's nonlinearity with a number NL (0.01 ... 9) and tabulates
+# the normalized A of the exponential model for each label (MLP_NeuroSim V3.0,
+# documents/Nonlinearity-NormA.htm). The table is reproduced to < 1 % by
+#     NL = K * max_x [u(x) - x],   u(x) = (1 - exp(-x/a)) / (1 - exp(-1/a)),
+# i.e. NL is proportional to the largest deviation of the normalized curve from a
+# straight line, with K = 10.10 (fit over the table). tests/test_devices.py pins the
+# published points (0.01 -> 126.269, 1.51 -> 0.8195, 2.4 -> 0.499, 4.88 -> 0.200, ...).
+_NL_K = 10.10
+_X = np.linspace(0.0, 1.0, 20001)
+
+
+def _max_dev(a: float) -> float:
+    u = np.expm1(-_X / a) / np.expm1(-1.0 / a)
+    return float(np.max(u - _X))
+
+
+def a_to_nl(a: float) -> float:
+    """NeuroSim nonlinearity label of the exponential model with normalized ``a = A/Pmax``."""
+    if not a > 0:
+        raise ValueError(f"a must be > 0, got {a}")
+    if math.isinf(a):
+        return 0.0
+    return _NL_K * _max_dev(a)
+
+
+@functools.lru_cache(maxsize=256)
+def nl_to_a(nl: float) -> float:
+    """Normalized ``A/Pmax`` of the exponential model for a NeuroSim nonlinearity label.
+
+    ``|nl|`` is used (NeuroSim writes depression labels negative). ``nl = 0`` gives
+    ``inf`` (linear). Valid labels: ``0 <= |nl| <= 9`` as in NeuroSim's table.
+    """
+    from scipy.optimize import brentq
+
+    nl = abs(float(nl))
+    if nl == 0:
+        return math.inf
+    if nl > 9.0:
+        raise ValueError(f"nonlinearity label {nl} outside NeuroSim's table range 0..9")
+    # a_to_nl is monotone decreasing in a; bracket it.
+    return float(brentq(lambda a: a_to_nl(a) - nl, 1e-3, 1e4, xtol=1e-10, rtol=1e-10))
+
+
+# --------------------------------------------------------------------------- cards
+@dataclass(frozen=True)
+class Noise:
+    """Stochastic nonidealities, as fractions of the conductance range ``Gmax - Gmin``."""
+
+    c2c: float = spec(0.0, lo=0.0, hi=1.0, doc="cycle-to-cycle sigma per pulse (scales with sqrt|n|)")
+    read: float = spec(0.0, lo=0.0, hi=1.0, doc="read-noise sigma per device per read")
+
+
+@dataclass(frozen=True)
+class Variation:
+    """Device-to-device variation, relative sigmas drawn once per cell."""
+
+    bounds: float = spec(0.0, lo=0.0, hi=0.5, doc="relative sigma of Gmin and Gmax")
+    step: float = spec(0.0, lo=0.0, hi=0.5, doc="relative sigma of the pulses per full swing")
+    nonlinearity: float = spec(0.0, lo=0.0, hi=0.5, doc="relative sigma of a (exponential) / gamma (power)")
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Stuck-at faults: fractions of cells stuck at Gmin and at Gmax."""
+
+    stuck_min: float = spec(0.0, lo=0.0, hi=1.0)
+    stuck_max: float = spec(0.0, lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class Drift:
+    r"""Power-law conductance drift :math:`G(t) = G_{prog}((t - t_{prog})/t_0)^{-\nu}`."""
+
+    nu: float = spec(0.0, lo=0.0, hi=1.0, doc="mean drift exponent")
+    nu_std: float = spec(0.0, lo=0.0, hi=1.0, doc="device-to-device sigma of nu")
+    t0: float = spec(1.0, lo=0.0, lo_open=True, unit="s", doc="reference time after programming")
+
+
+@dataclass(frozen=True)
+class Pulse:
+    """Programming and read conditions (for the cost model), as reported for the device."""
+
+    v_up: float = spec(2.0, lo=-20.0, hi=20.0, unit="V")
+    v_down: float = spec(-2.0, lo=-20.0, hi=20.0, unit="V")
+    width_up: float = spec(1e-7, lo=0.0, lo_open=True, hi=1.0, unit="s")
+    width_down: float = spec(1e-7, lo=0.0, lo_open=True, hi=1.0, unit="s")
+    v_read: float = spec(0.2, lo=0.0, lo_open=True, hi=5.0, unit="V")
+
+
+@dataclass(frozen=True)
+class DeviceCard:
+    """A device model card (``devices/*.toml``). SI units: siemens, volts, seconds."""
+
+    name: str = spec(doc="card name")
+    model: str = spec(choices=MODELS, doc="pulse response family")
+    g_min: float = spec(lo=0.0, hi=1.0, unit="S", doc="minimum conductance")
+    g_max: float = spec(lo=0.0, lo_open=True, hi=1.0, unit="S", doc="maximum conductance")
+    levels: int = spec(lo=2, hi=1_000_000, doc="conductance states per full swing (Pmax = levels - 1 pulses)")
+    description: str = spec("")
+    source: str = spec("", doc="publication the values come from")
+    a_up: Optional[float] = spec(None, lo=0.0, lo_open=True, hi=1e6, doc="exponential: A/Pmax, potentiation")
+    a_down: Optional[float] = spec(None, lo=0.0, lo_open=True, hi=1e6, doc="exponential: A/Pmax, depression")
+    nl_up: Optional[float] = spec(None, lo=-9.0, hi=9.0, doc="exponential: NeuroSim NL label, potentiation")
+    nl_down: Optional[float] = spec(None, lo=-9.0, hi=9.0, doc="exponential: NeuroSim NL label, depression")
+    gamma_up: Optional[float] = spec(None, lo=0.0, hi=10.0, doc="power: exponent, potentiation")
+    gamma_down: Optional[float] = spec(None, lo=0.0, hi=10.0, doc="power: exponent, depression")
+    potentiation: Optional[tuple[float, ...]] = spec(None, lo=0.0, hi=1.0, unit="S",
+                                                     doc="table: G after each pulse from Gmin")
+    depression: Optional[tuple[float, ...]] = spec(None, lo=0.0, hi=1.0, unit="S",
+                                                   doc="table: G after each pulse from Gmax")
+    noise: Noise = dataclasses.field(default_factory=Noise)
+    variation: Variation = dataclasses.field(default_factory=Variation)
+    faults: Faults = dataclasses.field(default_factory=Faults)
+    drift: Drift = dataclasses.field(default_factory=Drift)
+    pulse: Pulse = dataclasses.field(default_factory=Pulse)
+
+    # -- derived -----------------------------------------------------------------
+    @property
+    def pmax(self) -> int:
+        """Pulses for a full swing Gmin -> Gmax."""
+        return self.levels - 1
+
+    @property
+    def g_range(self) -> float:
+        return self.g_max - self.g_min
+
+    @property
+    def on_off(self) -> float:
+        return self.g_max / self.g_min if self.g_min > 0 else math.inf
+
+    def exp_a(self) -> tuple[float, float]:
+        """(a_up, a_down) of the exponential model, normalized to Pmax (``inf`` = linear)."""
+        up = self.a_up if self.a_up is not None else nl_to_a(self.nl_up or 0.0)
+        down = self.a_down if self.a_down is not None else nl_to_a(self.nl_down or 0.0)
+        return up, down
+
+    def _validate(self, source) -> None:
+        if not self.g_max > self.g_min:
+            raise CardError(source, "g_max", f"Gmin >= Gmax ({self.g_min:g} >= {self.g_max:g} S); "
+                            "g_max must be greater than g_min")
+        if self.faults.stuck_min + self.faults.stuck_max > 1.0:
+            raise CardError(source, "faults", "stuck_min + stuck_max must not exceed 1")
+        m = self.model
+        exp_fields = ("a_up", "a_down", "nl_up", "nl_down")
+        pow_fields = ("gamma_up", "gamma_down")
+        tab_fields = ("potentiation", "depression")
+        own = {"exponential": exp_fields, "power": pow_fields, "table": tab_fields}.get(m, ())
+        for f in exp_fields + pow_fields + tab_fields:
+            if f not in own and getattr(self, f) is not None:
+                raise CardError(source, f, f"not a parameter of model '{m}'; "
+                                f"model '{m}' takes: {', '.join(own) if own else 'no curve parameters'}")
+        if m == "exponential":
+            for d in ("up", "down"):
+                if getattr(self, f"a_{d}") is not None and getattr(self, f"nl_{d}") is not None:
+                    raise CardError(source, f"nl_{d}", f"give either a_{d} or nl_{d}, not both")
+        if m == "soft-bounds" and self.levels < 4:
+            raise CardError(source, "levels", "soft-bounds needs levels >= 4 (step 2/Pmax must be < 1)")
+        if m == "table":
+            for f, inc in (("potentiation", True), ("depression", False)):
+                t = getattr(self, f)
+                if t is None or len(t) < 2:
+                    raise CardError(source, f, "model 'table' needs a list of at least 2 conductances")
+                arr = np.asarray(t)
+                d = np.diff(arr)
+                if (inc and not np.all(d > 0)) or (not inc and not np.all(d < 0)):
+                    raise CardError(source, f, f"must be strictly {'increasing' if inc else 'decreasing'} "
+                                    "(conductance after each pulse)")
+            p, dpr = self.potentiation, self.depression
+            if not (math.isclose(p[0], self.g_min, rel_tol=1e-6) and math.isclose(p[-1], self.g_max, rel_tol=1e-6)
+                    and math.isclose(dpr[0], self.g_max, rel_tol=1e-6)
+                    and math.isclose(dpr[-1], self.g_min, rel_tol=1e-6)):
+                raise CardError(source, "potentiation", "table curves must run from g_min to g_max "
+                                "(potentiation) and from g_max to g_min (depression)")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def load_device(name_or_path: str | Path | DeviceCard) -> DeviceCard:
+    """Load a device card by shipped name (``'ag-a-si'``) or path to a TOML file."""
+    if isinstance(name_or_path, DeviceCard):
+        return name_or_path
+    path = resolve_card(name_or_path, "devices")
+    data = load_toml(path)
+    try:
+        return from_dict(DeviceCard, data, source=path)
+    except CardError:
+        raise
+    except ValueError as exc:  # NL label out of table range etc.
+        raise CardError(path, None, str(exc)) from None
+
+
+def list_devices() -> list[str]:
+    """Names of the device cards shipped with neurosal."""
+    return list_cards("devices")
+
+
+# --------------------------------------------------------------------------- state
+@dataclass
+class DeviceState:
+    """Per-cell state of an array of devices (all tensors share ``g.shape``).
+
+    Parameters that do not vary from cell to cell are stored as Python floats, so that
+    an array without device-to-device variation costs no memory for them.
+    """
+
+    g: torch.Tensor                  # conductance (S)
+    g_min: torch.Tensor | float      # per-cell bounds (S)
+    g_max: torch.Tensor | float
+    pmax: torch.Tensor | float       # pulses per full swing
+    p_up: torch.Tensor | float       # shape parameter up (a for exponential, gamma for power)
+    p_down: torch.Tensor | float
+    stuck: Optional[torch.Tensor]    # bool mask, or None
+    nu: torch.Tensor | float         # drift exponent
+    t_prog: Optional[torch.Tensor]   # time of last programming (s), only when drift is on
+
+    def to(self, device) -> "DeviceState":
+        conv = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
+        return DeviceState(**{k: conv(getattr(self, k)) for k in self.__dataclass_fields__})
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _take(p, idx):
+    return p.reshape(-1)[idx] if isinstance(p, torch.Tensor) else p
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation (numpy.interp) for increasing ``xp``; clamps at the ends."""
+    x = x.clamp(xp[0], xp[-1])
+    i = torch.searchsorted(xp, x.contiguous(), right=True).clamp(1, xp.numel() - 1)
+    x0, x1 = xp[i - 1], xp[i]
+    f0, f1 = fp[i - 1], fp[i]
+    t = (x - x0) / (x1 - x0)
+    return f0 + t * (f1 - f0)
+
+
+class Device:
+    """A device model: the card plus vectorized pulse response, reads and nonidealities.
+
+    Stateless apart from the card: the per-cell state lives in a :class:`DeviceState`
+    that :meth:`init_state` creates; :meth:`pulse` updates it in place.
+    """
+
+    def __init__(self, card: DeviceCard | str | Path):
+        self.card = load_device(card)
+        c = self.card
+        if c.model == "exponential":
+            self._a = c.exp_a()
+        if c.model == "table":
+            p = np.asarray(c.potentiation, dtype=np.float64)
+            d = np.asarray(c.depression, dtype=np.float64)
+            self._tab_up = torch.tensor((p - c.g_min) / c.g_range)
+            self._tab_dn = torch.tensor((d[::-1] - c.g_min) / c.g_range)  # increasing u with position
+            self._n_up, self._n_dn = len(p) - 1, len(d) - 1
+
+    def __repr__(self) -> str:
+        return f"Device({self.card.name!r}, model={self.card.model!r}, levels={self.card.levels})"
+
+    # -- state -------------------------------------------------------------------
+    def init_state(self, shape, *, generator: torch.Generator | None = None, u0: float | torch.Tensor = 0.0,
+                   dtype=torch.float32, device=None) -> DeviceState:
+        """A fresh array of cells at normalized conductance ``u0`` with its D2D draws.
+
+        Draw order is fixed (bounds, step, nonlinearity, drift, faults), so the same
+        generator seed gives the same chip.
+        """
+        c = self.card
+        shape = tuple(shape)
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        v = c.variation
+
+        def draw(sigma, base, lo):
+            if sigma == 0:
+                return float(base)
+            z = torch.randn(shape, generator=gen, dtype=torch.float64)
+            return (base * (1 + sigma * z)).clamp_min(lo).to(dtype)
+
+        g_min = draw(v.bounds, c.g_min, 0.0)
+        g_max = draw(v.bounds, c.g_max, 0.0)
+        if isinstance(g_max, torch.Tensor):  # keep every cell a valid device
+            g_max = torch.maximum(g_max, (g_min if isinstance(g_min, torch.Tensor) else torch.full_like(g_max, g_min))
+                                  * 1.001 + 1e-15)
+        pmax = draw(v.step, c.pmax, 1.0)
+        if c.model == "exponential":
+            au, ad = self._a
+            p_up = draw(v.nonlinearity, au, 1e-3) if math.isfinite(au) else math.inf
+            p_dn = draw(v.nonlinearity, ad, 1e-3) if math.isfinite(ad) else math.inf
+        elif c.model == "power":
+            p_up = draw(v.nonlinearity, c.gamma_up if c.gamma_up is not None else 1.0, 0.0)
+            p_dn = draw(v.nonlinearity, c.gamma_down if c.gamma_down is not None else 1.0, 0.0)
+        else:
+            p_up = p_dn = 0.0
+        nu = draw(c.drift.nu_std, c.drift.nu, 0.0) if c.drift.nu > 0 else 0.0
+        stuck = None
+        if c.faults.stuck_min > 0 or c.faults.stuck_max > 0:
+            r = torch.rand(shape, generator=gen, dtype=torch.float64)
+            lo_mask = r < c.faults.stuck_min
+            hi_mask = (r >= c.faults.stuck_min) & (r < c.faults.stuck_min + c.faults.stuck_max)
+            stuck = lo_mask | hi_mask
+        u0t = torch.as_tensor(u0, dtype=dtype).expand(shape) if not isinstance(u0, torch.Tensor) else u0.to(dtype)
+        gmin_t = torch.as_tensor(g_min, dtype=dtype)
+        gmax_t = torch.as_tensor(g_max, dtype=dtype)
+        g = (gmin_t + u0t.clamp(0, 1) * (gmax_t - gmin_t)).expand(shape).clone()
+        if stuck is not None:
+            g = torch.where(lo_mask, gmin_t.expand(shape), g)
+            g = torch.where(hi_mask, gmax_t.expand(shape), g)
+        t_prog = torch.zeros(shape, dtype=torch.float64) if c.drift.nu > 0 else None
+        st = DeviceState(g=g.contiguous(), g_min=g_min, g_max=g_max, pmax=pmax, p_up=p_up, p_down=p_dn,
+                         stuck=stuck, nu=nu, t_prog=t_prog)
+        return st.to(device) if device is not None else st
+
+    # -- normalized responses (n >= 0) -----------------------------------------------
+    def _up(self, u, n, pmax, p):
+        m = self.card.model
+        if m == "linear":
+            return (u + n / pmax).clamp(0, 1)
+        if m == "soft-bounds":
+            return 1 - (1 - u) * torch.exp(n * math.log1p(-2.0 / self.card.pmax) * (self.card.pmax / pmax))
+        if m == "exponential":
+            if not isinstance(p, torch.Tensor) and math.isinf(p):
+                return (u + n / pmax).clamp(0, 1)
+            # c = b - 1 = 1/expm1(1/a) keeps the inversion exact at the flat end of the curve
+            c = 1.0 / torch.expm1(1.0 / torch.as_tensor(p, dtype=u.dtype))
+            x = -p * (torch.log(c + (1 - u).clamp_min(0)) - torch.log1p(c))
+            x = (x + n / pmax).clamp(0.0, 1.0)
+            return (-(1 + c) * torch.expm1(-x / p)).clamp(0, 1)
+        if m == "power":
+            return self._power(u, n, pmax, p, up=True)
+        if m == "table":
+            pos = _interp(u, self._tab_up.to(u), torch.arange(self._n_up + 1, dtype=u.dtype))
+            pos = (pos + n * (self._n_up / pmax)).clamp(max=self._n_up)
+            return _interp(pos, torch.arange(self._n_up + 1, dtype=u.dtype), self._tab_up.to(u))
+        raise AssertionError(m)
+
+    def _down(self, u, n, pmax, p):
+        m = self.card.model
+        if m == "linear":
+            return (u - n / pmax).clamp(0, 1)
+        if m == "soft-bounds":
+            return u * torch.exp(n * math.log1p(-2.0 / self.card.pmax) * (self.card.pmax / pmax))
+        if m == "exponential":
+            if not isinstance(p, torch.Tensor) and math.isinf(p):
+                return (u - n / pmax).clamp(0, 1)
+            c = 1.0 / torch.expm1(1.0 / torch.as_tensor(p, dtype=u.dtype))
+            x = 1 + p * (torch.log(c + u.clamp_min(0)) - torch.log1p(c))
+            x = (x - n / pmax).clamp(0.0, 1.0)
+            return (1 + (1 + c) * torch.expm1((x - 1) / p)).clamp(0, 1)
+        if m == "power":
+            return self._power(u, n, pmax, p, up=False)
+        if m == "table":
+            # depression table stored reversed: position 0 = Gmin ... n_dn = Gmax
+            pos = _interp(u, self._tab_dn.to(u), torch.arange(self._n_dn + 1, dtype=u.dtype))
+            pos = (pos - n * (self._n_dn / pmax)).clamp(min=0)
+            return _interp(pos, torch.arange(self._n_dn + 1, dtype=u.dtype), self._tab_dn.to(u))
+        raise AssertionError(m)
+
+    def _power(self, u, n, pmax, gamma, up: bool):
+        gamma_t = torch.as_tensor(gamma, dtype=u.dtype)
+        alpha = torch.pow(torch.tensor(2.0, dtype=u.dtype), gamma_t) / pmax
+        k_max = int(torch.ceil(n.max()).item()) if n.numel() else 0
+        u = u.clone()
+        for k in range(k_max):
+            frac = (n - k).clamp(0, 1)  # a fractional last pulse (scaled pulse axis) counts partly
+            if up:
+                u = u + frac * alpha * (1 - u).clamp_min(0) ** gamma_t
+            else:
+                u = u - frac * alpha * u.clamp_min(0) ** gamma_t
+            u = u.clamp(0, 1)
+        return u
+
+    # -- public API ----------------------------------------------------------------
+    def respond(self, g, n, *, g_min, g_max, pmax, p_up, p_down):
+        """Nominal response (no noise): conductance after ``n`` signed pulses, elementwise."""
+        gmin = torch.as_tensor(g_min, dtype=g.dtype)
+        rng = torch.as_tensor(g_max, dtype=g.dtype) - gmin
+        u = ((g - gmin) / rng).clamp(0, 1)
+        n = torch.as_tensor(n, dtype=g.dtype)
+        pos = n > 0
+        u_up = self._up(u, n.clamp_min(0), pmax, p_up)
+        u_dn = self._down(u, (-n).clamp_min(0), pmax, p_down)
+        u_new = torch.where(pos, u_up, torch.where(n < 0, u_dn, u))
+        return gmin + u_new * rng
+
+    def pulse(self, st: DeviceState, n: torch.Tensor, *, generator: torch.Generator | None = None,
+              time: float | None = None) -> int:
+        """Apply signed pulse counts ``n`` (same shape as the array) in place.
+
+        Positive counts potentiate, negative depress. Only the pulsed cells are touched
+        (the work and the noise draws scale with the number of pulsed cells). Stuck cells
+        ignore their pulses. Returns the number of pulses applied.
+        """
+        n = torch.as_tensor(n)
+        if n.shape != st.g.shape:
+            raise ValueError(f"pulse counts have shape {tuple(n.shape)}, the array is {tuple(st.g.shape)}")
+        if st.stuck is not None:
+            n = n.masked_fill(st.stuck, 0)
+        flat_n = n.reshape(-1)
+        idx = flat_n.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return 0
+        nn = flat_n[idx].to(st.g.dtype)
+        g_flat = st.g.view(-1)
+        g = g_flat[idx]
+        gmin, gmax = _take(st.g_min, idx), _take(st.g_max, idx)
+        g_new = self.respond(g, nn, g_min=gmin, g_max=gmax, pmax=_take(st.pmax, idx),
+                             p_up=_take(st.p_up, idx), p_down=_take(st.p_down, idx))
+        c2c = self.card.noise.c2c
+        if c2c > 0:
+            z = torch.randn(idx.numel(), generator=generator, dtype=g.dtype, device=g.device)
+            g_new = g_new + (c2c * (torch.as_tensor(gmax) - torch.as_tensor(gmin))) * nn.abs().sqrt() * z
+            g_new = torch.minimum(torch.maximum(g_new, torch.as_tensor(gmin, dtype=g.dtype)),
+                                  torch.as_tensor(gmax, dtype=g.dtype))
+        g_flat[idx] = g_new
+        if st.t_prog is not None and time is not None:
+            st.t_prog.view(-1)[idx] = time
+        return int(nn.abs().sum().item())
+
+    def read(self, st: DeviceState, *, generator: torch.Generator | None = None, time: float | None = None,
+             noise: bool = True) -> torch.Tensor:
+        """Conductances as read now: drift applied at ``time`` and read noise (if ``noise``)."""
+        g = self.drifted(st, time) if time is not None else st.g
+        sr = self.card.noise.read
+        if noise and sr > 0:
+            z = torch.randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
+            g = g + sr * (torch.as_tensor(st.g_max) - torch.as_tensor(st.g_min)) * z
+        return g
+
+    def drifted(self, st: DeviceState, time: float) -> torch.Tensor:
+        r"""Drifted conductance :math:`G((t - t_{prog})/t_0)^{-\nu}` (for elapsed time > t0)."""
+        if st.t_prog is None or self.card.drift.nu == 0:
+            return st.g
+        elapsed = (time - st.t_prog).clamp_min(self.card.drift.t0)
+        factor = (elapsed / self.card.drift.t0).pow(-torch.as_tensor(st.nu, dtype=torch.float64))
+        g = st.g * factor.to(st.g.dtype)
+        if st.stuck is not None:
+            g = torch.where(st.stuck, st.g, g)
+        return g
+
+    def step_size(self, g, sign: int, *, g_min=None, g_max=None, pmax=None, p_up=None, p_down=None):
+        """Nominal conductance change of one pulse at conductance ``g`` (S; signed)."""
+        c = self.card
+        kw = dict(g_min=c.g_min if g_min is None else g_min, g_max=c.g_max if g_max is None else g_max,
+                  pmax=c.pmax if pmax is None else pmax)
+        if c.model == "exponential":
+            au, ad = self._a
+            kw.update(p_up=au if p_up is None else p_up, p_down=ad if p_down is None else p_down)
+        elif c.model == "power":
+            kw.update(p_up=(c.gamma_up or 1.0) if p_up is None else p_up,
+                      p_down=(c.gamma_down or 1.0) if p_down is None else p_down)
+        else:
+            kw.update(p_up=0.0, p_down=0.0)
+        n = torch.full_like(g, float(sign))
+        return self.respond(g, n, **kw) - g
+
+    def curve(self, pulses: int | None = None, *, dtype=torch.float64) -> tuple[np.ndarray, np.ndarray]:
+        """Nominal device (no noise, no variation): potentiation from Gmin by ``pulses``
+        pulses, then depression by ``pulses`` pulses. Returns two arrays of ``pulses + 1``
+        conductances (S), starting values included."""
+        c = self.card
+        n = c.pmax if pulses is None else int(pulses)
+        nominal = dataclasses.replace(c, noise=Noise(), variation=Variation(), faults=Faults(), drift=Drift())
+        dev = Device(nominal)
+        st = dev.init_state((1,), u0=0.0, dtype=dtype)
+        up = [st.g.item()]
+        for _ in range(n):
+            dev.pulse(st, torch.ones(1))
+            up.append(st.g.item())
+        down = [st.g.item()]
+        for _ in range(n):
+            dev.pulse(st, -torch.ones(1))
+            down.append(st.g.item())
+        return np.asarray(up), np.asarray(down)
+
+    def describe(self) -> dict:
+        """A JSON-ready summary of the card with derived figures."""
+        c = self.card
+        d = c.to_dict()
+        d["pmax"] = c.pmax
+        d["on_off"] = c.on_off
+        if c.model == "exponential":
+            au, ad = self._a
+            d["a_up_effective"] = au if math.isfinite(au) else None
+            d["a_down_effective"] = ad if math.isfinite(ad) else None
+        return d
