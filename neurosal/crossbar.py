@@ -289,13 +289,12 @@ class Crossbar:
         for name, n in (("n_plus", n_plus), ("n_minus", n_minus)):
             if tuple(n.shape) != (self.rows, self.cols):
                 raise ValueError(f"{name} has shape {tuple(n.shape)}, crossbar is {(self.rows, self.cols)}")
-        n = torch.stack([torch.as_tensor(n_plus), torch.as_tensor(n_minus)]).to(self.torch_device)
-        if self._state.stuck is not None:
-            n = n.masked_fill(self._state.stuck, 0)
-        pulsed = int(torch.count_nonzero(n).item())
+        n = torch.stack([torch.as_tensor(n_plus, dtype=self.dtype), torch.as_tensor(n_minus, dtype=self.dtype)])
+        n = n.to(self.torch_device)
+        applied, pulsed = self.device.pulse(self._state, n, generator=self.generator, time=self.time,
+                                            return_cells=True)
         if pulsed == 0:
             return 0
-        applied = self.device.pulse(self._state, n, generator=self.generator, time=self.time)
         c = self.counters
         c.pulses += applied
         c.pulsed_cells += pulsed

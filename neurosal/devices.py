@@ -464,38 +464,55 @@ class Device:
         return gmin + u_new * rng
 
     def pulse(self, st: DeviceState, n: torch.Tensor, *, generator: torch.Generator | None = None,
-              time: float | None = None) -> int:
+              time: float | None = None, return_cells: bool = False):
         """Apply signed pulse counts ``n`` (same shape as the array) in place.
 
         Positive counts potentiate, negative depress. Only the pulsed cells are touched
         (the work and the noise draws scale with the number of pulsed cells). Stuck cells
-        ignore their pulses. Returns the number of pulses applied.
+        ignore their pulses. Returns the number of pulses applied (and, with
+        ``return_cells``, the number of cells pulsed).
         """
         n = torch.as_tensor(n)
         if n.shape != st.g.shape:
             raise ValueError(f"pulse counts have shape {tuple(n.shape)}, the array is {tuple(st.g.shape)}")
-        if st.stuck is not None:
-            n = n.masked_fill(st.stuck, 0)
         flat_n = n.reshape(-1)
-        idx = flat_n.nonzero().squeeze(1)
+        mask = flat_n != 0
+        if st.stuck is not None:
+            mask &= ~st.stuck.reshape(-1)
+        idx = mask.nonzero().squeeze(1)
         if idx.numel() == 0:
-            return 0
+            return (0, 0) if return_cells else 0
         nn = flat_n[idx].to(st.g.dtype)
         g_flat = st.g.view(-1)
-        g = g_flat[idx]
-        gmin, gmax = _take(st.g_min, idx), _take(st.g_max, idx)
-        g_new = self.respond(g, nn, g_min=gmin, g_max=gmax, pmax=_take(st.pmax, idx),
-                             p_up=_take(st.p_up, idx), p_down=_take(st.p_down, idx))
-        c2c = self.card.noise.c2c
-        if c2c > 0:
-            z = torch.randn(idx.numel(), generator=generator, dtype=g.dtype, device=g.device)
-            g_new = g_new + (c2c * (torch.as_tensor(gmax) - torch.as_tensor(gmin))) * nn.abs().sqrt() * z
-            g_new = torch.minimum(torch.maximum(g_new, torch.as_tensor(gmin, dtype=g.dtype)),
-                                  torch.as_tensor(gmax, dtype=g.dtype))
-        g_flat[idx] = g_new
-        if st.t_prog is not None and time is not None:
-            st.t_prog.view(-1)[idx] = time
-        return int(nn.abs().sum().item())
+        up = nn > 0
+        total = 0
+        # each direction on its own subset: only one branch of the response is evaluated
+        for sel, direction in ((up, 1), (~up, -1)):
+            sub = idx[sel] if not bool(sel.all()) else idx
+            if sub.numel() == 0:
+                continue
+            cnt = nn[sel] if sub is not idx else nn
+            g = g_flat[sub]
+            gmin, gmax = _take(st.g_min, sub), _take(st.g_max, sub)
+            gmin_t = torch.as_tensor(gmin, dtype=g.dtype)
+            rng = torch.as_tensor(gmax, dtype=g.dtype) - gmin_t
+            u = ((g - gmin_t) / rng).clamp_(0, 1)
+            pmax = _take(st.pmax, sub)
+            if direction > 0:
+                u_new = self._up(u, cnt, pmax, _take(st.p_up, sub))
+            else:
+                cnt = cnt.neg()
+                u_new = self._down(u, cnt, pmax, _take(st.p_down, sub))
+            c2c = self.card.noise.c2c
+            if c2c > 0:
+                z = torch.randn(sub.numel(), generator=generator, dtype=g.dtype, device=g.device)
+                u_new = (u_new + c2c * cnt.sqrt() * z).clamp_(0, 1)
+            g_flat[sub] = gmin_t + u_new * rng
+            if st.t_prog is not None and time is not None:
+                st.t_prog.view(-1)[sub] = time
+            total += cnt.sum().item()
+        total = int(round(total))
+        return (total, int(idx.numel())) if return_cells else total
 
     def read(self, st: DeviceState, *, generator: torch.Generator | None = None, time: float | None = None,
              noise: bool = True) -> torch.Tensor:

@@ -1,0 +1,61 @@
+"""The command line: device listing, curves as JSON, plots, and errors on bad cards."""
+
+import json
+
+import numpy as np
+import pytest
+
+from neurosal.cli import main
+from neurosal.devices import Device
+
+
+def test_devices_list_json(capsys):
+    assert main(["devices", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = {r["name"] for r in rows}
+    assert {"ideal", "severe", "ag-a-si", "extreme-nonlinear"} <= names
+
+
+def test_devices_show_by_name_and_path(capsys, card_file):
+    assert main(["devices", "show", "ag-a-si", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["levels"] == 97 and d["pmax"] == 96 and d["a_up_effective"] == pytest.approx(0.499, rel=0.01)
+    p = card_file('name="mine"\nmodel="linear"\nlevels=5\ng_min=1e-6\ng_max=2e-6\n')
+    assert main(["devices", "show", str(p), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "mine"
+
+
+def test_devices_curve_json_matches_nominal_device(capsys):
+    assert main(["devices", "curve", "ideal", "--pulses", "10", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    up, down = np.array(d["potentiation"]), np.array(d["depression"])
+    assert up.size == 11 and down.size == 11
+    # linear device: 10 pulses of (Gmax - Gmin)/1000 each, up then down again
+    np.testing.assert_allclose(np.diff(up), (1e-5 - 1e-7) / 1000, rtol=1e-9)
+    np.testing.assert_allclose(down[-1], up[0], rtol=1e-9)
+    assert up[-1] == down[0]
+
+
+def test_devices_curve_extreme_is_asymmetric(capsys):
+    assert main(["devices", "curve", "extreme-nonlinear", "--pulses", "32", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    up, down = np.array(d["potentiation"]), np.array(d["depression"])
+    ref_up, ref_down = Device("extreme-nonlinear").curve(32)
+    np.testing.assert_allclose(up, ref_up)
+    # depression from Gmax drops faster than potentiation rises from Gmin (A_down < A_up)
+    assert (down[0] - down[1]) > (up[1] - up[0])
+
+
+def test_devices_plot_writes_png(tmp_path):
+    out = tmp_path / "c.png"
+    assert main(["devices", "plot", "ideal", "severe", "-o", str(out), "--samples", "20"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_card_on_cli_names_file_and_field(capsys, card_file):
+    p = card_file('name="x"\nmodel="linear"\nlevels=5\ng_min=2e-6\ng_max=1e-6\n')
+    assert main(["devices", "show", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert str(p) in err and "g_max" in err and "Gmin >= Gmax" in err
+    assert main(["devices", "show", "nonexistent-device"]) == 2
+    assert "available:" in capsys.readouterr().err

@@ -1,0 +1,225 @@
+"""Crossbar arrays and analog layers: exact reads, quantization bounds, tiling, noise
+statistics, pulses, write-and-verify, seeding, and on-chip training to the least-squares
+solution."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neurosal.crossbar import AnalogConv2d, AnalogLinear, Crossbar, PulseSGD
+
+
+def _random_chip(rows, cols, seed=0, amp=0.5, **kw):
+    xb = Crossbar(rows, cols, "ideal", seed=seed, **kw)
+    w = (torch.rand(rows, cols, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * amp
+    xb.initialize(w)
+    return xb
+
+
+def test_ideal_crossbar_is_exact_matmul():
+    xb = _random_chip(300, 70)
+    x = torch.randn(16, 300)
+    W = xb.weights()
+    torch.testing.assert_close(xb.forward(x), x @ W, rtol=1e-5, atol=1e-5)
+    d = torch.randn(16, 70)
+    torch.testing.assert_close(xb.backward(d), d @ W.t(), rtol=1e-5, atol=1e-5)
+
+
+def test_initialize_sets_weights_of_ideal_pairs():
+    xb = Crossbar(20, 10, "ideal")
+    w = torch.linspace(-0.9, 0.9, 200).reshape(20, 10)
+    xb.initialize(w)
+    torch.testing.assert_close(xb.weights(), w, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dac,adc", [(8, 8), (6, 10), (4, 6)])
+def test_quantized_read_within_converter_bound(dac, adc):
+    rows, cols, tile = 256, 40, (64, 64)
+    xb = _random_chip(rows, cols, dac_bits=dac, adc_bits=adc, adc_range=12.0, tile=tile)
+    x = torch.randn(32, rows)
+    W = xb.weights()
+    y = xb.forward(x)
+    s = x.abs().amax(1, keepdim=True)                       # per-vector DAC scale
+    L_dac, L_adc = 2 ** (dac - 1) - 1, 2 ** (adc - 1) - 1
+    n_tiles = rows // tile[0]
+    # DAC: each input within s/(2 L_dac); ADC: each tile sum within s*(R/L_adc)/2
+    bound = (s / (2 * L_dac)) * W.abs().sum(0, keepdim=True) + n_tiles * s * (12.0 / L_adc) / 2
+    # no clipping in this regime (partial sums far inside the range)
+    part = (x / s).reshape(32, n_tiles, tile[0]).transpose(0, 1) @ W.reshape(n_tiles, tile[0], cols)
+    assert part.abs().max() < 12.0
+    err = (y - x @ W).abs()
+    assert (err <= bound * (1 + 1e-5) + 1e-6).all()
+    assert err.max() > 0          # the converters really quantize
+
+
+def test_tiled_equals_untiled():
+    x = torch.randn(8, 200)
+    a = _random_chip(200, 90, seed=3, tile=(1024, 1024))
+    b = _random_chip(200, 90, seed=3, tile=(32, 16))
+    torch.testing.assert_close(a.forward(x), b.forward(x), rtol=1e-5, atol=1e-5)
+    assert b.n_row_tiles == 7 and b.n_col_tiles == 6
+    d = torch.randn(8, 90)
+    torch.testing.assert_close(a.backward(d), b.backward(d), rtol=1e-5, atol=1e-5)
+
+
+def test_read_noise_statistics():
+    # per device sigma_r (fraction of range) -> column output sigma_r*sqrt(2*sum_i x_i^2)
+    xb = Crossbar(128, 64, "severe", seed=1, tile=(64, 64))   # read 1 %
+    x = torch.rand(1, 128).expand(4000, 128).contiguous()
+    ys = xb.forward(x)
+    resid = ys - x @ xb.weights()
+    expected = 0.01 * math.sqrt(2 * (x[0] ** 2).sum().item())
+    n = resid.numel()
+    assert resid.std().item() == pytest.approx(expected, rel=5 / math.sqrt(2 * n))
+    assert resid.mean().item() == pytest.approx(0.0, abs=5 * expected / math.sqrt(n))
+
+
+def test_linear_device_pulse_moves_weight_by_nominal_step():
+    xb = Crossbar(4, 3, "ideal")
+    w0 = xb.weights().clone()
+    n = torch.tensor([[1, 2, 0], [0, -3, 5], [1, 1, 1], [-1, 0, 0]], dtype=torch.float32)
+    applied = xb.apply_pulses(n, torch.zeros_like(n))
+    assert applied == int(n.abs().sum())
+    torch.testing.assert_close(xb.weights() - w0, n / 1000, atol=1e-6, rtol=0)
+    # push-pull: +n on G+ and -n on G- gives 2n/Pmax
+    xb.apply_pulses(n, -n)
+    torch.testing.assert_close(xb.weights() - w0, 3 * n / 1000, atol=1e-6, rtol=0)
+    assert xb.counters.pulses == 3 * int(n.abs().sum())
+
+
+def test_program_converges_and_reports_cost():
+    xb = Crossbar(32, 16, "ag-a-si", seed=2)
+    target = (torch.rand(32, 16, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.6)
+    r = xb.program(target, tolerance=0.03, max_pulses=1000)
+    assert r.converged == 1.0
+    assert r.max_error <= 0.03
+    assert (xb.weights() - target).abs().max() <= 0.03
+    assert r.pulses > 32 * 16 and r.verify_reads >= 2 * 32 * 16 * r.iterations // r.iterations
+    assert xb.counters.verify_reads == r.verify_reads and xb.counters.pulses == r.pulses
+
+
+def test_program_cannot_beat_the_noise_floor():
+    # severe: 3.5 % C2C per pulse, stuck pairs: a tight tolerance is not reached everywhere
+    xb = Crossbar(32, 16, "severe", seed=2)
+    r = xb.program(torch.zeros(32, 16) + 0.3, tolerance=0.005, max_pulses=200, max_iterations=50)
+    assert r.converged < 1.0
+
+
+def test_same_seed_same_chip():
+    a, b, c = Crossbar(64, 32, "moderate", seed=5), Crossbar(64, 32, "moderate", seed=5), \
+        Crossbar(64, 32, "moderate", seed=6)
+    assert torch.equal(a.state.g, b.state.g) and torch.equal(a.state.g_max, b.state.g_max)
+    assert not torch.equal(a.state.g_max, c.state.g_max)
+    n = torch.ones(64, 32)
+    a.apply_pulses(n, -n)
+    b.apply_pulses(n, -n)
+    assert torch.equal(a.weights(), b.weights())
+
+
+def test_spike_input_counts_only_active_rows():
+    xb = Crossbar(256, 64, "ideal", tile=(128, 32))
+    x = torch.zeros(10, 256)
+    x[:, :5] = 1
+    xb.forward(x, spikes=True)
+    c = xb.counters
+    assert c.row_activations == 10 * 5 * xb.n_col_tiles
+    assert c.dac_conversions == 0
+    assert c.cell_reads == 10 * 5 * 64
+    assert c.adc_conversions == 10 * 64 * xb.n_row_tiles
+
+
+def test_state_dict_round_trip():
+    a = Crossbar(16, 8, "moderate", seed=1)
+    a.apply_pulses(torch.ones(16, 8), torch.zeros(16, 8))
+    sd = a.state_dict()
+    b = Crossbar(16, 8, "moderate", seed=99)
+    b.load_state_dict(sd)
+    assert torch.equal(a.weights(), b.weights())
+    n = torch.full((16, 8), 2.0)
+    a.apply_pulses(n, -n)
+    b.apply_pulses(n, -n)
+    assert torch.equal(a.weights(), b.weights())      # same noise stream too
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="adc_bits"):
+        Crossbar(4, 4, adc_bits=0)
+    xb = Crossbar(4, 4)
+    with pytest.raises(ValueError, match=r"input \[batch, 4\]"):
+        xb.forward(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="n_plus has shape"):
+        xb.apply_pulses(torch.zeros(3, 4), torch.zeros(4, 4))
+
+
+# ------------------------------------------------------------------ layers
+def test_analog_linear_gradients_match_digital():
+    layer = AnalogLinear(20, 7, device="ideal", seed=0)
+    W = layer.weight.detach().clone()          # effective weights [out, in]
+    x = torch.randn(5, 20, requires_grad=True)
+    y = layer(x)
+    torch.testing.assert_close(y, x @ W.t() + layer.bias, rtol=1e-5, atol=1e-5)
+    gy = torch.randn(5, 7)
+    y.backward(gy)
+    torch.testing.assert_close(x.grad, gy @ W, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.weight.grad, gy.t() @ x.detach(), rtol=1e-5, atol=1e-5)
+    assert layer.crossbar.counters.backward_reads == 5
+
+
+def test_analog_conv_equals_conv2d():
+    conv = AnalogConv2d(3, 8, 3, stride=1, padding=1, device="ideal", seed=1)
+    x = torch.randn(2, 3, 9, 9)
+    W = conv.weight.detach().reshape(8, 3, 3, 3)
+    torch.testing.assert_close(conv(x), F.conv2d(x, W, conv.bias, padding=1), rtol=1e-4, atol=1e-5)
+
+
+def test_torch_optimizer_cannot_change_analog_weights():
+    layer = AnalogLinear(4, 2)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    with pytest.raises(RuntimeError, match="only through device pulses"):
+        layer(torch.randn(3, 4))
+
+
+def _regress(device, seed=0, epochs=60):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(512, 8, generator=g)
+    W_star = (torch.rand(8, 4, generator=g) * 2 - 1) * 0.4
+    Y = X @ W_star
+    layer = AnalogLinear(8, 4, bias=False, device=device, weight_scale=1.0, seed=seed)
+    opt = PulseSGD(layer.parameters(), lr=0.05, rounding="stochastic", seed=seed)
+    for ep in range(epochs):
+        for group in opt.param_groups:
+            group["lr"] = 0.05 * (0.93 ** ep)
+        for i in range(0, 512, 32):
+            opt.zero_grad()
+            loss = ((layer(X[i:i + 32]) - Y[i:i + 32]) ** 2).mean()
+            loss.backward()
+            opt.step()
+    W = layer.weight.detach().t()
+    return (W - W_star).abs().max().item(), layer
+
+
+def test_pulse_sgd_ideal_reaches_least_squares_within_level_resolution():
+    err, layer = _regress("ideal")
+    # level resolution: one pulse changes one device by 1/Pmax = 1e-3 of the range
+    assert err <= 5 * layer.dw_min
+    assert layer.crossbar.counters.pulses > 0
+
+
+def test_pulse_sgd_severe_ends_measurably_worse():
+    err_ideal, _ = _regress("ideal")
+    err_severe, _ = _regress("severe")
+    assert err_severe > 10 * err_ideal
+
+
+def test_round_vs_stochastic_rounding_on_tiny_updates():
+    # lr*grad far below half a pulse: deterministic rounding moves nothing
+    layer = AnalogLinear(4, 2, bias=False, device="ag-a-si", weight_scale=1.0)
+    w0 = layer.crossbar.weights().clone()
+    opt = PulseSGD(layer.parameters(), lr=1e-4, rounding="round")
+    layer(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    assert torch.equal(layer.crossbar.weights(), w0)
