@@ -144,6 +144,10 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"neurosal: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
