@@ -1,0 +1,206 @@
+r"""Neurons: the charge-domain integrate-and-fire neuron with reversal potentials.
+
+Sakemi et al. (arXiv 2412.09010): the cell current that charges the membrane capacitor
+depends on the membrane potential. In normalized units (membrane potential in units of
+the threshold, time in units of one phase), with input :math:`j` switched on at its spike
+time :math:`t_j` (:math:`S_j(t) = H(t - t_j)`):
+
+.. math::
+
+    \frac{dv}{dt} = -\alpha v + \sum_j S_j(t)\Big[w^+_{ij}\big(1 - \tfrac{v}{E^+}\big)
+                    + w^-_{ij}\big(1 - \tfrac{v}{E^-}\big)\Big]
+                  = -f(t)\,v + g(t),
+
+:math:`g = \sum_j w_{ij} S_j`, :math:`f = \alpha + \sum_j \beta_{ij} w_{ij} S_j`,
+:math:`\beta = 1/E^+` for :math:`w \ge 0` and :math:`1/E^-` for :math:`w < 0`
+(:math:`E^- < 0`, so :math:`\beta w \ge 0`). Between input events :math:`f, g` are
+constant and the solution is exact:
+
+.. math:: v(t + \Delta) = v(t)\,e^{-f\Delta} + g\,\Delta\,\varphi(f\Delta),
+          \qquad \varphi(z) = (1 - e^{-z})/z = -\mathrm{expm1}(-z)/z,
+
+which is :math:`g/f + (v - g/f)e^{-f\Delta}` written so that :math:`f \to 0`
+(:math:`|E| \to \infty`, no leak) gives ideal charge summation :math:`v + g\Delta`.
+The membrane potential stays within :math:`[E^-, E^+]` (for :math:`v(0)` inside).
+
+Physical mapping (1T1R cell, Sakemi et al.): :math:`E^+ = (V_{dd} - V_0)/V_{th}`,
+:math:`E^- = (V_{gnd} - V_0)/V_{th}`, :math:`w = T_{phase}\,E\,\sigma/(C_m V_{th})`.
+
+Firing schemes:
+
+* **RC-spike**: accumulate for one phase :math:`t \in [0, 1]`, then a ramp fires at
+  :math:`t_{out} = \mathrm{clip}(1 - v(1), 0, 1)`.
+* **TTFS**: fire once when :math:`v` crosses :math:`V_{th}`; inside an interval with
+  :math:`g/f > V_{th}` the crossing time is
+  :math:`t = t_0 + \ln\frac{g/f - v_0}{g/f - V_{th}} / f` (for :math:`f = 0`:
+  :math:`t_0 + (V_{th} - v_0)/g`).
+
+**DSTD** (differentiable spike-time discretization): spike times are put on a grid
+:math:`T_m = m\Delta\tau - \text{offset}` by a hat kernel
+:math:`s_{jm} = \max(0, 1 - |T_m - t_j|/\Delta\tau)`, accumulated
+:math:`S_{jm} = \sum_{q \le m} s_{jq}`, and the exact recursion runs on the grid (two
+matmuls per grid step). Gradients reach spike times and weights through the hat weights,
+with no surrogate. The error is :math:`O(\Delta\tau^2/|E|)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+__all__ = ["beta_of", "charge_step", "ttfs_layer", "rc_spike_layer", "dstd_ttfs_layer", "dstd_rc_spike_layer"]
+
+
+def _phi(z: torch.Tensor) -> torch.Tensor:
+    """(1 - e^{-z}) / z, equal to 1 at z = 0, stable for small z."""
+    small = z.abs() < 1e-6
+    zs = torch.where(small, torch.ones_like(z), z)
+    return torch.where(small, 1 - z / 2, -torch.expm1(-zs) / zs)
+
+
+def beta_of(w: torch.Tensor, e_plus: float, e_minus: float) -> torch.Tensor:
+    r""":math:`\beta_{ij} w_{ij} \ge 0`: ``w/E+`` for excitatory and ``w/E-`` for inhibitory weights."""
+    if not (e_plus > 0):
+        raise ValueError(f"e_plus must be > 0 (or inf), got {e_plus}")
+    if not (e_minus < 0):
+        raise ValueError(f"e_minus must be < 0 (or -inf), got {e_minus}")
+    bp = 0.0 if math.isinf(e_plus) else 1.0 / e_plus
+    bm = 0.0 if math.isinf(e_minus) else 1.0 / e_minus
+    return torch.where(w >= 0, w * bp, w * bm)
+
+
+def charge_step(v: torch.Tensor, g: torch.Tensor, f: torch.Tensor, dt) -> torch.Tensor:
+    r"""Exact update of :math:`dv/dt = -f v + g` over ``dt`` with constant ``f >= 0``, ``g``."""
+    z = f * dt
+    return v * torch.exp(-z) + g * dt * _phi(z)
+
+
+def _check(t_in: torch.Tensor, w: torch.Tensor):
+    if t_in.dim() != 2 or w.dim() != 2 or t_in.shape[1] != w.shape[0]:
+        raise ValueError(f"t_in must be [batch, n_in] and w [n_in, n_out]; got {tuple(t_in.shape)} and "
+                         f"{tuple(w.shape)}")
+
+
+def _exact_walk(t_in, w, e_plus, e_minus, alpha, t_end, v_th=None):
+    """Event-driven exact integration; returns v(t_end) and, with v_th, the first crossing time."""
+    _check(t_in, w)
+    bw = beta_of(w, e_plus, e_minus)
+    order = torch.argsort(t_in, dim=1)
+    ts = torch.gather(t_in, 1, order)                      # sorted input times [B, n_in]
+    B, n_in = t_in.shape
+    n_out = w.shape[1]
+    v = torch.zeros(B, n_out, dtype=w.dtype)
+    g = torch.zeros(B, n_out, dtype=w.dtype)
+    f = torch.full((B, n_out), float(alpha), dtype=w.dtype)
+    t_prev = torch.zeros(B, 1, dtype=w.dtype)
+    t_fire = torch.full((B, n_out), math.inf, dtype=w.dtype)
+    for k in range(n_in + 1):
+        t_next = ts[:, k:k + 1].clamp(max=t_end) if k < n_in else torch.full((B, 1), float(t_end), dtype=w.dtype)
+        t_next = torch.maximum(t_next, t_prev)
+        dt = t_next - t_prev
+        if v_th is not None:
+            # crossing inside [t_prev, t_next)? (f = 0: v_inf = +-huge, the linear branch is used)
+            v_inf = g / f.clamp_min(1e-30)
+            can = (v < v_th) & (v_inf > v_th) & torch.isinf(t_fire)
+            lin = f <= 1e-12
+            t_lin = t_prev + (v_th - v) / g.clamp_min(1e-30)
+            ratio = ((v_inf - v) / (v_inf - v_th)).clamp_min(1.0)
+            t_exp = t_prev + torch.log(ratio) / f.clamp_min(1e-30)
+            t_cross = torch.where(lin, t_lin, t_exp)
+            hit = can & (t_cross <= t_next)
+            t_fire = torch.where(hit, t_cross, t_fire)
+        v = charge_step(v, g, f, dt)
+        t_prev = t_next
+        if k < n_in:
+            j = order[:, k]                                 # input arriving now
+            active = torch.isfinite(ts[:, k]) & (ts[:, k] <= t_end)
+            g = g + active[:, None] * w[j]
+            f = f + active[:, None] * bw[j]
+    return v, t_fire
+
+
+def ttfs_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math.inf, e_minus: float = -math.inf,
+               v_th: float = 1.0, t_max: float = 2.0, alpha: float = 0.0) -> torch.Tensor:
+    """Exact event-driven TTFS layer: first threshold-crossing time of each output neuron.
+
+    ``t_in`` [batch, n_in] input spike times (``inf`` = no spike), ``w`` [n_in, n_out].
+    Returns [batch, n_out] output times, ``inf`` where a neuron does not fire before ``t_max``.
+    """
+    _, t_fire = _exact_walk(t_in, w, e_plus, e_minus, alpha, t_max, v_th=v_th)
+    return t_fire
+
+
+def rc_spike_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math.inf, e_minus: float = -math.inf,
+                   alpha: float = 0.0) -> torch.Tensor:
+    """Exact RC-spike layer: integrate inputs over one phase, fire at ``clip(1 - v(1), 0, 1)``."""
+    v1, _ = _exact_walk(t_in, w, e_plus, e_minus, alpha, 1.0)
+    return (1.0 - v1).clamp(0.0, 1.0)
+
+
+def _dstd_grid(t_in, t_end, steps, offset, generator):
+    dtau = t_end / steps
+    if offset is None:
+        off = 0.0
+    elif offset == "random":
+        off = float(torch.rand((), generator=generator)) * dtau
+    else:
+        off = float(offset)
+    m = torch.arange(steps + 2, dtype=t_in.dtype)       # one extra point covers a shifted grid
+    grid = m * dtau - off                                    # T_m
+    # hat kernel: each finite spike spreads onto its two neighbouring grid points
+    tt = torch.where(torch.isfinite(t_in), t_in, torch.full_like(t_in, 1e9))
+    s = (1 - (grid.view(1, 1, -1) - tt.unsqueeze(-1)).abs() / dtau).clamp_min(0)   # [B, n_in, M+1]
+    S = torch.cumsum(s, dim=-1)                                                    # cumulative steps
+    if off == 0.0:
+        S = S[..., :-1]
+    return grid, S, dtau
+
+
+def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator, v_th=None):
+    _check(t_in, w)
+    bw = beta_of(w, e_plus, e_minus)
+    grid, S, dtau = _dstd_grid(t_in, t_end, steps, offset, generator)
+    B, n_out = t_in.shape[0], w.shape[1]
+    v = torch.zeros(B, n_out, dtype=w.dtype)
+    t_fire = torch.full((B, n_out), math.inf, dtype=w.dtype)
+    # interval m runs from T_m to T_{m+1}; the phase ends at t_end (partial last interval)
+    for m_ in range(S.shape[-1]):
+        t0 = max(float(grid[m_]), 0.0)
+        t1 = min(float(grid[m_ + 1]), t_end)
+        if t1 <= t0:
+            continue
+        Sm = S[:, :, m_]
+        g = Sm @ w
+        f = alpha + Sm @ bw
+        if v_th is not None:
+            v_inf = g / f.clamp_min(1e-12)
+            lin = f <= 1e-12
+            can = (v < v_th) & torch.where(lin, g > 0, v_inf > v_th) & torch.isinf(t_fire)
+            t_lin = t0 + (v_th - v) / torch.where(can & lin, g, torch.ones_like(g))
+            ratio = torch.where(can & ~lin, (v_inf - v) / (v_inf - v_th), torch.full_like(v, 2.0))
+            t_exp = t0 + torch.log(ratio.clamp_min(1.0)) / torch.where(lin, torch.ones_like(f), f)
+            t_cross = torch.where(lin, t_lin, t_exp)
+            hit = can & (t_cross <= t1)
+            t_fire = torch.where(hit, t_cross, t_fire)
+        v = charge_step(v, g, f, t1 - t0)
+    return v, t_fire
+
+
+def dstd_rc_spike_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math.inf,
+                        e_minus: float = -math.inf, alpha: float = 0.0, steps: int = 4,
+                        offset: Optional[str | float] = None,
+                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """DSTD RC-spike layer on ``steps`` grid points (``offset='random'`` in training)."""
+    v1, _ = _dstd_walk(t_in, w, e_plus, e_minus, alpha, 1.0, steps, offset, generator)
+    return (1.0 - v1).clamp(0.0, 1.0)
+
+
+def dstd_ttfs_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math.inf, e_minus: float = -math.inf,
+                    v_th: float = 1.0, t_max: float = 2.0, alpha: float = 0.0, steps: int = 8,
+                    offset: Optional[str | float] = None,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """DSTD TTFS layer: the exact recursion on the grid, crossing time analytic within a step."""
+    _, t_fire = _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_max, steps, offset, generator, v_th=v_th)
+    return t_fire

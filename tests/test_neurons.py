@@ -1,0 +1,171 @@
+"""Charge-domain neuron with reversal potentials: exact solution against an ODE solver,
+limits, bounds, TTFS crossing times, DSTD convergence and gradients."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+from neurosal.neurons import (beta_of, charge_step, dstd_rc_spike_layer, dstd_ttfs_layer, rc_spike_layer,
+                              ttfs_layer)
+
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _rhs_factory(t_in, w, e_plus, e_minus, alpha):
+    t_in = np.asarray(t_in)
+    w = np.asarray(w)
+    wp, wm = np.clip(w, 0, None), np.clip(w, None, 0)
+
+    def rhs(t, v):
+        s = (t_in <= t).astype(float)            # inputs switched on at their spike time
+        cur = s @ (wp * (1 - v[None, :] / e_plus) + wm * (1 - v[None, :] / e_minus))
+        return -alpha * v + cur
+    return rhs
+
+
+@pytest.mark.parametrize("e_plus,e_minus,alpha", [(2.0, -1.5, 0.0), (5.0, -5.0, 0.3), (1.2, -0.8, 1.0)])
+def test_exact_solution_matches_solve_ivp(e_plus, e_minus, alpha):
+    g = torch.Generator().manual_seed(0)
+    n_in, n_out = 12, 5
+    t_in = torch.rand(1, n_in, generator=g)
+    w = torch.randn(n_in, n_out, generator=g) * 0.6
+    v1 = 1.0 - rc_spike_layer(t_in, w, e_plus=e_plus, e_minus=e_minus, alpha=alpha)
+    # compare the unclipped membrane potential: integrate to t = 1 with the solver
+    from neurosal.neurons import _exact_walk
+    v_exact, _ = _exact_walk(t_in, w, e_plus, e_minus, alpha, 1.0)
+    rhs = _rhs_factory(t_in[0].numpy(), w.numpy(), e_plus, e_minus, alpha)
+    events = np.sort(t_in[0].numpy())
+    v = np.zeros(n_out)
+    knots = np.concatenate([[0.0], events, [1.0]])
+    for a, b in zip(knots[:-1], knots[1:]):            # integrate piecewise: rhs jumps at events
+        if b > a:
+            sol = solve_ivp(rhs, (a, b), v, rtol=1e-11, atol=1e-12, method="DOP853")
+            v = sol.y[:, -1]
+    np.testing.assert_allclose(v_exact[0].numpy(), v, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(v1[0].numpy(), np.clip(1 - v, 0, 1) * 0 + (1 - np.clip(1 - v, 0, 1)), atol=1e-9)
+
+
+def test_infinite_reversal_potential_is_ideal_charge_summation():
+    g = torch.Generator().manual_seed(1)
+    t_in = torch.rand(4, 30, generator=g)
+    w = torch.randn(30, 7, generator=g) * 0.05
+    from neurosal.neurons import _exact_walk
+    v1, _ = _exact_walk(t_in, w, math.inf, -math.inf, 0.0, 1.0)
+    torch.testing.assert_close(v1, (1 - t_in) @ w)
+    # and the large-|E| limit converges to it
+    v_big, _ = _exact_walk(t_in, w, 1e6, -1e6, 0.0, 1.0)
+    torch.testing.assert_close(v_big, v1, rtol=1e-5, atol=1e-6)
+
+
+def test_membrane_stays_between_reversal_potentials():
+    g = torch.Generator().manual_seed(2)
+    t_in = torch.rand(8, 50, generator=g)
+    w = torch.randn(50, 10, generator=g) * 20
+    from neurosal.neurons import _exact_walk
+    v1, _ = _exact_walk(t_in, w, 1.5, -0.7, 0.0, 1.0)
+    assert (v1 <= 1.5 + 1e-9).all() and (v1 >= -0.7 - 1e-9).all()
+    # with every input on, v relaxes to g/f = sum(w)/sum(beta w), a weighted mean of E+ and E-
+    bw = beta_of(w, 1.5, -0.7)
+    torch.testing.assert_close(v1[0], w.sum(0) / bw.sum(0), rtol=1e-6, atol=1e-6)
+    # same-sign strong inputs drive it to the rail itself
+    vp, _ = _exact_walk(t_in, w.abs(), 1.5, -0.7, 0.0, 1.0)
+    vm, _ = _exact_walk(t_in, -w.abs(), 1.5, -0.7, 0.0, 1.0)
+    torch.testing.assert_close(vp, torch.full_like(vp, 1.5))
+    torch.testing.assert_close(vm, torch.full_like(vm, -0.7))
+
+
+def test_charge_step_small_f_limit():
+    v = torch.tensor([0.3])
+    g = torch.tensor([2.0])
+    for f in (0.0, 1e-9, 1e-4):
+        out = charge_step(v, g, torch.tensor([f]), 0.5)
+        z = f * 0.5     # reference written without cancellation (math.expm1)
+        exact = v * math.exp(-z) + g * 0.5 * (-math.expm1(-z) / z if z > 0 else 1.0)
+        torch.testing.assert_close(out, torch.as_tensor(exact, dtype=out.dtype), rtol=1e-9, atol=1e-12)
+
+
+def test_ttfs_crossing_time_against_fine_integration():
+    g = torch.Generator().manual_seed(3)
+    t_in = torch.rand(2, 10, generator=g) * 0.5
+    w = torch.rand(10, 6, generator=g) * 0.8
+    e_plus, e_minus = 3.0, -2.0
+    t_out = ttfs_layer(t_in, w, e_plus=e_plus, e_minus=e_minus, t_max=2.0)
+    # fine forward-Euler reference with step h: crossing time error O(h)
+    h = 1e-5
+    rhs = _rhs_factory(t_in[0].numpy(), w.numpy(), e_plus, e_minus, 0.0)
+    v = np.zeros(6)
+    t_ref = np.full(6, np.inf)
+    t = 0.0
+    while t < 2.0 and np.isinf(t_ref).any():
+        dv = rhs(t, v)
+        v_new = v + h * dv
+        crossed = (v < 1) & (v_new >= 1) & np.isinf(t_ref)
+        t_ref[crossed] = t + h * (1 - v[crossed]) / (v_new[crossed] - v[crossed])
+        v, t = v_new, t + h
+    fired = np.isfinite(t_ref)
+    assert fired.sum() >= 3
+    np.testing.assert_array_equal(np.isfinite(t_out[0].numpy()), fired)
+    np.testing.assert_allclose(t_out[0].numpy()[fired], t_ref[fired], atol=5e-5)
+
+
+def test_dstd_rc_spike_exact_for_infinite_e_and_converges_as_m_squared():
+    g = torch.Generator().manual_seed(4)
+    t_in = torch.rand(16, 40, generator=g)
+    w = torch.randn(40, 20, generator=g) * 0.1
+    exact_inf = rc_spike_layer(t_in, w)
+    torch.testing.assert_close(dstd_rc_spike_layer(t_in, w, steps=4), exact_inf)   # hat kernel is exact here
+    e_plus, e_minus = 1.5, -1.5
+    exact = rc_spike_layer(t_in, w, e_plus=e_plus, e_minus=e_minus)
+    errs = []
+    Ms = [4, 8, 16, 32, 64]
+    for M in Ms:
+        errs.append((dstd_rc_spike_layer(t_in, w, e_plus=e_plus, e_minus=e_minus, steps=M) - exact).abs().max().item())
+    slope = np.polyfit(np.log(Ms), np.log(errs), 1)[0]
+    assert errs[-1] < errs[0] / 50
+    assert -2.4 < slope < -1.6, (errs, slope)
+
+
+def test_dstd_ttfs_converges_to_exact():
+    g = torch.Generator().manual_seed(5)
+    t_in = torch.rand(8, 20, generator=g) * 0.6
+    w = torch.rand(20, 10, generator=g) * 0.6
+    exact = ttfs_layer(t_in, w, e_plus=2.0, e_minus=-2.0, t_max=2.0)
+    fired = torch.isfinite(exact)
+    assert fired.float().mean() > 0.5
+    errs = []
+    for M in (8, 32, 128):
+        approx = dstd_ttfs_layer(t_in, w, e_plus=2.0, e_minus=-2.0, t_max=2.0, steps=M)
+        both = fired & torch.isfinite(approx)
+        errs.append((approx[both] - exact[both]).abs().max().item())
+    assert errs[2] < errs[0] / 10 and errs[2] < 2e-3
+
+
+def test_dstd_gradients_match_finite_differences():
+    g = torch.Generator().manual_seed(6)
+    t_in = (torch.rand(2, 6, generator=g) * 0.8 + 0.05).requires_grad_()
+    w = (torch.randn(6, 3, generator=g) * 0.4).requires_grad_()
+    f = lambda t, ww: dstd_rc_spike_layer(t, ww, e_plus=2.0, e_minus=-2.0, steps=5)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (t_in, w), eps=1e-6, atol=1e-5)
+    ft = lambda t, ww: dstd_ttfs_layer(t, ww, e_plus=2.0, e_minus=-2.0, t_max=3.0, steps=6)  # noqa: E731
+    w2 = (torch.rand(6, 3, generator=g) * 0.8 + 0.2).requires_grad_()
+    out = ft(t_in, w2)
+    assert torch.isfinite(out).all()
+    assert torch.autograd.gradcheck(ft, (t_in, w2), eps=1e-6, atol=1e-5)
+
+
+def test_beta_sign_and_bad_potentials():
+    w = torch.tensor([[0.5, -0.5]])
+    b = beta_of(w, 2.0, -4.0)
+    torch.testing.assert_close(b, torch.tensor([[0.25, 0.125]]))
+    with pytest.raises(ValueError, match="e_minus must be < 0"):
+        beta_of(w, 2.0, 1.0)
