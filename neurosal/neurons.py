@@ -168,7 +168,7 @@ def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator,
     # interval m runs from T_m to T_{m+1}; the phase ends at t_end (partial last interval)
     for m_ in range(S.shape[-1]):
         t0 = max(float(grid[m_]), 0.0)
-        t1 = min(float(grid[m_ + 1]), t_end)
+        t1 = min(float(grid[m_ + 1]), t_end) if m_ + 1 < grid.numel() else t_end
         if t1 <= t0:
             continue
         Sm = S[:, :, m_]

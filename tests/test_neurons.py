@@ -169,3 +169,17 @@ def test_beta_sign_and_bad_potentials():
     torch.testing.assert_close(b, torch.tensor([[0.25, 0.125]]))
     with pytest.raises(ValueError, match="e_minus must be < 0"):
         beta_of(w, 2.0, 1.0)
+
+
+def test_dstd_random_offset_converges():
+    g = torch.Generator().manual_seed(7)
+    t_in = torch.rand(16, 40, generator=g)
+    w = torch.randn(40, 20, generator=g) * 0.1
+    exact = rc_spike_layer(t_in, w, e_plus=1.5, e_minus=-1.5)
+    errs = []
+    for M in (4, 16, 64):
+        gen = torch.Generator().manual_seed(M)
+        outs = [dstd_rc_spike_layer(t_in, w, e_plus=1.5, e_minus=-1.5, steps=M, offset="random", generator=gen)
+                for _ in range(4)]
+        errs.append(max((o - exact).abs().max().item() for o in outs))
+    assert errs[2] < errs[0] / 8 and errs[2] < 5e-3
