@@ -339,7 +339,6 @@ class Crossbar:
         pulses = verify = it = 0
         gmin = torch.as_tensor(st.g_min, dtype=self.dtype, device=self.torch_device)
         gmax = torch.as_tensor(st.g_max, dtype=self.dtype, device=self.torch_device)
-        u = None
         while it < max_iterations:
             it += 1
             g_read = self.device.read(st, generator=self.generator,

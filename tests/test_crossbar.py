@@ -96,7 +96,8 @@ def test_program_converges_and_reports_cost():
     assert r.converged == 1.0
     assert r.max_error <= 0.03
     assert (xb.weights() - target).abs().max() <= 0.03
-    assert r.pulses > 32 * 16 and r.verify_reads >= 2 * 32 * 16 * r.iterations // r.iterations
+    # the first iteration verify-reads every pair (2 devices each); later ones the unconverged
+    assert r.pulses > 32 * 16 and r.verify_reads >= 2 * 32 * 16 and r.iterations > 1
     assert xb.counters.verify_reads == r.verify_reads and xb.counters.pulses == r.pulses
 
 
