@@ -51,18 +51,19 @@ def plot_device_curves(names, output, samples: int = 200, seed: int = 0) -> Path
         cyc = noisy_cycles(dev, samples, seed) * 1e6
         lo, hi = np.percentile(cyc, [5, 95], axis=0)
         ax.fill_between(x, lo, hi, color="tab:orange", alpha=0.35, lw=0,
-                        label=f"C2C 5-95 % ({samples} cycles, σ={c.noise.c2c:.1%})")
+                        label=f"cycle-to-cycle spread, 5-95 % of {samples} cycles")
         ax.plot(x[:c.pmax + 1], nominal[:c.pmax + 1], color="tab:blue", lw=1.6, label="potentiation")
         ax.plot(x[c.pmax:], nominal[c.pmax:], color="tab:red", lw=1.6, label="depression")
         ax.axvline(c.pmax, color="0.6", lw=0.8, ls=":")
-        ax.set_title(f"{c.name} ({c.model}, {c.levels} levels)", fontsize=10)
+        ax.set_title(f"{c.name} ({c.model}, {c.levels} levels, C2C σ={c.noise.c2c:.1%})", fontsize=9)
         ax.set_xlabel("pulse number")
         ax.set_ylabel("conductance (µS)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best", framealpha=0.8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.tight_layout()
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 if nrow == 1 else 0.04, 1, 1))
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
