@@ -134,6 +134,7 @@ class Crossbar:
         self.version = 0             # bumps on every change of the conductances
         self._cache_version = -1
         self._w = None
+        self.last_path = None        # 'event' or 'dense': how the last read was computed
 
     # -- geometry ----------------------------------------------------------------------
     @property
@@ -216,25 +217,35 @@ class Crossbar:
         self.version += 1
 
     # -- reads ---------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, *, spikes: bool = False) -> torch.Tensor:
+    #: input density (nonzero fraction) at or below which ``path='auto'`` gathers active rows
+    #: instead of a dense matmul; measured crossover on a 2-core CPU (benchmarks/bench_sim.py)
+    event_threshold: float = 0.04
+
+    def forward(self, x: torch.Tensor, *, spikes: bool = False, path: str = "auto") -> torch.Tensor:
         """Analog matrix-vector product ``x @ W`` through the periphery; ``x``: [batch, rows].
 
-        ``spikes=True`` declares binary inputs (one bit per row per step): no DAC and only
-        rows with a spike are driven (and counted).
+        ``spikes=True`` declares binary inputs (one bit per row per step): no DAC, only rows
+        with a spike are driven (and counted), and a tile with no active row makes no ADC
+        conversion. ``path``: ``'dense'`` (matmul over all rows), ``'event'`` (gather only the
+        active rows: silent rows cost nothing) or ``'auto'`` (event-driven when the fraction
+        of nonzero inputs is at most :attr:`event_threshold`). Both paths give the same result
+        (to float rounding) and the same counters and noise stream.
         """
         if x.dim() != 2 or x.shape[1] != self.rows:
             raise ValueError(f"forward expects input [batch, {self.rows}], got {tuple(x.shape)}")
+        if path not in ("auto", "dense", "event"):
+            raise ValueError(f"path must be 'auto', 'dense' or 'event', got {path!r}")
         self.counters.forward_reads += x.shape[0]
-        return self._read(x, transposed=False, spikes=spikes)
+        return self._read(x, transposed=False, spikes=spikes, path=path)
 
     def backward(self, d: torch.Tensor) -> torch.Tensor:
         """Transposed read ``d @ W^T`` (for backprop through the array); ``d``: [batch, cols]."""
         if d.dim() != 2 or d.shape[1] != self.cols:
             raise ValueError(f"backward expects input [batch, {self.cols}], got {tuple(d.shape)}")
         self.counters.backward_reads += d.shape[0]
-        return self._read(d, transposed=True, spikes=False)
+        return self._read(d, transposed=True, spikes=False, path="dense")
 
-    def _read(self, x: torch.Tensor, transposed: bool, spikes: bool) -> torch.Tensor:
+    def _read(self, x: torch.Tensor, transposed: bool, spikes: bool, path: str = "dense") -> torch.Tensor:
         x = x.to(self.dtype)
         n_in = self.cols if transposed else self.rows
         n_out = self.rows if transposed else self.cols
@@ -242,13 +253,36 @@ class Crossbar:
         t_out = self.tile[0] if transposed else self.tile[1]
         nt_in, nt_out = -(-n_in // t_in), -(-n_out // t_out)
         batch = x.shape[0]
-        # ---- counters
-        nnz = int(torch.count_nonzero(x).item())
+        # ---- activity (spikes are 0/1 by contract, so sums count them)
         c = self.counters
+        tiles = None                           # (vector, row-tile) reads with at least one input
+        events = None
+        nnz = None
+        if spikes:
+            nnz = int(x.sum().item())
+        elif path == "dense":
+            nnz = int(torch.count_nonzero(x).item())
+        if path == "event" or (path == "auto" and spikes and nnz <= self.event_threshold * x.numel()):
+            events = x.nonzero()                                   # [nnz, 2]: (vector, row), sorted
+            nnz = events.shape[0]
+            if spikes:
+                slot = events[:, 0] * nt_in + events[:, 1] // t_in if nt_in > 1 else events[:, 0]
+                tiles = int(torch.unique_consecutive(slot).numel())
+        elif spikes:
+            if nt_in == 1:
+                tiles = int((x.sum(1) != 0).sum().item())
+            else:   # per-tile input counts by one small matmul with the tile indicator
+                ind = torch.zeros(n_in, nt_in, dtype=x.dtype, device=x.device)
+                ind[torch.arange(n_in, device=x.device), torch.arange(n_in, device=x.device) // t_in] = 1
+                tiles = int(((x @ ind) != 0).sum().item())
+        if nnz is None:
+            nnz = int(torch.count_nonzero(x).item())
         c.row_activations += nnz * nt_out
         c.cell_reads += nnz * n_out
-        c.adc_conversions += batch * n_out * nt_in
-        if not spikes:
+        if spikes:
+            c.adc_conversions += tiles * n_out        # a tile with no active row converts nothing
+        else:
+            c.adc_conversions += batch * n_out * nt_in
             c.dac_conversions += nnz * nt_out
         # ---- DAC
         scale = None
@@ -257,7 +291,11 @@ class Crossbar:
             x = _quantize_sym(x / scale, 1.0, self.dac_bits)
         w = self.weights()
         sr = self.read_noise
-        if self.adc_bits is None and sr == 0:
+        ideal = self.adc_bits is None and sr == 0
+        self.last_path = "dense" if events is None else "event"
+        if events is not None:
+            y = self._gather(x, events, w.t() if transposed else w, t_in, nt_in, ideal, spikes)
+        elif ideal:
             y = x @ (w.t() if transposed else w)
         else:
             # per-tile partial sums: [nt_in, batch, n_out]
@@ -266,17 +304,44 @@ class Crossbar:
                 x = F.pad(x, (0, nt_in * t_in - n_in))
             xt = x.reshape(batch, nt_in, t_in).transpose(0, 1)
             part = torch.bmm(xt, blocks)
-            if sr > 0:
-                # sum over the tile's rows of two independent device noises per weight
-                sig = (sr * math.sqrt(2.0)) * xt.pow(2).sum(-1, keepdim=True).sqrt()
-                part = part + sig * torch.randn(part.shape, generator=self.generator, dtype=part.dtype,
-                                                device=part.device)
-            if self.adc_bits is not None:
-                part = _quantize_sym(part, self.adc_range, self.adc_bits)
-            y = part.sum(0)
+            y = self._periphery(part, xt.pow(2).sum(-1, keepdim=True) if sr > 0 else None)
         if scale is not None:
             y = y * scale
         return y
+
+    def _gather(self, x, events, w, t_in, nt_in, ideal, spikes):
+        """Event-driven read: sum the weight rows of the active inputs only (embedding-bag sum
+        over the events of each (vector, tile), which come sorted from ``nonzero``)."""
+        vec, row = events[:, 0], events[:, 1]
+        val = None if spikes else x[vec, row]
+        batch, n_out = x.shape[0], w.shape[1]
+        nt = 1 if ideal else nt_in
+        slot = vec * nt + row // t_in if nt > 1 else vec           # non-decreasing
+        counts = torch.bincount(slot, minlength=batch * nt)
+        offsets = torch.zeros_like(counts)
+        offsets[1:] = torch.cumsum(counts[:-1], 0)
+        part = F.embedding_bag(row, w, offsets, mode="sum", per_sample_weights=val)
+        if ideal:
+            return part
+        part = part.view(batch, nt_in, n_out).transpose(0, 1)
+        sq = None
+        if self.read_noise > 0:
+            sq = counts.to(w.dtype) if val is None else torch.zeros(
+                batch * nt_in, dtype=w.dtype, device=w.device).index_add_(0, slot, val * val)
+            sq = sq.view(batch, nt_in).t().unsqueeze(-1)
+        return self._periphery(part, sq)
+
+    def _periphery(self, part: torch.Tensor, sq: Optional[torch.Tensor]) -> torch.Tensor:
+        """Read noise and ADC on per-tile partial sums ``[nt_in, batch, n_out]``; digital sum."""
+        sr = self.read_noise
+        if sr > 0:
+            # sum over the tile's rows of two independent device noises per weight
+            sig = (sr * math.sqrt(2.0)) * sq.sqrt()
+            part = part + sig * torch.randn(part.shape, generator=self.generator, dtype=part.dtype,
+                                            device=part.device)
+        if self.adc_bits is not None:
+            part = _quantize_sym(part, self.adc_range, self.adc_bits)
+        return part.sum(0)
 
     # -- writes --------------------------------------------------------------------------
     def apply_pulses(self, n_plus: torch.Tensor, n_minus: torch.Tensor) -> int:
@@ -406,7 +471,7 @@ class _AnalogMatmul(torch.autograd.Function):
     def forward(ctx, x, weight, layer):
         ctx.layer = layer
         ctx.save_for_backward(x)
-        return layer.crossbar.forward(x, spikes=layer.spikes) * layer.weight_scale
+        return layer.crossbar.forward(x, spikes=layer.spikes, path=layer.path) * layer.weight_scale
 
     @staticmethod
     def backward(ctx, gy):
@@ -431,7 +496,8 @@ class _AnalogBase(nn.Module):
         # mirror of the effective weights, [out, in] like nn.Linear: carries .grad for PulseSGD
         self.weight = nn.Parameter(torch.empty(cols, rows))
         self.weight._neurosal_layer = self      # PulseSGD finds the array through this
-        self.spikes = False
+        self.spikes = False          # inputs are binary spikes (set by the simulator)
+        self.path = "auto"           # event-driven / dense read choice (see Crossbar.forward)
         self._synced = (-1, -1)
         self._sync()
 
@@ -465,11 +531,12 @@ class AnalogLinear(_AnalogBase):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device="ideal",
-                 tile=(128, 128), dac_bits=None, adc_bits=None, adc_range=12.0, weight_scale=None, seed: int = 0):
+                 tile=(128, 128), dac_bits=None, adc_bits=None, adc_range=12.0, weight_scale=None, seed: int = 0,
+                 init_gain: float = 1.0):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._setup(in_features, out_features, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale,
-                    init_bound=1.0 / math.sqrt(in_features))
+                    init_bound=init_gain / math.sqrt(in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

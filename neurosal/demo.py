@@ -24,14 +24,9 @@ DEVICES = ("ideal", "mild", "moderate", "severe", "ag-a-si", "extreme-nonlinear"
 
 def load_digits_split(seed: int = 0, test_fraction: float = 0.25):
     """The scikit-learn digits (1797 8x8 images, 10 classes), pixels scaled to [0, 1]."""
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(d.target, dtype=torch.long)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_test = int(len(y) * test_fraction)
-    te, tr = perm[:n_test], perm[n_test:]
-    return x[tr], y[tr], x[te], y[te]
+    from .datasets import load
+    d = load("digits", seed=seed, test_fraction=test_fraction)
+    return d.x_train, d.y_train, d.x_test, d.y_test
 
 
 def _mlp(device: str | None, seed: int) -> nn.Module:

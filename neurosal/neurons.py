@@ -46,11 +46,15 @@ with no surrogate. The error is :math:`O(\Delta\tau^2/|E|)`.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import torch
+from torch import nn
 
-__all__ = ["beta_of", "charge_step", "ttfs_layer", "rc_spike_layer", "dstd_ttfs_layer", "dstd_rc_spike_layer"]
+__all__ = ["beta_of", "charge_step", "ttfs_layer", "rc_spike_layer", "dstd_ttfs_layer", "dstd_rc_spike_layer",
+           "SURROGATES", "spike_fn", "LIFParameters", "lif_step", "LIFNeurons", "RateNeurons", "ChargeNeurons",
+           "ChargeParameters"]
 
 
 def _phi(z: torch.Tensor) -> torch.Tensor:
@@ -163,6 +167,10 @@ def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator,
     bw = beta_of(w, e_plus, e_minus)
     grid, S, dtau = _dstd_grid(t_in, t_end, steps, offset, generator)
     B, n_out = t_in.shape[0], w.shape[1]
+    # all grid steps at once: two matmuls [B*K, n_in] @ [n_in, n_out] instead of 2K small ones
+    St = S.transpose(1, 2)                                   # [B, K, n_in]
+    G = St @ w                                               # g on every grid interval
+    Fm = alpha + St @ bw                                     # f on every grid interval
     v = torch.zeros(B, n_out, dtype=w.dtype)
     t_fire = torch.full((B, n_out), math.inf, dtype=w.dtype)
     # interval m runs from T_m to T_{m+1}; the phase ends at t_end (partial last interval)
@@ -171,9 +179,8 @@ def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator,
         t1 = min(float(grid[m_ + 1]), t_end) if m_ + 1 < grid.numel() else t_end
         if t1 <= t0:
             continue
-        Sm = S[:, :, m_]
-        g = Sm @ w
-        f = alpha + Sm @ bw
+        g = G[:, m_]
+        f = Fm[:, m_]
         if v_th is not None:
             v_inf = g / f.clamp_min(1e-12)
             lin = f <= 1e-12
@@ -204,3 +211,213 @@ def dstd_ttfs_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math
     """DSTD TTFS layer: the exact recursion on the grid, crossing time analytic within a step."""
     _, t_fire = _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_max, steps, offset, generator, v_th=v_th)
     return t_fire
+
+
+# ============================================================================ LIF (norse)
+#: Surrogate gradients by name. All but ``super`` are norse's (``norse.torch.functional.threshold``);
+#: norse 1.1.0's SuperSpike ignores ``alpha`` (its gradient is always 1/(|x|+1)^2), so
+#: ``super`` is neurosal's own :class:`SuperSpike` with the published width.
+SURROGATES = ("super", "triangle", "tanh", "circ", "heavi_erfc", "heaviside")
+
+
+class SuperSpike(torch.autograd.Function):
+    r"""Heaviside forward, SuperSpike surrogate backward (Zenke & Ganguli 2018):
+    :math:`\partial z/\partial x = 1/(\alpha|x| + 1)^2`."""
+
+    @staticmethod
+    def forward(ctx, x, alpha: float):
+        ctx.save_for_backward(x)
+        ctx.alpha = float(alpha)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, gz):
+        (x,) = ctx.saved_tensors
+        return gz / (ctx.alpha * x.abs() + 1.0).pow(2), None
+
+
+def spike_fn(x: torch.Tensor, method: str = "super", alpha: float = 100.0) -> torch.Tensor:
+    """Spike nonlinearity :math:`z = H(x)` with the surrogate gradient ``method``."""
+    if method == "super":
+        return SuperSpike.apply(x, alpha)
+    if method not in SURROGATES:
+        raise ValueError(f"unknown surrogate {method!r}; allowed: {', '.join(SURROGATES)}")
+    from norse.torch.functional.threshold import threshold
+    return threshold(x, method, alpha)
+
+
+@dataclass(frozen=True)
+class LIFParameters:
+    r"""Leaky integrate-and-fire neuron without synaptic current (norse's LIF-box model).
+
+    .. math:: \tau_{mem}\,\dot v = v_{leak} - v + I, \qquad z = H(v - v_{th}),
+              \qquad v \leftarrow v_{reset} \text{ where } z = 1.
+
+    ``tau_mem`` in seconds, potentials in threshold units; ``I`` is the crossbar output
+    (weight units, scaled by the layer gain). Forward Euler with step ``dt`` (norse's scheme).
+    """
+
+    tau_mem: float = 10e-3
+    v_th: float = 1.0
+    v_reset: float = 0.0
+    v_leak: float = 0.0
+    method: str = "super"
+    alpha: float = 100.0
+
+    def __post_init__(self):
+        if not self.tau_mem > 0:
+            raise ValueError(f"tau_mem must be > 0 s, got {self.tau_mem}")
+        if not self.v_th > self.v_reset:
+            raise ValueError(f"v_th ({self.v_th}) must be above v_reset ({self.v_reset})")
+        if self.method not in SURROGATES:
+            raise ValueError(f"unknown surrogate {self.method!r}; allowed: {', '.join(SURROGATES)}")
+        if not self.alpha > 0:
+            raise ValueError(f"surrogate alpha must be > 0, got {self.alpha}")
+
+    def norse(self):
+        """The same neuron as :class:`norse.torch.functional.lif_box.LIFBoxParameters`."""
+        from norse.torch.functional.lif_box import LIFBoxParameters
+        return LIFBoxParameters(tau_mem_inv=torch.as_tensor(1.0 / self.tau_mem), v_leak=torch.as_tensor(self.v_leak),
+                                v_th=torch.as_tensor(self.v_th), v_reset=torch.as_tensor(self.v_reset),
+                                method=self.method, alpha=torch.as_tensor(self.alpha))
+
+
+def lif_step(i: torch.Tensor, v: torch.Tensor, p: LIFParameters, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One step of :class:`LIFParameters`: ``(z, v_new)``.
+
+    For every surrogate except ``super`` this *is* norse's ``lif_box_feed_forward_step``;
+    for ``super`` the same arithmetic with neurosal's alpha-respecting SuperSpike.
+    """
+    if p.method != "super":
+        from norse.torch.functional.lif_box import LIFBoxFeedForwardState, lif_box_feed_forward_step
+        z, st = lif_box_feed_forward_step(i, LIFBoxFeedForwardState(v=v), p.norse(), dt)
+        return z, st.v
+    v_dec = v + (dt / p.tau_mem) * (i + p.v_leak - v)
+    z = SuperSpike.apply(v_dec - p.v_th, p.alpha)
+    return z, v_dec - z * (v_dec - p.v_reset)
+
+
+class NeuronState(NamedTuple):
+    """State of a neuron layer between steps (fields unused by a kind are ``None``)."""
+
+    v: torch.Tensor
+    g: Optional[torch.Tensor] = None        # charge neurons: latched input current
+    f: Optional[torch.Tensor] = None        # charge neurons: latched conductance term
+    fired: Optional[torch.Tensor] = None    # charge neurons: has fired (TTFS, once)
+
+
+class LIFNeurons(nn.Module):
+    """A layer of LIF neurons driven by input currents, stepped ``K`` steps at a time.
+
+    Lifecycle (one for every neuron layer): ``init_state(batch, n)`` then
+    ``forward(I, state) -> (z, v, state)`` with ``I`` of shape ``[K, batch, n]``.
+    """
+
+    kind = "lif"
+    input = "current"
+
+    def __init__(self, params: LIFParameters = LIFParameters(), dt: float = 1e-3):
+        super().__init__()
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0 s, got {dt}")
+        self.p, self.dt = params, float(dt)
+
+    def init_state(self, batch: int, n: int, dtype=torch.float32) -> NeuronState:
+        return NeuronState(v=torch.full((batch, n), self.p.v_leak, dtype=dtype))
+
+    def forward(self, current: torch.Tensor, state: NeuronState):
+        v = state.v
+        zs, vs = [], []
+        for k in range(current.shape[0]):
+            z, v = lif_step(current[k], v, self.p, self.dt)
+            zs.append(z)
+            vs.append(v)
+        return torch.stack(zs), torch.stack(vs), NeuronState(v=v)
+
+    def extra_repr(self) -> str:
+        return f"{self.p}, dt={self.dt}"
+
+
+class RateNeurons(nn.Module):
+    r"""Rate neurons, the ``T = 1`` analog limit: :math:`y = \min(\max(I, 0), 1)`.
+
+    The bounded activation stands for a firing rate in [0, 1] spikes per step; the output is
+    an analog value that drives the next crossbar through its DAC. ``v`` is the input current.
+    """
+
+    kind = "rate"
+    input = "current"
+
+    def init_state(self, batch: int, n: int, dtype=torch.float32) -> NeuronState:
+        return NeuronState(v=torch.zeros(batch, n, dtype=dtype))
+
+    def forward(self, current: torch.Tensor, state: NeuronState):
+        return current.clamp(0.0, 1.0), current, NeuronState(v=current[-1])
+
+
+@dataclass(frozen=True)
+class ChargeParameters:
+    r"""Charge-domain TTFS neuron with reversal potentials (see the module docstring).
+
+    ``e_plus > 0`` and ``e_minus < 0`` (``inf`` = ideal charge summation), ``alpha`` the
+    leak (per unit of normalized time), ``v_th`` the threshold. The simulation window of
+    ``T`` steps is one unit of normalized time (``dτ = 1/T``).
+    """
+
+    e_plus: float = math.inf
+    e_minus: float = -math.inf
+    v_th: float = 1.0
+    alpha: float = 0.0
+
+    def __post_init__(self):
+        beta_of(torch.zeros(1), self.e_plus, self.e_minus)      # validates the signs
+        if not self.v_th > 0:
+            raise ValueError(f"v_th must be > 0, got {self.v_th}")
+        if not self.alpha >= 0:
+            raise ValueError(f"alpha (leak) must be >= 0, got {self.alpha}")
+
+
+class ChargeNeurons(nn.Module):
+    r"""Charge-domain TTFS neurons on the time grid of the simulator.
+
+    An input spike at step ``k`` switches its row on for the rest of the window
+    (:math:`S_j = H(t - t_j)`); the latched currents :math:`g, f` grow by the crossbar read
+    of the *new* spikes only (one row activation per input spike: event-driven by
+    construction). Between steps the membrane follows the exact solution; a neuron fires
+    once, in the step where the analytic crossing time falls.
+    Input ``[K, batch, n]``: new spikes ``ds`` read through the crossbar as
+    ``(ds @ W, ds @ βW)``, passed as a pair ``(dg, df)``.
+    """
+
+    kind = "charge"
+    input = "charge"
+
+    def __init__(self, params: ChargeParameters = ChargeParameters(), steps: int = 32):
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.p, self.dtau = params, 1.0 / steps
+
+    def init_state(self, batch: int, n: int, dtype=torch.float32) -> NeuronState:
+        z = torch.zeros(batch, n, dtype=dtype)
+        return NeuronState(v=z, g=z.clone(), f=torch.full_like(z, self.p.alpha), fired=torch.zeros_like(z))
+
+    def forward(self, dgf, state: NeuronState):
+        dg, df = dgf
+        G = state.g + torch.cumsum(dg, 0)
+        Fm = state.f + torch.cumsum(df, 0)
+        v, fired, v_th, dt = state.v, state.fired, self.p.v_th, self.dtau
+        zs, vs = [], []
+        for k in range(G.shape[0]):
+            g, f = G[k], Fm[k]
+            v_new = charge_step(v, g, f, dt)
+            # v is continuous and monotone inside a step: it crossed iff it ends above threshold
+            z = ((v_new >= v_th) & (fired == 0)).to(v.dtype)
+            fired = fired + z
+            v = v_new
+            zs.append(z)
+            vs.append(v)
+        return torch.stack(zs), torch.stack(vs), NeuronState(v=v, g=G[-1], f=Fm[-1], fired=fired)
+
+    def extra_repr(self) -> str:
+        return f"{self.p}, dtau={self.dtau}"

@@ -69,3 +69,45 @@ def plot_device_curves(names, output, samples: int = 200, seed: int = 0) -> Path
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_raster(rec, path, sample: int = 0) -> Path:
+    """Spike raster of every population of a recording for one recorded sample (PNG)."""
+    plt = _plt()
+    pops = list(rec.populations)
+    if not pops:
+        raise ValueError(f"{rec.path}: the recording has no spikes (record with --record spikes)")
+    # input first, then layers in network order as written
+    pops.sort(key=lambda p: (p != "input", p))
+    n_samples = len(rec.samples) if rec.samples is not None else 1
+    if not 0 <= sample < n_samples:
+        raise ValueError(f"--sample {sample} out of range: the file holds samples 0..{n_samples - 1}")
+    sizes = [rec.n_neurons(p) for p in pops]
+    heights = [max(1.0, min(4.0, n / 40)) for n in sizes]
+    fig, axes = plt.subplots(len(pops), 1, figsize=(8, 1.2 + 1.1 * sum(heights)), sharex=True,
+                             gridspec_kw=dict(height_ratios=heights), squeeze=False)
+    dt = float(rec.metadata.get("dt_ms", 1.0))
+    t_end = dt * float(rec.metadata.get("steps", 1))
+    for ax, pop, n in zip(axes[:, 0], pops, sizes):
+        t, i = rec.spike_trains(pop, sample)
+        ax.scatter(t, i, s=4 if len(t) < 5000 else 1, marker="|" if n <= 200 else ".", color="k", linewidths=0.8)
+        ax.set_ylim(-0.5, n - 0.5)
+        ax.set_xlim(-dt, t_end)
+        ax.set_ylabel(f"{pop}\n({n})", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.text(1.0, 1.0, f"{len(t)} spikes", transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
+    axes[-1, 0].set_xlabel("time (ms)")
+    md = rec.metadata
+    label = ""
+    if rec.labels is not None and sample < len(rec.labels):
+        label = f", label {int(rec.labels[sample])}"
+    net = md.get("network", {}).get("name", "") if isinstance(md.get("network"), dict) else ""
+    dev = ""
+    if isinstance(md.get("devices"), dict):
+        dev = ", ".join(v.get("name", "") for v in md["devices"].values() if isinstance(v, dict))
+    fig.suptitle(f"{net} on {dev}, {md.get('coding', '')} coding: recorded sample {sample}{label}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

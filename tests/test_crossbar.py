@@ -128,7 +128,44 @@ def test_spike_input_counts_only_active_rows():
     assert c.row_activations == 10 * 5 * xb.n_col_tiles
     assert c.dac_conversions == 0
     assert c.cell_reads == 10 * 5 * 64
-    assert c.adc_conversions == 10 * 64 * xb.n_row_tiles
+    assert c.adc_conversions == 10 * 64 * 1          # the second row tile is silent: no conversion
+
+
+@pytest.mark.parametrize("device,adc", [("ideal", None), ("moderate", 8), ("severe", 6)])
+def test_event_read_equals_dense_read(device, adc):
+    """Gathering the active rows gives the dense result, counters and noise stream."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(40, 300, generator=g) < 0.05).double()
+    x[3] = 0                                          # a silent vector
+    a = Crossbar(300, 70, device, tile=(128, 32), adc_bits=adc, seed=5, dtype=torch.float64)
+    b = Crossbar(300, 70, device, tile=(128, 32), adc_bits=adc, seed=5, dtype=torch.float64)
+    ya = a.forward(x, spikes=True, path="dense")
+    yb = b.forward(x, spikes=True, path="event")
+    assert torch.allclose(ya, yb, rtol=0, atol=1e-12)
+    assert a.counters == b.counters
+    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+
+
+def test_event_read_weighted_inputs():
+    """The event path also takes sparse analog inputs (value times weight row)."""
+    x = torch.zeros(5, 20, dtype=torch.float64)
+    x[1, 3], x[4, 7], x[4, 19] = 0.5, -2.0, 1.0
+    xb = Crossbar(20, 6, "ideal", seed=1, dtype=torch.float64)
+    assert torch.allclose(xb.forward(x, path="event"), x @ xb.weights(), atol=1e-12)
+
+
+def test_auto_path_follows_activity():
+    xb = Crossbar(100, 10, "ideal")
+    assert xb.event_threshold < 0.5
+    calls = []
+    orig = xb._gather
+    xb._gather = lambda *a: calls.append(1) or orig(*a)
+    xb.forward(torch.ones(4, 100), spikes=True)              # dense activity: matmul
+    assert not calls
+    sparse = torch.zeros(4, 100)
+    sparse[0, 1] = 1
+    xb.forward(sparse, spikes=True)                           # 0.25 % active: gather
+    assert calls
 
 
 def test_state_dict_round_trip():

@@ -1,0 +1,188 @@
+r"""Network recipes (``networks/*.toml``) and the builders that turn them into a
+:class:`~neurosal.simulator.Network` on crossbars.
+
+A recipe is data, like a device card: which layers, which neurons, which periphery. A
+path to a TOML file of the user's own works wherever a recipe name does. The coding
+scheme picks the neurons of the hidden and output layers:
+
+* ``rate`` — the ``T = 1`` analog limit: direct analog inputs through the DAC, rate
+  neurons (bounded activation), one step;
+* ``spike`` — Bernoulli rate-coded input spikes over ``T`` steps and spiking neurons (the
+  recipe's ``neuron``: ``lif`` through norse, or ``charge``);
+* ``latency`` — one input spike at ``t = 1 - x`` (time to first spike) and charge-domain
+  TTFS neurons with the recipe's reversal potentials (``[charge]``).
+
+Every fully connected layer lives on a crossbar (:class:`~neurosal.crossbar.AnalogLinear`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .cards import CardError, from_dict, list_cards, load_toml, resolve_card, spec, to_dict
+from .crossbar import AnalogLinear
+from .neurons import ChargeNeurons, ChargeParameters, LIFNeurons, LIFParameters, RateNeurons, SURROGATES
+from .simulator import DECODERS, Layer, Network
+
+__all__ = ["NetworkCard", "load_network", "list_networks", "build", "mlp", "CODINGS", "save_checkpoint",
+           "load_checkpoint"]
+
+CODINGS = ("rate", "spike", "latency")
+
+
+@dataclass(frozen=True)
+class LIFCard:
+    """LIF neuron settings (see :class:`~neurosal.neurons.LIFParameters`)."""
+
+    tau_mem: float = spec(10e-3, lo=0, lo_open=True, unit="s")
+    v_th: float = spec(1.0, lo=0, lo_open=True)
+    v_reset: float = spec(0.0)
+    surrogate: str = spec("super", choices=SURROGATES)
+    alpha: float = spec(100.0, lo=0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class ChargeCard:
+    """Charge-domain neuron settings (see :class:`~neurosal.neurons.ChargeParameters`)."""
+
+    e_plus: float = spec(math.inf, lo=0, lo_open=True)
+    e_minus: float = spec(-math.inf, hi=0, hi_open=True)
+    v_th: float = spec(1.0, lo=0, lo_open=True)
+    leak: float = spec(0.0, lo=0)
+
+
+@dataclass(frozen=True)
+class PeripheryCard:
+    """Crossbar periphery of every layer (see :class:`~neurosal.crossbar.Crossbar`)."""
+
+    tile_rows: int = spec(128, lo=1, hi=4096)
+    tile_cols: int = spec(128, lo=1, hi=4096)
+    dac_bits: Optional[int] = spec(None, lo=1, hi=24)
+    adc_bits: Optional[int] = spec(None, lo=1, hi=24)
+    adc_range: float = spec(12.0, lo=0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class NetworkCard:
+    """A network recipe.
+
+    ``sizes`` lists the layer widths from input to output (``kind = "mlp"``);
+    ``init_gain`` scales the initial uniform weight bound :math:`1/\\sqrt{n_{in}}`;
+    ``p_max`` is the spike probability per step of a full-scale input in rate coding.
+    """
+
+    name: str = spec()
+    sizes: tuple[float, ...] = spec(lo=1, hi=1_000_000)
+    kind: str = spec("mlp", choices=("mlp",))
+    description: str = spec("")
+    neuron: str = spec("lif", choices=("lif", "charge"))
+    decoder: str = spec("count", choices=DECODERS)
+    steps: int = spec(32, lo=1, hi=1_000_000, doc="default number of time steps in spike modes")
+    dt: float = spec(1e-3, lo=0, lo_open=True, unit="s")
+    p_max: float = spec(1.0, lo=0, hi=1, lo_open=True)
+    init_gain: float = spec(1.0, lo=0, lo_open=True)
+    bias: bool = spec(True)
+    lif: LIFCard = spec(default_factory=LIFCard)
+    charge: ChargeCard = spec(default_factory=ChargeCard)
+    periphery: PeripheryCard = spec(default_factory=PeripheryCard)
+
+    def _validate(self, source) -> None:
+        if len(self.sizes) < 2:
+            raise CardError(source, "sizes", "needs at least an input and an output size, e.g. [64, 100, 10]")
+        for i, s in enumerate(self.sizes):
+            if not float(s).is_integer():
+                raise CardError(source, f"sizes[{i}]", f"layer sizes are whole numbers, got {s}")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def load_network(name_or_path: str | Path | NetworkCard) -> NetworkCard:
+    """Load a network recipe by shipped name (``'mlp-64-100-10'``) or path to a TOML file."""
+    if isinstance(name_or_path, NetworkCard):
+        return name_or_path
+    path = resolve_card(name_or_path, "networks")
+    return from_dict(NetworkCard, load_toml(path), source=path)
+
+
+def list_networks() -> list[str]:
+    return list_cards("networks")
+
+
+def _neurons(card: NetworkCard, coding: str, steps: int):
+    if coding == "rate":
+        return RateNeurons()
+    if card.neuron == "charge" or coding == "latency":
+        c = card.charge
+        return ChargeNeurons(ChargeParameters(e_plus=c.e_plus, e_minus=c.e_minus, v_th=c.v_th, alpha=c.leak),
+                             steps=steps)
+    lc = card.lif
+    return LIFNeurons(LIFParameters(tau_mem=lc.tau_mem, v_th=lc.v_th, v_reset=lc.v_reset, method=lc.surrogate,
+                                    alpha=lc.alpha), dt=card.dt)
+
+
+def mlp(sizes, *, device="ideal", coding: str = "spike", seed: int = 0, card: Optional[NetworkCard] = None,
+        steps: Optional[int] = None) -> Network:
+    """A fully connected network on crossbars: ``sizes = [n_in, hidden..., n_out]``."""
+    if coding not in CODINGS:
+        raise ValueError(f"unknown coding {coding!r}; allowed: {', '.join(CODINGS)}")
+    card = card or NetworkCard(name="mlp-" + "-".join(str(int(s)) for s in sizes), sizes=tuple(sizes))
+    steps = 1 if coding == "rate" else int(steps or card.steps)
+    p = card.periphery
+    layers = []
+    sizes = [int(s) for s in sizes]
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        syn = AnalogLinear(a, b, bias=card.bias and (coding == "rate" or (coding == "spike" and card.neuron == "lif")),
+                           device=device, tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits,
+                           adc_bits=p.adc_bits, adc_range=p.adc_range, seed=seed + 101 * i,
+                           init_gain=card.init_gain)
+        layers.append(Layer(syn, _neurons(card, coding, steps), name=f"fc{i + 1}"))
+    return Network(layers, decoder="max_membrane" if coding == "rate" else card.decoder, name=card.name,
+                   meta={"recipe": card.to_dict(), "coding": coding, "steps": steps, "seed": seed})
+
+
+def build(name_or_path: str | Path | NetworkCard, *, device="ideal", coding: str = "spike", seed: int = 0,
+          steps: Optional[int] = None) -> Network:
+    """Build a network from a recipe for ``device`` and ``coding``."""
+    card = load_network(name_or_path)
+    if card.kind == "mlp":
+        return mlp(card.sizes, device=device, coding=coding, seed=seed, card=card, steps=steps)
+    raise CardError(card.name, "kind", f"unknown network kind {card.kind!r}")  # pragma: no cover
+
+
+# ------------------------------------------------------------------------- checkpoints
+def save_checkpoint(net: Network, path: str | Path, **extra) -> None:
+    """Save a network with its chips: recipe, coding, digital parameters and every
+    crossbar's full state (conductances, device-to-device draws, RNG state, counters)."""
+    import torch
+    xbars = [layer.crossbar.state_dict() if layer.crossbar is not None else None for layer in net.layers]
+    digital = {k: v for k, v in net.state_dict().items() if not k.endswith(".weight")}
+    torch.save({"format": "neurosal-checkpoint-1", "meta": net.meta, "digital": digital, "crossbars": xbars,
+                **extra}, path)
+
+
+def load_checkpoint(net: Network, path: str | Path) -> dict:
+    """Restore a checkpoint written by :func:`save_checkpoint` into ``net`` (same recipe)."""
+    import torch
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such checkpoint file")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several types for a corrupt file
+        raise ValueError(f"{p}: not a readable neurosal checkpoint ({exc})") from None
+    if not isinstance(ck, dict) or ck.get("format") != "neurosal-checkpoint-1":
+        raise ValueError(f"{p}: not a neurosal checkpoint (no 'format' = 'neurosal-checkpoint-1')")
+    if len(ck["crossbars"]) != len(net.layers):
+        raise ValueError(f"{p}: checkpoint has {len(ck['crossbars'])} layers, the network {len(net.layers)}")
+    for layer, sd in zip(net.layers, ck["crossbars"]):
+        if sd is not None:
+            layer.crossbar.load_state_dict(sd)
+    missing = net.load_state_dict(ck["digital"], strict=False)
+    bad = [k for k in missing.unexpected_keys]
+    if bad:
+        raise ValueError(f"{p}: checkpoint parameters {bad} do not belong to this network")
+    return ck

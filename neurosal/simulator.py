@@ -1,0 +1,331 @@
+r"""The timestep engine: runs a network of crossbar layers and neuron layers over ``T`` steps.
+
+A :class:`Network` is a chain of :class:`Layer` s, each a synapse (an
+:class:`~neurosal.crossbar.AnalogLinear` on a crossbar, or a digital ``nn.Linear``) followed
+by a neuron layer (:class:`~neurosal.neurons.LIFNeurons`, :class:`~neurosal.neurons.RateNeurons`
+or :class:`~neurosal.neurons.ChargeNeurons`).
+
+The :class:`Simulator` advances time in chunks of ``chunk`` steps. Inside a chunk it runs
+layer by layer: the synapse reads the inputs of all ``chunk x batch`` (step, sample) vectors
+in one crossbar call, then the neurons step through the chunk. This equals the
+step-by-step order for feed-forward networks (a layer at step ``t`` depends only on earlier
+layers at steps ``<= t``) and keeps memory flat in ``T`` while BLAS sees large matrices.
+
+**Event-driven reads.** A crossbar row with no input spike costs nothing: the crossbar
+gathers only the active rows (``path='event'``), or multiplies densely (``'dense'``), or
+chooses by the activity it sees (``'auto'``, the default; the crossover is
+:attr:`neurosal.crossbar.Crossbar.event_threshold`). Both paths give the same currents (to
+float rounding) and the same event counts.
+
+**Events counted** (per layer, in :class:`RunResult.events` and the crossbars'
+:class:`~neurosal.crossbar.Counters`): output spikes, input events (active rows),
+synaptic events (active rows x columns) and ADC conversions.
+
+**Probes** choose what is recorded: ``Probe(layer, variables=('spikes', 'v', 'current'),
+samples=...)``. Recorded data go to a :class:`~neurosal.recording.Recorder` (streamed to
+HDF5 chunk by chunk) or, without one, are kept in memory in :attr:`RunResult.probes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import coding
+from .crossbar import AnalogLinear
+from .neurons import ChargeNeurons, LIFNeurons, NeuronState, RateNeurons, beta_of
+
+__all__ = ["Layer", "Network", "Probe", "RunResult", "Simulator", "VARIABLES", "DECODERS"]
+
+VARIABLES = ("spikes", "v", "current")
+DECODERS = ("count", "first_spike", "max_membrane")
+
+
+class Layer(nn.Module):
+    """One synapse (crossbar or digital linear map) and the neurons it drives."""
+
+    def __init__(self, synapse: nn.Module, neurons: nn.Module, name: str):
+        super().__init__()
+        self.synapse, self.neurons, self.name = synapse, neurons, name
+
+    @property
+    def n_in(self) -> int:
+        return self.synapse.in_features
+
+    @property
+    def n_out(self) -> int:
+        return self.synapse.out_features
+
+    @property
+    def crossbar(self):
+        return getattr(self.synapse, "crossbar", None)
+
+
+class Network(nn.Module):
+    """A feed-forward chain of :class:`Layer` s with an input size and a readout decoder."""
+
+    def __init__(self, layers: Sequence[Layer], *, decoder: str = "count", name: str = "network",
+                 meta: Optional[dict] = None):
+        super().__init__()
+        if not layers:
+            raise ValueError("a network needs at least one layer")
+        for a, b in zip(layers, layers[1:]):
+            if a.n_out != b.n_in:
+                raise ValueError(f"layer {a.name} has {a.n_out} outputs but {b.name} takes {b.n_in} inputs")
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; allowed: {', '.join(DECODERS)}")
+        self.layers = nn.ModuleList(layers)
+        self.decoder, self.name, self.meta = decoder, name, dict(meta or {})
+
+    @property
+    def n_in(self) -> int:
+        return self.layers[0].n_in
+
+    @property
+    def n_out(self) -> int:
+        return self.layers[-1].n_out
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+
+@dataclass
+class Probe:
+    """Record ``variables`` of layer ``layer`` (name or index; ``'input'`` = encoded input)
+    for the samples ``samples`` (indices into the batch; ``None`` = all)."""
+
+    layer: str | int
+    variables: tuple[str, ...] = ("spikes",)
+    samples: Optional[Sequence[int]] = None
+
+    def __post_init__(self):
+        self.variables = tuple(self.variables)
+        bad = [v for v in self.variables if v not in VARIABLES]
+        if bad:
+            raise ValueError(f"unknown probe variable(s) {bad}; allowed: {', '.join(VARIABLES)}")
+
+
+@dataclass
+class RunResult:
+    """What a run produced: decoded scores, per-layer event counts, in-memory probe data."""
+
+    scores: torch.Tensor                     # [batch, n_out] by the network's decoder
+    spike_counts: torch.Tensor               # [batch, n_out] output spikes per neuron
+    max_v: torch.Tensor                      # [batch, n_out] largest membrane potential
+    first_spike: torch.Tensor                # [batch, n_out] first spike step (inf: none)
+    steps: int
+    events: dict = field(default_factory=dict)      # layer name -> counts
+    probes: dict = field(default_factory=dict)      # "layer/variable" -> [T, samples, n] tensor
+    paths: dict = field(default_factory=dict)       # layer name -> {"event": reads, "dense": reads}
+
+
+class Simulator:
+    """Run a :class:`Network` over ``steps`` time steps of ``dt`` seconds.
+
+    ``chunk`` steps are processed at a time (memory grows with ``chunk``, not with ``T``);
+    ``path`` is ``'auto'`` (event-driven or dense by activity), ``'event'`` or ``'dense'``.
+    """
+
+    def __init__(self, network: Network, *, dt: float = 1e-3, chunk: int = 64, path: str = "auto"):
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0 s, got {dt}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1 step, got {chunk}")
+        if path not in ("auto", "event", "dense"):
+            raise ValueError(f"path must be 'auto', 'event' or 'dense', got {path!r}")
+        self.net, self.dt, self.chunk, self.path = network, float(dt), int(chunk), path
+
+    # ------------------------------------------------------------------ helpers
+    def _probe_index(self, probes: Sequence[Probe]) -> dict:
+        names = self.net.layer_names()
+        out: dict = {}
+        for p in probes:
+            if isinstance(p.layer, int):
+                if not -1 <= p.layer < len(names):
+                    raise ValueError(f"probe layer index {p.layer} out of range (0..{len(names) - 1}, -1 = input)")
+                key = "input" if p.layer == -1 else names[p.layer]
+            elif p.layer == "input" or p.layer in names:
+                key = p.layer
+            else:
+                raise ValueError(f"probe layer {p.layer!r} not in the network; layers: input, {', '.join(names)}")
+            out.setdefault(key, []).append(p)
+        return out
+
+    def _synapse(self, layer: Layer, h: torch.Tensor, spikes: bool) -> torch.Tensor:
+        """Currents of ``h`` [K*B, n_in] through the layer's synapse."""
+        syn = layer.synapse
+        if isinstance(syn, AnalogLinear):
+            syn.spikes, syn.path = spikes, self.path
+        return syn(h)
+
+    def _charge_inputs(self, layer: Layer, h: torch.Tensor):
+        """``(dg, df)`` of new input spikes ``h``: the crossbar read and its beta-weighted twin."""
+        syn, p = layer.synapse, layer.neurons.p
+        dg = self._synapse(layer, h, spikes=True)
+        if getattr(syn, "bias", None) is not None:
+            dg = dg - syn.bias                    # a charge neuron has no bias current
+        w_eff = syn.weight.t()                   # effective weights [n_in, n_out]
+        df = _spike_matmul(h, beta_of(w_eff, p.e_plus, p.e_minus), self.path)
+        return dg, df
+
+    # ------------------------------------------------------------------ run
+    def run(self, inputs: torch.Tensor | Callable[[int, int], torch.Tensor], *, steps: Optional[int] = None,
+            spikes_in: Optional[bool] = None, probes: Sequence[Probe] = (), recorder=None,
+            progress: bool = False) -> RunResult:
+        """Run the network.
+
+        ``inputs``: an encoded tensor ``[T, batch, n_in]``, or a function ``(t0, t1) ->
+        [t1 - t0, batch, n_in]`` that encodes a chunk on demand (flat memory for long runs;
+        then ``steps`` is required). ``spikes_in`` says whether the inputs are binary spikes
+        (default: detected from the first chunk).
+        """
+        if callable(inputs) and not isinstance(inputs, torch.Tensor):
+            if steps is None:
+                raise ValueError("steps is required when inputs is a function")
+            get = inputs
+        else:
+            if inputs.dim() != 3 or inputs.shape[2] != self.net.n_in:
+                raise ValueError(f"inputs must be [T, batch, {self.net.n_in}], got {tuple(inputs.shape)}")
+            steps = inputs.shape[0] if steps is None else steps
+            if steps > inputs.shape[0]:
+                raise ValueError(f"steps={steps} but inputs has only {inputs.shape[0]} steps")
+            get = lambda t0, t1: inputs[t0:t1]                            # noqa: E731
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        pidx = self._probe_index(probes)
+        layers = list(self.net.layers)
+        states: list[Optional[NeuronState]] = [None] * len(layers)
+        store: dict = {}
+        counters0 = {layer.name: (layer.crossbar.counters.as_dict() if layer.crossbar is not None else None)
+                     for layer in layers}
+        ev = {layer.name: {"spikes": 0} for layer in layers}
+        paths = {layer.name: {"event": 0, "dense": 0} for layer in layers}
+        out_count = out_vmax = out_first = None
+        bar = tqdm(total=steps, unit="step", desc="simulate", disable=not progress, leave=False)
+        try:
+            for t0 in range(0, steps, self.chunk):
+                t1 = min(steps, t0 + self.chunk)
+                h = get(t0, t1)
+                K, B = h.shape[0], h.shape[1]
+                if h.shape[0] != t1 - t0:
+                    raise ValueError(f"input chunk [{t0}, {t1}) has {h.shape[0]} steps")
+                if spikes_in is None:
+                    spikes_in = bool(((h == 0) | (h == 1)).all())
+                spikes = spikes_in
+                self._emit(pidx, "input", {"spikes": h} if spikes else {"current": h}, t0, recorder, store)
+                for li, layer in enumerate(layers):
+                    neu = layer.neurons
+                    if states[li] is None:
+                        states[li] = neu.init_state(B, layer.n_out, dtype=h.dtype)
+                    flat = h.reshape(K * B, -1)
+                    xb = layer.crossbar
+                    if isinstance(neu, ChargeNeurons):
+                        if not spikes:
+                            raise ValueError(f"layer {layer.name}: charge-domain neurons take spike inputs "
+                                             "(use latency or rate coding)")
+                        dg, df = self._charge_inputs(layer, flat)
+                        cur = dg.reshape(K, B, -1)
+                        z, v, states[li] = neu((cur, df.reshape(K, B, -1)), states[li])
+                    else:
+                        cur = self._synapse(layer, flat, spikes).reshape(K, B, -1)
+                        z, v, states[li] = neu(cur, states[li])
+                    if xb is not None:
+                        paths[layer.name][xb.last_path] += 1
+                    if isinstance(neu, RateNeurons):
+                        ev[layer.name]["spikes"] = None
+                    else:
+                        ev[layer.name]["spikes"] += int(z.sum().item())
+                    self._emit(pidx, layer.name, {"spikes": z, "v": v, "current": cur}, t0, recorder, store)
+                    h = z
+                    spikes = not isinstance(neu, RateNeurons)
+                # readout statistics of the last layer, O(1) memory in T
+                cnt = z.sum(0)
+                vm = v.amax(0)
+                steps_k = torch.arange(t0, t1, dtype=z.dtype).view(-1, 1, 1)
+                fs = torch.where(z > 0, steps_k, torch.full_like(z, float("inf"))).amin(0)
+                if out_count is None:
+                    out_count, out_vmax, out_first = cnt, vm, fs
+                else:
+                    out_count, out_vmax, out_first = out_count + cnt, torch.maximum(out_vmax, vm), \
+                        torch.minimum(out_first, fs)
+                bar.update(t1 - t0)
+        finally:
+            bar.close()
+        for layer in layers:
+            xb = layer.crossbar
+            if xb is not None:
+                c0, c1 = counters0[layer.name], xb.counters.as_dict()
+                d = {k: c1[k] - c0[k] for k in c1}
+                ev[layer.name].update(input_events=d["row_activations"] // xb.n_col_tiles,
+                                      synaptic_events=d["cell_reads"], adc_conversions=d["adc_conversions"],
+                                      dac_conversions=d["dac_conversions"], reads=d["forward_reads"])
+        if self.net.decoder == "count":
+            scores = out_count
+        elif self.net.decoder == "max_membrane":
+            scores = out_vmax
+        else:
+            scores = torch.where(torch.isfinite(out_first), steps - out_first, torch.zeros_like(out_first))
+        probes_out = {k: torch.cat(v, 0) for k, v in store.items()}
+        return RunResult(scores=scores, spike_counts=out_count, max_v=out_vmax, first_spike=out_first,
+                         steps=steps, events=ev, probes=probes_out, paths=paths)
+
+    def _emit(self, pidx, key, data, t0, recorder, store):
+        for p in pidx.get(key, ()):
+            for var in p.variables:
+                x = data.get(var)
+                if x is None:
+                    continue
+                if p.samples is not None:
+                    x = x[:, list(p.samples)]
+                x = x.detach()
+                if recorder is not None:
+                    recorder.write(key, var, t0, x)
+                else:
+                    store.setdefault(f"{key}/{var}", []).append(x.clone())
+
+
+def _spike_matmul(x: torch.Tensor, w: torch.Tensor, path: str, threshold: float = 0.04) -> torch.Tensor:
+    """``x @ w`` for a mostly-zero ``x``: gathers the rows of ``w`` of the nonzero entries
+    when sparse (same rule as the crossbar), a dense matmul otherwise."""
+    if path == "dense":
+        return x @ w
+    nnz = int(torch.count_nonzero(x).item())
+    if path == "auto" and nnz > threshold * x.numel():
+        return x @ w
+    ev = x.nonzero()
+    vec, row = ev[:, 0], ev[:, 1]
+    counts = torch.bincount(vec, minlength=x.shape[0])
+    offsets = torch.zeros_like(counts)
+    offsets[1:] = torch.cumsum(counts[:-1], 0)
+    return nn.functional.embedding_bag(row, w, offsets, mode="sum", per_sample_weights=x[vec, row])
+
+
+def encoder_for(kind: str, x: torch.Tensor, steps: int, seed: int = 0, p_max: float = 1.0):
+    """A chunk encoder ``(t0, t1) -> [t1 - t0, batch, n]`` for :meth:`Simulator.run`.
+
+    Rate spikes are drawn step by step from one generator, so any chunking gives the same
+    spikes as :func:`neurosal.coding.rate` with the same seed.
+    """
+    if kind not in coding.ENCODERS:
+        raise ValueError(f"unknown encoder {kind!r}; allowed: {', '.join(coding.ENCODERS)}")
+    coding._check_x(x)
+    g = torch.Generator().manual_seed(seed)
+    state = {"next": 0}
+
+    def get(t0: int, t1: int) -> torch.Tensor:
+        if kind == "direct":
+            return coding.direct(x, t1 - t0)
+        if kind == "latency":
+            k = torch.floor((1 - x) * steps).long()
+            t = torch.arange(t0, t1, device=x.device).view(-1, 1, 1)
+            return (t == k.unsqueeze(0)).to(x.dtype)
+        if t0 != state["next"]:
+            raise ValueError("the rate encoder produces chunks in order")
+        state["next"] = t1
+        return coding.rate(x, t1 - t0, p_max=p_max, generator=g)
+
+    return get
