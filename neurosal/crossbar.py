@@ -10,8 +10,9 @@ A weight is stored as a differential pair of devices,
 **Read** (``forward``: :math:`y = x W`; ``backward``: :math:`x = d W^T`). Large
 matrices are split into tiles of at most ``tile = (rows, cols)`` cells; each tile's
 column outputs pass its own ADC and the partial sums of the tiles along the summed
-dimension are added digitally. Inputs pass a ``dac_bits`` DAC after a per-vector
-abs-max scaling (a digital gain), or arrive as spikes (one bit per row: no DAC).
+dimension are added digitally. Analog inputs are scaled per vector to full scale (abs-max,
+a digital gain undone after the ADC) whenever a converter is finite, then pass a
+``dac_bits`` DAC; spikes arrive as one bit per row (no DAC, no scaling).
 Outputs pass an ``adc_bits`` ADC with a clipping range of ``adc_range`` (in units of a
 full-scale input times a full-scale weight). ``None`` = ideal converter.
 
@@ -284,11 +285,15 @@ class Crossbar:
         else:
             c.adc_conversions += batch * n_out * nt_in
             c.dac_conversions += nnz * nt_out
-        # ---- DAC
+        # ---- DAC: analog inputs are scaled to full scale per vector (a digital gain, undone
+        # after the ADC) whenever a converter is finite, so small vectors (e.g. backpropagated
+        # errors) use the ADC's range instead of rounding to zero; spikes are full scale already
         scale = None
-        if self.dac_bits is not None and not spikes:
+        if not spikes and (self.dac_bits is not None or self.adc_bits is not None):
             scale = x.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-            x = _quantize_sym(x / scale, 1.0, self.dac_bits)
+            x = x / scale
+            if self.dac_bits is not None:
+                x = _quantize_sym(x, 1.0, self.dac_bits)
         w = self.weights()
         sr = self.read_noise
         ideal = self.adc_bits is None and sr == 0

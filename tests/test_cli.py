@@ -59,3 +59,48 @@ def test_bad_card_on_cli_names_file_and_field(capsys, card_file):
     assert str(p) in err and "g_max" in err and "Gmin >= Gmax" in err
     assert main(["devices", "show", "nonexistent-device"]) == 2
     assert "available:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ simulate / inspect
+def test_simulate_and_inspect(tmp_path, capsys):
+    out = tmp_path / "run.h5"
+    args = ["simulate", "--network", "mlp-64-100-10", "--device", "moderate", "--coding", "spike", "--steps", "16",
+            "--samples", "40", "--dataset", "digits", "--record", "spikes,v", "--record-samples", "4",
+            "--out", str(out), "--json"]
+    assert main(args) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["samples"] == 40 and s["steps"] == 16 and 0 <= s["accuracy"] <= 1
+    assert s["layers"]["fc1"]["input_events"] > 0 and s["layers"]["fc1"]["spikes"] > 0
+    assert main(["inspect", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["complete"] and set(info["populations"]) == {"input", "fc1", "fc2"}
+    assert info["populations"]["fc1"]["samples"] == 4 and info["reports"]["fc1.v"]["shape"] == [16, 400]
+    assert info["metadata"]["config"]["device"] == "moderate" and info["metadata"]["seed"] == 0
+    png = tmp_path / "raster.png"
+    assert main(["inspect", str(out), "--raster", "-o", str(png), "--sample", "1"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # an existing output needs --overwrite, and nothing is lost
+    before = out.read_bytes()
+    assert main(args) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(args + ["--overwrite", "--seed", "1"]) == 0
+
+
+def test_simulate_latency_and_rate(capsys):
+    for coding in ("latency", "rate"):
+        assert main(["simulate", "--network", "mlp-64-100-10", "--device", "ideal", "--coding", coding,
+                     "--samples", "20", "--record", "", "--json"]) == 0
+        s = json.loads(capsys.readouterr().out)
+        assert s["steps"] == (1 if coding == "rate" else 32)
+
+
+def test_simulate_and_inspect_errors(tmp_path, capsys):
+    assert main(["simulate", "--network", "nope", "--device", "ideal"]) == 2
+    assert "no shipped network card of that name; available: mlp-64-100-10" in capsys.readouterr().err
+    assert main(["simulate", "--network", "mlp-64-100-10", "--device", "ideal", "--record", "spikes,volts"]) == 2
+    assert "unknown variable(s) volts" in capsys.readouterr().err
+    bad = tmp_path / "x.h5"
+    bad.write_text("not hdf5")
+    assert main(["inspect", str(bad)]) == 2
+    assert "not a readable HDF5 file" in capsys.readouterr().err

@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from neurosal.neurons import (beta_of, charge_step, dstd_rc_spike_layer, dstd_ttfs_layer, rc_spike_layer,
-                              ttfs_layer)
-
+from neurosal.neurons import (ChargeNeurons, ChargeParameters, LIFNeurons, LIFParameters, RateNeurons, beta_of,
+                              charge_step, dstd_rc_spike_layer, dstd_ttfs_layer, lif_step, rc_spike_layer,
+                              spike_fn, ttfs_layer)
 
 
 @pytest.fixture(autouse=True)
@@ -184,3 +184,119 @@ def test_dstd_random_offset_converges():
                 for _ in range(4)]
         errs.append(max((o - exact).abs().max().item() for o in outs))
     assert errs[2] < errs[0] / 8 and errs[2] < 5e-3
+
+
+# ------------------------------------------------------------------------------ LIF (norse)
+def test_lif_step_is_norse_step():
+    """For norse's working surrogates our step is norse's LIF-box step: same v, z and grads."""
+    from norse.torch.functional.lif_box import LIFBoxFeedForwardState, lif_box_feed_forward_step
+    g = torch.Generator().manual_seed(0)
+    p = LIFParameters(tau_mem=5e-3, v_th=0.7, method="triangle", alpha=0.5)
+    i = torch.randn(64, generator=g, requires_grad=True)
+    v0 = torch.rand(64, generator=g)
+    z, v = lif_step(i, v0, p, 1e-3)
+    z2, st = lif_box_feed_forward_step(i, LIFBoxFeedForwardState(v=v0), p.norse(), 1e-3)
+    assert torch.equal(z, z2) and torch.equal(v, st.v)
+
+
+def test_lif_euler_solution_below_threshold():
+    """Constant input, no spikes: v_k = I (1 - (1 - dt/tau)^k), norse's forward Euler exactly."""
+    p = LIFParameters(tau_mem=10e-3, v_th=100.0)
+    n = LIFNeurons(p, dt=1e-3)
+    cur = torch.full((50, 1, 3), 0.8)
+    z, v, _ = n(cur, n.init_state(1, 3))
+    k = torch.arange(1, 51).view(-1, 1, 1)
+    assert z.sum() == 0
+    assert torch.allclose(v, 0.8 * (1 - 0.9 ** k), atol=1e-12)
+
+
+def test_lif_fires_and_resets_at_the_analytic_period():
+    """Constant suprathreshold input: period = first k with I(1-(1-a)^k) >= v_th, then reset."""
+    p = LIFParameters(tau_mem=10e-3, v_th=1.0)
+    n = LIFNeurons(p, dt=1e-3)
+    I = 2.0
+    z, v, _ = n(torch.full((100, 1, 1), I), n.init_state(1, 1))
+    k = math.ceil(math.log(1 - 1.0 / I) / math.log(0.9))      # steps to threshold from v = 0
+    steps = torch.nonzero(z.view(-1)).view(-1)
+    assert steps[0].item() == k - 1
+    assert torch.all(torch.diff(steps) == k)
+    assert torch.all(v <= p.v_th)                            # reset keeps v below threshold
+
+
+def test_norse_superspike_ignores_alpha_ours_does_not():
+    """Pins the norse 1.1.0 bug we work around: its 'super' gradient is 1/(|x|+1)^2 whatever
+    alpha is; neurosal's is 1/(alpha|x|+1)^2 (Zenke & Ganguli)."""
+    from norse.torch.functional.threshold import threshold
+    x = torch.tensor([-0.3, 0.05, 0.2], requires_grad=True)
+    for alpha in (1.0, 10.0):
+        threshold(x, "super", alpha).sum().backward()
+        assert torch.allclose(x.grad, 1 / (x.detach().abs() + 1) ** 2)
+        x.grad = None
+    for alpha in (1.0, 10.0):
+        spike_fn(x, "super", alpha).sum().backward()
+        assert torch.allclose(x.grad, 1 / (alpha * x.detach().abs() + 1) ** 2)
+        x.grad = None
+    assert torch.equal(spike_fn(x, "super", 3.0), (x > 0).double())
+
+
+def test_surrogate_by_name_and_bad_name():
+    x = torch.linspace(-1, 1, 9, requires_grad=True)
+    spike_fn(x, "tanh", 2.0).sum().backward()
+    assert torch.allclose(x.grad, 1 - torch.tanh(2.0 * x.detach()) ** 2)
+    with pytest.raises(ValueError, match="unknown surrogate 'nope'.*allowed"):
+        LIFParameters(method="nope")
+    with pytest.raises(ValueError, match="tau_mem"):
+        LIFParameters(tau_mem=0)
+
+
+def test_lif_chunks_equal_one_run():
+    g = torch.Generator().manual_seed(2)
+    n = LIFNeurons(LIFParameters(tau_mem=4e-3), dt=1e-3)
+    cur = torch.rand(40, 3, 7, generator=g) * 2
+    z, v, _ = n(cur, n.init_state(3, 7))
+    st = n.init_state(3, 7)
+    z1, v1, st = n(cur[:13], st)
+    z2, v2, st = n(cur[13:], st)
+    assert torch.equal(torch.cat([z1, z2]), z) and torch.equal(torch.cat([v1, v2]), v)
+
+
+def test_rate_neurons_bounded():
+    n = RateNeurons()
+    y, v, _ = n(torch.tensor([[[-1.0, 0.3, 2.0]]]), n.init_state(1, 3))
+    assert y.tolist() == [[[0.0, 0.3, 1.0]]]
+
+
+# ------------------------------------------------------------------------------ charge neurons on the grid
+def test_charge_neurons_ideal_summation_and_single_spike():
+    """E = inf: an input latched at step 0 with weight w gives v = w (k+1) dtau; fires once."""
+    T = 20
+    n = ChargeNeurons(ChargeParameters(), steps=T)
+    dg = torch.zeros(T, 1, 2)
+    dg[0, 0] = torch.tensor([0.5, 3.0])
+    z, v, _ = n((dg, torch.zeros_like(dg)), n.init_state(1, 2))
+    k = torch.arange(1, T + 1, dtype=v.dtype)
+    assert torch.allclose(v[:, 0, 0], 0.5 * k / T) and torch.allclose(v[:, 0, 1], 3.0 * k / T)
+    assert z[:, 0, 0].sum() == 0                   # 0.5 never reaches threshold 1 in the window
+    assert z[:, 0, 1].sum() == 1                   # fires once, then stays silent above threshold
+    assert int(torch.nonzero(z[:, 0, 1])[0]) == math.ceil(T / 3.0) - 1
+
+
+def test_charge_neurons_match_exact_ttfs_on_grid_inputs():
+    """With input spikes on the grid, the engine fires in the step holding the exact crossing."""
+    g = torch.Generator().manual_seed(4)
+    T, n_in, n_out, e = 16, 30, 40, (2.5, -2.0)
+    k_in = torch.randint(0, T, (3, n_in), generator=g)
+    w = torch.randn(n_in, n_out, generator=g) * 0.6
+    t_in = k_in.double() / T
+    t_exact = ttfs_layer(t_in, w, e_plus=e[0], e_minus=e[1], t_max=1.0)
+    s = torch.zeros(T, 3, n_in)
+    s[k_in, torch.arange(3).view(-1, 1), torch.arange(n_in)] = 1
+    dg = (s.reshape(-1, n_in) @ w).reshape(T, 3, n_out)
+    df = (s.reshape(-1, n_in) @ beta_of(w, *e)).reshape(T, 3, n_out)
+    neu = ChargeNeurons(ChargeParameters(e_plus=e[0], e_minus=e[1]), steps=T)
+    z, v, _ = neu((dg, df), neu.init_state(3, n_out))
+    fired = torch.isfinite(t_exact)
+    assert torch.equal(z.sum(0) > 0, fired) and fired.any() and (~fired).any()
+    step = torch.argmax(z, 0)
+    assert torch.equal(step[fired], torch.floor(t_exact[fired] * T).long())
+    assert torch.all(v <= e[0]) and torch.all(v >= e[1])
