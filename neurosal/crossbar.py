@@ -218,9 +218,17 @@ class Crossbar:
         self.version += 1
 
     # -- reads ---------------------------------------------------------------------------
-    #: input density (nonzero fraction) at or below which ``path='auto'`` gathers active rows
-    #: instead of a dense matmul; measured crossover on a 2-core CPU (benchmarks/bench_sim.py)
-    event_threshold: float = 0.04
+    #: ``path='auto'`` gathers active rows instead of a dense matmul when the input density
+    #: (nonzero fraction) is at most ``event_threshold * (1 - event_min_cols / n_out)``: a
+    #: gather costs a scan of the inputs plus work per event and column, a matmul work per
+    #: input and column, so narrow outputs never pay off. Crossover measured on a 2-core CPU
+    #: (benchmarks/bench_sim.py): about 5 % density for 784 -> 400.
+    event_threshold: float = 0.10
+    event_min_cols: int = 175
+
+    def event_density(self, n_out: int) -> float:
+        """Largest input density at which ``path='auto'`` reads event-driven."""
+        return self.event_threshold * max(0.0, 1.0 - self.event_min_cols / n_out)
 
     def forward(self, x: torch.Tensor, *, spikes: bool = False, path: str = "auto") -> torch.Tensor:
         """Analog matrix-vector product ``x @ W`` through the periphery; ``x``: [batch, rows].
@@ -229,7 +237,7 @@ class Crossbar:
         with a spike are driven (and counted), and a tile with no active row makes no ADC
         conversion. ``path``: ``'dense'`` (matmul over all rows), ``'event'`` (gather only the
         active rows: silent rows cost nothing) or ``'auto'`` (event-driven when the fraction
-        of nonzero inputs is at most :attr:`event_threshold`). Both paths give the same result
+        of nonzero inputs is at most :meth:`event_density`). Both paths give the same result
         (to float rounding) and the same counters and noise stream.
         """
         if x.dim() != 2 or x.shape[1] != self.rows:
@@ -258,12 +266,8 @@ class Crossbar:
         c = self.counters
         tiles = None                           # (vector, row-tile) reads with at least one input
         events = None
-        nnz = None
-        if spikes:
-            nnz = int(x.sum().item())
-        elif path == "dense":
-            nnz = int(torch.count_nonzero(x).item())
-        if path == "event" or (path == "auto" and spikes and nnz <= self.event_threshold * x.numel()):
+        nnz = int(x.sum().item()) if spikes else None
+        if path == "event" or (path == "auto" and spikes and nnz <= self.event_density(n_out) * x.numel()):
             events = x.nonzero()                                   # [nnz, 2]: (vector, row), sorted
             nnz = events.shape[0]
             if spikes:
@@ -274,7 +278,8 @@ class Crossbar:
                 tiles = int((x.sum(1) != 0).sum().item())
             else:   # per-tile input counts by one small matmul with the tile indicator
                 ind = torch.zeros(n_in, nt_in, dtype=x.dtype, device=x.device)
-                ind[torch.arange(n_in, device=x.device), torch.arange(n_in, device=x.device) // t_in] = 1
+                r = torch.arange(n_in, device=x.device)
+                ind[r, r // t_in] = 1
                 tiles = int(((x @ ind) != 0).sum().item())
         if nnz is None:
             nnz = int(torch.count_nonzero(x).item())
@@ -299,7 +304,9 @@ class Crossbar:
         ideal = self.adc_bits is None and sr == 0
         self.last_path = "dense" if events is None else "event"
         if events is not None:
-            y = self._gather(x, events, w.t() if transposed else w, t_in, nt_in, ideal, spikes)
+            vec, row = events[:, 0], events[:, 1]
+            y = self._gather(vec, row, None if spikes else x[vec, row], batch, w.t() if transposed else w,
+                             t_in, nt_in, ideal)
         elif ideal:
             y = x @ (w.t() if transposed else w)
         else:
@@ -314,12 +321,31 @@ class Crossbar:
             y = y * scale
         return y
 
-    def _gather(self, x, events, w, t_in, nt_in, ideal, spikes):
+    def forward_events(self, vec: torch.Tensor, row: torch.Tensor, n_vectors: int) -> torch.Tensor:
+        """Event-driven read of address events: input spike ``k`` drives row ``row[k]`` of
+        vector ``vec[k]`` (sorted by vector, then row). Returns ``[n_vectors, cols]``; the same
+        result, counters and noise stream as :meth:`forward` of the dense 0/1 matrix, without
+        scanning the silent rows."""
+        if vec.shape != row.shape or vec.dim() != 1:
+            raise ValueError("forward_events: vec and row must be 1-D tensors of equal length")
+        t_in, nt_in = self.tile[0], self.n_row_tiles
+        c = self.counters
+        c.forward_reads += n_vectors
+        nnz = int(vec.numel())
+        c.row_activations += nnz * self.n_col_tiles
+        c.cell_reads += nnz * self.cols
+        if nnz:
+            slot = vec * nt_in + torch.div(row, t_in, rounding_mode="floor") if nt_in > 1 else vec
+            c.adc_conversions += int(torch.unique_consecutive(slot).numel()) * self.cols
+        self.last_path = "event"
+        ideal = self.adc_bits is None and self.read_noise == 0
+        return self._gather(vec, row, None, n_vectors, self.weights(), t_in, nt_in, ideal)
+
+    def _gather(self, vec, row, val, batch, w, t_in, nt_in, ideal):
         """Event-driven read: sum the weight rows of the active inputs only (embedding-bag sum
-        over the events of each (vector, tile), which come sorted from ``nonzero``)."""
-        vec, row = events[:, 0], events[:, 1]
-        val = None if spikes else x[vec, row]
-        batch, n_out = x.shape[0], w.shape[1]
+        over the events of each (vector, tile), sorted by vector then row); ``val``: input
+        values of the events (``None`` for spikes)."""
+        n_out = w.shape[1]
         nt = 1 if ideal else nt_in
         slot = vec * nt + row // t_in if nt > 1 else vec           # non-decreasing
         counts = torch.bincount(slot, minlength=batch * nt)

@@ -282,15 +282,17 @@ class LIFParameters:
                                 method=self.method, alpha=torch.as_tensor(self.alpha))
 
 
-def lif_step(i: torch.Tensor, v: torch.Tensor, p: LIFParameters, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_step(i: torch.Tensor, v: torch.Tensor, p: LIFParameters, dt: float,
+             norse_p=None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One step of :class:`LIFParameters`: ``(z, v_new)``.
 
-    For every surrogate except ``super`` this *is* norse's ``lif_box_feed_forward_step``;
-    for ``super`` the same arithmetic with neurosal's alpha-respecting SuperSpike.
+    For every surrogate except ``super`` this *is* norse's ``lif_box_feed_forward_step``
+    (``norse_p``: ``p.norse()``, cached by callers that step many times); for ``super`` the
+    same arithmetic with neurosal's alpha-respecting SuperSpike.
     """
     if p.method != "super":
         from norse.torch.functional.lif_box import LIFBoxFeedForwardState, lif_box_feed_forward_step
-        z, st = lif_box_feed_forward_step(i, LIFBoxFeedForwardState(v=v), p.norse(), dt)
+        z, st = lif_box_feed_forward_step(i, LIFBoxFeedForwardState(v=v), norse_p or p.norse(), dt)
         return z, st.v
     v_dec = v + (dt / p.tau_mem) * (i + p.v_leak - v)
     z = SuperSpike.apply(v_dec - p.v_th, p.alpha)
@@ -321,18 +323,47 @@ class LIFNeurons(nn.Module):
         if not dt > 0:
             raise ValueError(f"dt must be > 0 s, got {dt}")
         self.p, self.dt = params, float(dt)
+        self._norse_p = params.norse() if params.method != "super" else None
 
     def init_state(self, batch: int, n: int, dtype=torch.float32) -> NeuronState:
         return NeuronState(v=torch.full((batch, n), self.p.v_leak, dtype=dtype))
 
-    def forward(self, current: torch.Tensor, state: NeuronState):
+    def forward(self, current: torch.Tensor, state: NeuronState, keep_v: bool = True):
+        r"""Step through ``current`` [K, batch, n]: ``(z [K, ...], v [K, ...] or None, state)``.
+
+        With gradients: norse's step (or the SuperSpike twin) per step. Without: the same
+        Euler update fused to three in-place ops per step,
+        :math:`v \leftarrow (1-a)v + a(I + v_{leak})`, :math:`z = v > v_{th}`,
+        :math:`v \leftarrow v_{reset}` where :math:`z` (:math:`a = dt/\tau_{mem}`);
+        equal to the norse step up to float rounding.
+        """
+        if not (torch.is_grad_enabled() and (current.requires_grad or state.v.requires_grad)):
+            return self._forward_fused(current, state, keep_v)
         v = state.v
         zs, vs = [], []
-        for k in range(current.shape[0]):
-            z, v = lif_step(current[k], v, self.p, self.dt)
+        for i in current.unbind(0):            # unbind: one backward node, not K zero-filled selects
+            z, v = lif_step(i, v, self.p, self.dt, self._norse_p)
             zs.append(z)
-            vs.append(v)
-        return torch.stack(zs), torch.stack(vs), NeuronState(v=v)
+            if keep_v:
+                vs.append(v)
+        return torch.stack(zs), (torch.stack(vs) if keep_v else None), NeuronState(v=v)
+
+    @torch.no_grad()
+    def _forward_fused(self, current, state, keep_v):
+        p = self.p
+        a = self.dt / p.tau_mem
+        drive = current * a if p.v_leak == 0 else (current + p.v_leak) * a
+        v = state.v.clone()
+        K = current.shape[0]
+        z = torch.empty(current.shape, dtype=torch.bool, device=current.device)
+        vs = torch.empty_like(current) if keep_v else None
+        for k in range(K):
+            torch.add(drive[k], v, alpha=1.0 - a, out=v)
+            torch.gt(v, p.v_th, out=z[k])
+            v.masked_fill_(z[k], p.v_reset)
+            if keep_v:
+                vs[k] = v
+        return z.to(current.dtype), vs, NeuronState(v=v)
 
     def extra_repr(self) -> str:
         return f"{self.p}, dt={self.dt}"
@@ -351,7 +382,7 @@ class RateNeurons(nn.Module):
     def init_state(self, batch: int, n: int, dtype=torch.float32) -> NeuronState:
         return NeuronState(v=torch.zeros(batch, n, dtype=dtype))
 
-    def forward(self, current: torch.Tensor, state: NeuronState):
+    def forward(self, current: torch.Tensor, state: NeuronState, keep_v: bool = True):
         return current.clamp(0.0, 1.0), current, NeuronState(v=current[-1])
 
 
@@ -402,14 +433,13 @@ class ChargeNeurons(nn.Module):
         z = torch.zeros(batch, n, dtype=dtype)
         return NeuronState(v=z, g=z.clone(), f=torch.full_like(z, self.p.alpha), fired=torch.zeros_like(z))
 
-    def forward(self, dgf, state: NeuronState):
+    def forward(self, dgf, state: NeuronState, keep_v: bool = True):
         dg, df = dgf
         G = state.g + torch.cumsum(dg, 0)
         Fm = state.f + torch.cumsum(df, 0)
         v, fired, v_th, dt = state.v, state.fired, self.p.v_th, self.dtau
         zs, vs = [], []
-        for k in range(G.shape[0]):
-            g, f = G[k], Fm[k]
+        for g, f in zip(G.unbind(0), Fm.unbind(0)):
             v_new = charge_step(v, g, f, dt)
             # v is continuous and monotone inside a step: it crossed iff it ends above threshold
             z = ((v_new >= v_th) & (fired == 0)).to(v.dtype)

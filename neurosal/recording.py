@@ -182,6 +182,27 @@ class Recorder:
             d[t0:] = x.reshape(K, S * n).to(torch.float32).numpy()
         self.f.flush()
 
+    def write_events(self, pop: str, t0: int, ev) -> None:
+        """Append address events (:class:`~neurosal.coding.SpikeEvents`, sorted by step,
+        sample, neuron) of steps ``t0 ..`` to spike population ``pop``."""
+        if self._closed:
+            raise RuntimeError("recorder is closed")
+        n = self._n(pop)
+        if ev.n != n or ev.batch != len(self.samples):
+            raise ValueError(f"{pop}: expected events over {len(self.samples)} samples x {n} neurons, "
+                             f"got {ev.batch} x {ev.n}")
+        g = self._spike_group(pop)
+        if len(ev):
+            ts = (t0 + ev.t.cpu().numpy()).astype(np.float64) * self.dt_ms
+            ids = (ev.b.cpu().numpy() * n + ev.i.cpu().numpy()).astype(np.uint64)
+            k = self.n_spikes[pop]
+            for name, arr in (("timestamps", ts), ("node_ids", ids)):
+                d = g[name]
+                d.resize((k + len(arr),))
+                d[k:] = arr
+            self.n_spikes[pop] = k + len(ts)
+        self.f.flush()
+
     # -------------------------------------------------------------- finishing
     def close(self, ok: bool = True, summary: Optional[dict] = None) -> None:
         """Finish the file: mark it complete and move it to its name (``ok``), or leave the

@@ -13,8 +13,8 @@ layers at steps ``<= t``) and keeps memory flat in ``T`` while BLAS sees large m
 
 **Event-driven reads.** A crossbar row with no input spike costs nothing: the crossbar
 gathers only the active rows (``path='event'``), or multiplies densely (``'dense'``), or
-chooses by the activity it sees (``'auto'``, the default; the crossover is
-:attr:`neurosal.crossbar.Crossbar.event_threshold`). Both paths give the same currents (to
+chooses by the activity it sees (``'auto'``, the default; the crossover density is
+:meth:`neurosal.crossbar.Crossbar.event_density`). Both paths give the same currents (to
 float rounding) and the same event counts.
 
 **Events counted** (per layer, in :class:`RunResult.events` and the crossbars'
@@ -155,9 +155,19 @@ class Simulator:
             out.setdefault(key, []).append(p)
         return out
 
-    def _synapse(self, layer: Layer, h: torch.Tensor, spikes: bool) -> torch.Tensor:
-        """Currents of ``h`` [K*B, n_in] through the layer's synapse."""
+    def _synapse(self, layer: Layer, h, spikes: bool) -> torch.Tensor:
+        """Currents of ``h`` ([K*B, n_in], or address events) through the layer's synapse."""
         syn = layer.synapse
+        if isinstance(h, coding.SpikeEvents):
+            xb = getattr(syn, "crossbar", None)
+            sparse = xb is not None and self.path != "dense" and (
+                self.path == "event" or len(h) <= xb.event_density(xb.cols) * h.steps * h.batch * h.n)
+            if sparse and not (torch.is_grad_enabled() and syn.weight.requires_grad):
+                syn._check_and_sync()
+                y = syn.crossbar.forward_events(h.t * h.batch + h.b, h.i, h.steps * h.batch) * syn.weight_scale
+                return y + syn.bias if syn.bias is not None else y
+            # dense activity, or training (dL/dW needs x): the frame form
+            h = h.to_dense(xb.dtype if xb is not None else torch.get_default_dtype()).reshape(h.steps * h.batch, h.n)
         if isinstance(syn, AnalogLinear):
             syn.spikes, syn.path = spikes, self.path
         return syn(h)
@@ -168,8 +178,15 @@ class Simulator:
         dg = self._synapse(layer, h, spikes=True)
         if getattr(syn, "bias", None) is not None:
             dg = dg - syn.bias                    # a charge neuron has no bias current
-        w_eff = syn.weight.t()                   # effective weights [n_in, n_out]
-        df = _spike_matmul(h, beta_of(w_eff, p.e_plus, p.e_minus), self.path)
+        bw = beta_of(syn.weight.t(), p.e_plus, p.e_minus)      # from the effective weights [n_in, n_out]
+        if isinstance(h, coding.SpikeEvents):
+            vec = h.t * h.batch + h.b
+            counts = torch.bincount(vec, minlength=h.steps * h.batch)
+            offsets = torch.zeros_like(counts)
+            offsets[1:] = torch.cumsum(counts[:-1], 0)
+            df = nn.functional.embedding_bag(h.i, bw, offsets, mode="sum")
+        else:
+            df = _spike_matmul(h, bw, self.path, layer.crossbar)
         return dg, df
 
     # ------------------------------------------------------------------ run
@@ -183,7 +200,12 @@ class Simulator:
         then ``steps`` is required). ``spikes_in`` says whether the inputs are binary spikes
         (default: detected from the first chunk).
         """
-        if callable(inputs) and not isinstance(inputs, torch.Tensor):
+        if isinstance(inputs, coding.SpikeEvents):
+            if inputs.n != self.net.n_in:
+                raise ValueError(f"input events address {inputs.n} neurons, the network takes {self.net.n_in}")
+            steps = inputs.steps if steps is None else steps
+            get = inputs.window
+        elif callable(inputs) and not isinstance(inputs, torch.Tensor):
             if steps is None:
                 raise ValueError("steps is required when inputs is a function")
             get = inputs
@@ -211,17 +233,22 @@ class Simulator:
                 t1 = min(steps, t0 + self.chunk)
                 h = get(t0, t1)
                 K, B = h.shape[0], h.shape[1]
-                if h.shape[0] != t1 - t0:
+                if K != t1 - t0:
                     raise ValueError(f"input chunk [{t0}, {t1}) has {h.shape[0]} steps")
                 if spikes_in is None:
-                    spikes_in = bool(((h == 0) | (h == 1)).all())
+                    spikes_in = getattr(inputs, "spikes", None) or getattr(h, "spikes", None)
+                if spikes_in is None:
+                    spikes_in = _is_binary(h)
                 spikes = spikes_in
                 self._emit(pidx, "input", {"spikes": h} if spikes else {"current": h}, t0, recorder, store)
                 for li, layer in enumerate(layers):
                     neu = layer.neurons
+                    keep_v = li == len(layers) - 1 or any("v" in p.variables for p in pidx.get(layer.name, ()))
                     if states[li] is None:
-                        states[li] = neu.init_state(B, layer.n_out, dtype=h.dtype)
-                    flat = h.reshape(K * B, -1)
+                        dtype = layer.crossbar.dtype if layer.crossbar is not None else torch.get_default_dtype()
+                        states[li] = neu.init_state(B, layer.n_out, dtype=dtype if isinstance(
+                            h, coding.SpikeEvents) else h.dtype)
+                    flat = h if isinstance(h, coding.SpikeEvents) else h.reshape(K * B, -1)
                     xb = layer.crossbar
                     if isinstance(neu, ChargeNeurons):
                         if not spikes:
@@ -229,10 +256,10 @@ class Simulator:
                                              "(use latency or rate coding)")
                         dg, df = self._charge_inputs(layer, flat)
                         cur = dg.reshape(K, B, -1)
-                        z, v, states[li] = neu((cur, df.reshape(K, B, -1)), states[li])
+                        z, v, states[li] = neu((cur, df.reshape(K, B, -1)), states[li], keep_v)
                     else:
                         cur = self._synapse(layer, flat, spikes).reshape(K, B, -1)
-                        z, v, states[li] = neu(cur, states[li])
+                        z, v, states[li] = neu(cur, states[li], keep_v)
                     if xb is not None:
                         paths[layer.name][xb.last_path] += 1
                     if isinstance(neu, RateNeurons):
@@ -279,6 +306,11 @@ class Simulator:
                 x = data.get(var)
                 if x is None:
                     continue
+                if isinstance(x, coding.SpikeEvents):
+                    if recorder is not None and hasattr(recorder, "write_events"):
+                        recorder.write_events(key, t0, x if p.samples is None else x.select(p.samples))
+                        continue
+                    x = x.to_dense()
                 if p.samples is not None:
                     x = x[:, list(p.samples)]
                 x = x.detach()
@@ -288,13 +320,25 @@ class Simulator:
                     store.setdefault(f"{key}/{var}", []).append(x.clone())
 
 
-def _spike_matmul(x: torch.Tensor, w: torch.Tensor, path: str, threshold: float = 0.04) -> torch.Tensor:
+def _is_binary(h: torch.Tensor) -> bool:
+    """All entries 0 or 1? On [0, 1], sum(x - x^2) = 0 iff every x is 0 or 1; three
+    reductions instead of elementwise comparisons."""
+    if h.dtype == torch.bool:
+        return True
+    lo, hi = torch.aminmax(h)
+    if lo < 0 or hi > 1:
+        return False
+    f = h.reshape(-1).to(torch.float64) if h.dtype != torch.float64 else h.reshape(-1)
+    return bool(f.sum() == torch.dot(f, f))
+
+
+def _spike_matmul(x: torch.Tensor, w: torch.Tensor, path: str, crossbar) -> torch.Tensor:
     """``x @ w`` for a mostly-zero ``x``: gathers the rows of ``w`` of the nonzero entries
-    when sparse (same rule as the crossbar), a dense matmul otherwise."""
-    if path == "dense":
+    when sparse (the crossbar's rule, :meth:`Crossbar.event_density`), a dense matmul otherwise."""
+    if path == "dense" or crossbar is None:
         return x @ w
     nnz = int(torch.count_nonzero(x).item())
-    if path == "auto" and nnz > threshold * x.numel():
+    if path == "auto" and nnz > crossbar.event_density(w.shape[1]) * x.numel():
         return x @ w
     ev = x.nonzero()
     vec, row = ev[:, 0], ev[:, 1]
@@ -308,13 +352,17 @@ def encoder_for(kind: str, x: torch.Tensor, steps: int, seed: int = 0, p_max: fl
     """A chunk encoder ``(t0, t1) -> [t1 - t0, batch, n]`` for :meth:`Simulator.run`.
 
     Rate spikes are drawn step by step from one generator, so any chunking gives the same
-    spikes as :func:`neurosal.coding.rate` with the same seed.
+    spikes as :func:`neurosal.coding.rate` with the same seed; ``'rate-events'`` draws the
+    run's address events at once (:func:`neurosal.coding.rate_events`) and hands out windows.
     """
     if kind not in coding.ENCODERS:
         raise ValueError(f"unknown encoder {kind!r}; allowed: {', '.join(coding.ENCODERS)}")
     coding._check_x(x)
     g = torch.Generator().manual_seed(seed)
     state = {"next": 0}
+    if kind == "rate-events":           # the whole run as address events (memory ~ spikes)
+        ev = coding.rate_events(x, steps, p_max=p_max, generator=g)
+        return ev.window
 
     def get(t0: int, t1: int) -> torch.Tensor:
         if kind == "direct":
@@ -328,4 +376,5 @@ def encoder_for(kind: str, x: torch.Tensor, steps: int, seed: int = 0, p_max: fl
         state["next"] = t1
         return coding.rate(x, t1 - t0, p_max=p_max, generator=g)
 
+    get.spikes = kind != "direct"
     return get

@@ -155,17 +155,14 @@ def test_event_read_weighted_inputs():
 
 
 def test_auto_path_follows_activity():
-    xb = Crossbar(100, 10, "ideal")
-    assert xb.event_threshold < 0.5
-    calls = []
-    orig = xb._gather
-    xb._gather = lambda *a: calls.append(1) or orig(*a)
+    xb = Crossbar(100, 400, "ideal")
+    assert 0 < xb.event_density(400) < 0.5 and xb.event_density(10) == 0      # narrow outputs: never
     xb.forward(torch.ones(4, 100), spikes=True)              # dense activity: matmul
-    assert not calls
+    assert xb.last_path == "dense"
     sparse = torch.zeros(4, 100)
     sparse[0, 1] = 1
     xb.forward(sparse, spikes=True)                           # 0.25 % active: gather
-    assert calls
+    assert xb.last_path == "event"
 
 
 def test_state_dict_round_trip():

@@ -47,7 +47,7 @@ def test_event_driven_equals_dense(coding_, enc, device):
 def test_auto_path_follows_input_silence():
     x = _x(64)
     for p_max, want in ((1.0, "dense"), (0.005, "event")):
-        net = _net("ideal")
+        net = mlp((64, 400, 10), device="ideal")
         sim = Simulator(net, chunk=32)
         with torch.no_grad():
             r = sim.run(encoder_for("rate", x, 32, seed=0, p_max=p_max), steps=32)
@@ -162,3 +162,46 @@ def test_probe_sample_selection():
     assert r.probes["fc1/v"].shape == (10, 2, 100)
     assert r.probes["fc1/current"].shape == (10, 2, 100)
     assert r.probes["input/spikes"].shape == (10, 5, 64)
+
+
+@pytest.mark.parametrize("coding_", ["spike", "latency"])
+def test_address_event_input_equals_dense_input(coding_):
+    """Input given as address events (no scan of silent rows) gives the dense-input run."""
+    x = _x(12)
+    dense_in = coding.rate(x, 24, p_max=0.2, generator=torch.Generator().manual_seed(0)) if coding_ == "spike" \
+        else coding.latency(x, 24)
+    ev = coding.SpikeEvents.from_dense(dense_in)
+    out = []
+    for inp in (dense_in, ev):
+        net = _net("moderate", coding_)
+        with torch.no_grad():
+            out.append((Simulator(net, chunk=10, path="dense" if inp is dense_in else "auto").run(
+                inp, probes=[Probe("input"), Probe("fc1", ("spikes", "v"))]), net))
+    (a, na), (b, nb) = out
+    assert torch.equal(a.probes["input/spikes"], b.probes["input/spikes"])
+    assert torch.equal(a.probes["fc1/spikes"], b.probes["fc1/spikes"])
+    assert torch.allclose(a.probes["fc1/v"], b.probes["fc1/v"], atol=1e-5)
+    assert a.events == b.events
+    assert na.layers[0].crossbar.counters == nb.layers[0].crossbar.counters
+
+
+def test_rate_events_is_a_bernoulli_process():
+    """Geometric gaps give Bernoulli spikes: per-step rate p and Binomial(T, p) count variance,
+    within 5 standard errors."""
+    x = torch.full((2000, 3), 0.0)
+    x[:, 1], x[:, 2] = 0.05, 1.0
+    T = 40
+    ev = coding.rate_events(x, T, p_max=0.5, generator=torch.Generator().manual_seed(0))
+    d = ev.to_dense()
+    assert d[..., 0].sum() == 0                                # x = 0 never fires
+    p = 0.025
+    counts = d[..., 1].sum(0)                                  # per sample, Binomial(T, p)
+    n = counts.numel()
+    assert abs(counts.mean().item() - T * p) <= 5 * (T * p * (1 - p) / n) ** 0.5
+    var = counts.var().item()
+    assert abs(var - T * p * (1 - p)) <= 5 * T * p * (1 - p) * (2 / (n - 1)) ** 0.5 * 1.5
+    per_step = d[..., 1].mean(1)                               # flat in time: no gap bias
+    assert torch.all((per_step - p).abs() <= 5 * (p * (1 - p) / 2000) ** 0.5)
+    full = d[..., 2].mean().item()                            # p = 0.5 on the bright input
+    assert abs(full - 0.5) <= 5 * (0.25 / (T * 2000)) ** 0.5
+    assert torch.equal(ev.t, coding.SpikeEvents.from_dense(d).t)  # sorted (t, b, i)
