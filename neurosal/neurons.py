@@ -54,7 +54,7 @@ from torch import nn
 
 __all__ = ["beta_of", "charge_step", "ttfs_layer", "rc_spike_layer", "dstd_ttfs_layer", "dstd_rc_spike_layer",
            "SURROGATES", "spike_fn", "LIFParameters", "lif_step", "LIFNeurons", "RateNeurons", "ChargeNeurons",
-           "ChargeParameters"]
+           "ChargeParameters", "charge_ttfs_step", "NeuronState"]
 
 
 def _phi(z: torch.Tensor) -> torch.Tensor:
@@ -408,6 +408,21 @@ class ChargeParameters:
             raise ValueError(f"alpha (leak) must be >= 0, got {self.alpha}")
 
 
+def charge_ttfs_step(inputs, state: NeuronState, p: ChargeParameters, dtau: float):
+    r"""One grid step of the charge-domain TTFS neuron: ``((dg, df), state) -> (z, state)``.
+
+    New input spikes latch: :math:`g \mathrel{+}= dg`, :math:`f \mathrel{+}= df` (``dg = s W``,
+    ``df = s\,\beta W`` of the new spikes ``s``); the membrane follows the exact solution over
+    ``dtau``. Inside a step :math:`v` moves monotonically toward :math:`g/f`, so it crossed
+    :math:`V_{th}` iff it ends at or above it; a neuron fires once (``fired``).
+    """
+    dg, df = inputs
+    g, f = state.g + dg, state.f + df
+    v = charge_step(state.v, g, f, dtau)
+    z = ((v >= p.v_th) & (state.fired == 0)).to(v.dtype)
+    return z, NeuronState(v=v, g=g, f=f, fired=state.fired + z)
+
+
 class ChargeNeurons(nn.Module):
     r"""Charge-domain TTFS neurons on the time grid of the simulator.
 
@@ -435,19 +450,13 @@ class ChargeNeurons(nn.Module):
 
     def forward(self, dgf, state: NeuronState, keep_v: bool = True):
         dg, df = dgf
-        G = state.g + torch.cumsum(dg, 0)
-        Fm = state.f + torch.cumsum(df, 0)
-        v, fired, v_th, dt = state.v, state.fired, self.p.v_th, self.dtau
         zs, vs = [], []
-        for g, f in zip(G.unbind(0), Fm.unbind(0)):
-            v_new = charge_step(v, g, f, dt)
-            # v is continuous and monotone inside a step: it crossed iff it ends above threshold
-            z = ((v_new >= v_th) & (fired == 0)).to(v.dtype)
-            fired = fired + z
-            v = v_new
+        for dg_k, df_k in zip(dg.unbind(0), df.unbind(0)):
+            z, state = charge_ttfs_step((dg_k, df_k), state, self.p, self.dtau)
             zs.append(z)
-            vs.append(v)
-        return torch.stack(zs), torch.stack(vs), NeuronState(v=v, g=G[-1], f=Fm[-1], fired=fired)
+            if keep_v:
+                vs.append(state.v)
+        return torch.stack(zs), (torch.stack(vs) if keep_v else None), state
 
     def extra_repr(self) -> str:
         return f"{self.p}, dtau={self.dtau}"
