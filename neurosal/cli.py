@@ -103,7 +103,7 @@ def _cmd_simulate(args) -> int:
     from .simulate import simulate
     record = tuple(v for v in args.record.split(",") if v) if args.record else ()
     out = simulate(args.network, args.device, coding=args.coding, steps=args.steps, samples=args.samples,
-                   dataset=args.dataset, record=record, out=args.out, record_samples=args.record_samples,
+                   dataset=args.dataset, data_dir=args.data_dir, record=record, out=args.out, record_samples=args.record_samples,
                    checkpoint=args.checkpoint, overwrite=args.overwrite, seed=args.seed, batch=args.batch,
                    path=args.path, progress=not args.json)
     if args.json:
@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--coding", default="spike", choices=("rate", "spike", "latency"))
     s.add_argument("--steps", type=int, default=None, help="time steps (default: the recipe's; rate coding: 1)")
     s.add_argument("--samples", type=int, default=100, help="test samples to simulate")
-    s.add_argument("--dataset", default="digits")
+    s.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
+    s.add_argument("--data-dir", default=None, help="folder with the dataset files (default data/<dataset>)")
     s.add_argument("--record", default="spikes", help="comma list of spikes,v,current ('' = nothing)")
     s.add_argument("--record-samples", type=int, default=16, help="how many of the samples to record")
     s.add_argument("--out", default=None, help="recording file (.h5); nothing is written without it")

@@ -145,11 +145,21 @@ def mlp(sizes, *, device="ideal", coding: str = "spike", seed: int = 0, card: Op
 
 
 def build(name_or_path: str | Path | NetworkCard, *, device="ideal", coding: str = "spike", seed: int = 0,
-          steps: Optional[int] = None) -> Network:
-    """Build a network from a recipe for ``device`` and ``coding``."""
+          steps: Optional[int] = None, input_shape: Optional[tuple] = None,
+          classes: Optional[int] = None) -> Network:
+    """Build a network from a recipe for ``device`` and ``coding``.
+
+    ``input_shape`` ``(C, H, W)`` and ``classes`` come from the dataset: they replace the
+    recipe's input and output sizes, so every recipe runs on every dataset.
+    """
     card = load_network(name_or_path)
     if card.kind == "mlp":
-        return mlp(card.sizes, device=device, coding=coding, seed=seed, card=card, steps=steps)
+        sizes = list(card.sizes)
+        if input_shape is not None:
+            sizes[0] = int(math.prod(input_shape))
+        if classes is not None:
+            sizes[-1] = int(classes)
+        return mlp(sizes, device=device, coding=coding, seed=seed, card=card, steps=steps)
     raise CardError(card.name, "kind", f"unknown network kind {card.kind!r}")  # pragma: no cover
 
 

@@ -24,7 +24,7 @@ ENCODER_OF = {"rate": "direct", "spike": "rate", "latency": "latency"}
 
 
 def simulate(network: str, device: str, *, coding: str = "spike", steps: Optional[int] = None, samples: int = 100,
-             dataset: str = "digits", record: Sequence[str] = ("spikes",), out: Optional[str | Path] = None,
+             dataset: str = "digits", data_dir: Optional[str | Path] = None, record: Sequence[str] = ("spikes",), out: Optional[str | Path] = None,
              record_samples: int = 16, checkpoint: Optional[str | Path] = None, overwrite: bool = False,
              seed: int = 0, batch: int = 256, chunk: int = 64, path: str = "auto", progress: bool = True) -> dict:
     """Simulate ``samples`` test samples of ``dataset``; record the first ``record_samples``.
@@ -45,13 +45,11 @@ def simulate(network: str, device: str, *, coding: str = "spike", steps: Optiona
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     card = load_network(network)
     dev_card = load_device(device)
-    data = load(dataset, seed=seed)
-    n_in = int(card.sizes[0])
-    if data.x_test.shape[1] != n_in:
-        raise ValueError(f"network {card.name} takes {n_in} inputs but {dataset} samples have "
-                         f"{data.x_test.shape[1]} features")
+    data = load(dataset, data_dir=data_dir, seed=seed)
+    n_in = data.features
     samples = min(samples, len(data.y_test))
-    net = build(card, device=dev_card, coding=coding, seed=seed, steps=steps)
+    net = build(card, device=dev_card, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
+                classes=data.classes)
     if checkpoint is not None:
         load_checkpoint(net, checkpoint)
     T = net.meta["steps"]
@@ -69,7 +67,7 @@ def simulate(network: str, device: str, *, coding: str = "spike", steps: Optiona
         from .recording import Recorder
         pops = {"input": n_in, **{layer.name: layer.n_out for layer in net.layers}}
         config = dict(network=network, device=device, coding=coding, steps=T, samples=samples, dataset=dataset,
-                      record=list(record), record_samples=rec_n, checkpoint=str(checkpoint) if checkpoint else None,
+                      data_dir=str(data_dir) if data_dir else None, record=list(record), record_samples=rec_n, checkpoint=str(checkpoint) if checkpoint else None,
                       seed=seed, batch=batch, chunk=chunk, path=path, encoder=ENCODER_OF[coding])
         recorder = Recorder(out, dt=card.dt, steps=T, populations=pops, samples=range(rec_n),
                             labels=data.y_test[:rec_n].tolist(), overwrite=overwrite,

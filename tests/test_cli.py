@@ -104,3 +104,15 @@ def test_simulate_and_inspect_errors(tmp_path, capsys):
     bad.write_text("not hdf5")
     assert main(["inspect", str(bad)]) == 2
     assert "not a readable HDF5 file" in capsys.readouterr().err
+
+
+def test_simulate_other_dataset_adapts_the_recipe(tmp_path, capsys):
+    from test_datasets import _mnist_dir
+    _mnist_dir(tmp_path / "mn", n_train=4, n_test=6)
+    assert main(["simulate", "--network", "mlp-64-100-10", "--device", "ideal", "--dataset", "mnist",
+                 "--data-dir", str(tmp_path / "mn"), "--steps", "4", "--record", "", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["samples"] == 6 and s["layers"]["fc1"]["reads"] == 4
+    assert main(["simulate", "--network", "mlp-64-100-10", "--device", "ideal", "--dataset", "cifar10",
+                 "--data-dir", str(tmp_path / "none")]) == 2
+    assert "no such directory; download cifar-10-python.tar.gz" in capsys.readouterr().err
