@@ -159,6 +159,33 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- train
+def _cmd_train(args) -> int:
+    from .learning import train
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    r = train(args.network, args.device, rule=args.rule, coding=args.coding, dataset=args.dataset,
+              data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, lr=args.lr, batch=args.batch,
+              steps=args.steps, rounding=args.rounding, out=args.out, limit_train=args.limit_train,
+              limit_test=args.limit_test, progress=not args.json)
+    if args.json:
+        _print_json(r)
+        return 0
+    print(f"{r['network']} on {r['device']}, rule {r['rule']} ({r['rounding']} rounding), {r['coding']} coding, "
+          f"{r['dataset']}, {r['epochs']} epoch(s), {r['seconds']:.1f} s")
+    for h in r["history"]:
+        print(f"  epoch {h['epoch']:>3}: loss {h['loss']:.4f}  test accuracy {h['test_accuracy']:.4f}")
+    extra = f", software accuracy before programming {r['software_accuracy']:.4f}" if "software_accuracy" in r else ""
+    print(f"test accuracy {r['test_accuracy']:.4f}{extra}")
+    print(f"pulses {r['pulses']:,d}, verify reads {r['verify_reads']:,d}")
+    for name, c in r["layers"].items():
+        print(f"  {name}: {c['forward_reads']:,d} forward reads, {c['backward_reads']:,d} backward reads, "
+              f"{c['adc_conversions']:,d} ADC conversions, {c['pulses']:,d} pulses")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neurosal", description="Simulate analog in-memory-computing "
@@ -205,6 +232,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crossbar reads: event-driven, dense, or chosen by activity")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_simulate)
+
+    t = sub.add_parser("train", help="train a network on the simulated chip with an on-chip learning rule")
+    t.add_argument("--network", required=True, metavar="NAME|PATH")
+    t.add_argument("--device", required=True, metavar="NAME|PATH")
+    t.add_argument("--rule", default="hybrid", choices=("bp", "dfa", "hybrid", "verify"))
+    t.add_argument("--coding", default="rate", choices=("rate", "spike", "latency"))
+    t.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--steps", type=int, default=None, help="time steps in spike codings (default: the recipe's)")
+    t.add_argument("--rounding", default="stochastic", choices=("stochastic", "round"),
+                   help="gradient -> pulses rounding of bp and dfa")
+    t.add_argument("--limit-train", type=int, default=None, help="use only the first N training samples")
+    t.add_argument("--limit-test", type=int, default=None)
+    t.add_argument("--out", default=None, help="checkpoint file (chip + network + rule state)")
+    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_cmd_train)
 
     i = sub.add_parser("inspect", help="what is in a recording; --raster draws a spike raster")
     i.add_argument("file")

@@ -414,6 +414,15 @@ class Crossbar:
         dn = self.device.step_size(g, -1) / self.g_ref
         return up, dn
 
+    def nominal_change(self, n_plus: torch.Tensor, n_minus: torch.Tensor) -> torch.Tensor:
+        """Weight change (weight units) that pulses ``n_plus`` on G+ and ``n_minus`` on G-
+        would make by the card's nominal curve at the present conductances: what an open-loop
+        controller expects, without noise or device-to-device knowledge."""
+        g = self._state.g
+        dp = self.device.nominal_change(g[0], torch.as_tensor(n_plus, dtype=g.dtype))
+        dm = self.device.nominal_change(g[1], torch.as_tensor(n_minus, dtype=g.dtype))
+        return (dp - dm) / self.g_ref
+
     def program(self, target: torch.Tensor, tolerance: float = 0.02, max_pulses: int = 1000,
                 max_iterations: int = 500) -> ProgramResult:
         """Write-and-verify: pulse each weight toward ``target`` until ``|w - target| <= tolerance``.
@@ -508,7 +517,12 @@ class _AnalogMatmul(torch.autograd.Function):
     def backward(ctx, gy):
         (x,) = ctx.saved_tensors
         layer = ctx.layer
-        gx = layer.crossbar.backward(gy) * layer.weight_scale if ctx.needs_input_grad[0] else None
+        gx = None
+        if ctx.needs_input_grad[0]:
+            if layer.digital_backward:     # errors computed off-array in full precision (hybrid rule)
+                gx = gy @ (layer.crossbar.weights().t() * layer.weight_scale)
+            else:
+                gx = layer.crossbar.backward(gy) * layer.weight_scale
         gw = gy.t() @ x if ctx.needs_input_grad[1] else None      # [out, in], like nn.Linear
         return gx, gw, None
 
@@ -529,6 +543,8 @@ class _AnalogBase(nn.Module):
         self.weight._neurosal_layer = self      # PulseSGD finds the array through this
         self.spikes = False          # inputs are binary spikes (set by the simulator)
         self.path = "auto"           # event-driven / dense read choice (see Crossbar.forward)
+        self.digital_backward = False  # True: backprop errors off-array (no transposed read)
+        self.software_weight = None    # [in, out] Parameter: compute digitally instead (verify rule)
         self._synced = (-1, -1)
         self._sync()
 
@@ -571,6 +587,9 @@ class AnalogLinear(_AnalogBase):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.software_weight is not None:           # software training (before programming)
+            y = x @ self.software_weight
+            return y + self.bias if self.bias is not None else y
         self._check_and_sync()
         lead = x.shape[:-1]
         y = _AnalogMatmul.apply(x.reshape(-1, self.in_features), self.weight, self)

@@ -537,6 +537,12 @@ class Device:
 
     def step_size(self, g, sign: int, *, g_min=None, g_max=None, pmax=None, p_up=None, p_down=None):
         """Nominal conductance change of one pulse at conductance ``g`` (S; signed)."""
+        return self.nominal_change(g, torch.full_like(g, float(sign)), g_min=g_min, g_max=g_max, pmax=pmax,
+                                   p_up=p_up, p_down=p_down)
+
+    def nominal_change(self, g, n, *, g_min=None, g_max=None, pmax=None, p_up=None, p_down=None):
+        """Nominal conductance change (S) of ``n`` signed pulses from conductance ``g``, read off
+        the card's nominal curve (no noise, no device-to-device knowledge), elementwise."""
         c = self.card
         kw = dict(g_min=c.g_min if g_min is None else g_min, g_max=c.g_max if g_max is None else g_max,
                   pmax=c.pmax if pmax is None else pmax)
@@ -548,7 +554,6 @@ class Device:
                       p_down=(c.gamma_down or 1.0) if p_down is None else p_down)
         else:
             kw.update(p_up=0.0, p_down=0.0)
-        n = torch.full_like(g, float(sign))
         return self.respond(g, n, **kw) - g
 
     def curve(self, pulses: int | None = None, *, dtype=torch.float64) -> tuple[np.ndarray, np.ndarray]:

@@ -260,8 +260,9 @@ class Simulator:
                     else:
                         cur = self._synapse(layer, flat, spikes).reshape(K, B, -1)
                         z, v, states[li] = neu(cur, states[li], keep_v)
-                    if xb is not None:
+                    if xb is not None and xb.last_path is not None:
                         paths[layer.name][xb.last_path] += 1
+                        xb.last_path = None
                     if isinstance(neu, RateNeurons):
                         ev[layer.name]["spikes"] = None
                     else:

@@ -116,3 +116,19 @@ def test_simulate_other_dataset_adapts_the_recipe(tmp_path, capsys):
     assert main(["simulate", "--network", "mlp-64-100-10", "--device", "ideal", "--dataset", "cifar10",
                  "--data-dir", str(tmp_path / "none")]) == 2
     assert "no such directory; download cifar-10-python.tar.gz" in capsys.readouterr().err
+
+
+def test_train_json_and_checkpoint(tmp_path, capsys):
+    out = tmp_path / "ck.pt"
+    args = ["train", "--network", "mlp-64-100-10", "--device", "moderate", "--rule", "hybrid", "--coding", "rate",
+            "--dataset", "digits", "--epochs", "1", "--seed", "0", "--limit-train", "100", "--out", str(out), "--json"]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert {"test_accuracy", "epochs", "pulses"} <= set(r) and r["epochs"] == 1 and r["pulses"] > 0
+    assert out.is_file()
+    assert main(args) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+    # the trained chip simulates from its checkpoint
+    assert main(["simulate", "--network", "mlp-64-100-10", "--device", "moderate", "--coding", "rate",
+                 "--checkpoint", str(out), "--record", "", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["checkpoint"] and s["accuracy"] == pytest.approx(r["test_accuracy"], abs=0.15)

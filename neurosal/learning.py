@@ -1,0 +1,324 @@
+r"""On-chip learning rules. Every rule ends in pulses applied by the device model; weights are
+never set directly (except by ``verify``, which pays for it in pulses and verify reads).
+
+* ``bp`` — backpropagation (BPTT through the spiking engine, surrogate gradients) with errors
+  read back through the arrays (transposed reads), then
+  :math:`n = R(-\eta\,\partial L/\partial w / \Delta w_{min})` push-pull pulses per cell,
+  :math:`R` = deterministic or stochastic rounding (:class:`~neurosal.crossbar.PulseSGD`).
+* ``dfa`` — direct feedback alignment (Nøkland 2016; on CIM: Wolters et al. 2023): the output
+  error :math:`e = \mathrm{softmax}(y) - \mathrm{onehot}` reaches hidden layer :math:`l`
+  through a fixed random matrix, :math:`\delta_l = (e B_l) \odot f'(a_l)`, and every layer is
+  updated at once from :math:`\Delta W_l = -\eta\, x_{l-1}^T \delta_l`.
+* ``hybrid`` (Kwon et al., TNNLS 2025) — forward on the nonideal arrays; errors and updates
+  computed off-array in full precision and accumulated per cell in a digital buffer
+  :math:`b \mathrel{+}= -\eta\,\partial L/\partial w`. A cell is written when :math:`|b|`
+  reaches what a pulse does at its present conductance on the device's *nominal* curve
+  (nonlinearity and asymmetry compensated open loop); :math:`n = \lfloor |b|/\Delta_1 \rfloor`
+  pulses go to the device of the pair with more headroom, with no verify read, and the buffer
+  keeps :math:`b - \Delta_{nominal}(n)`.
+* ``verify`` — train in software (ideal digital weights), then program the result into the
+  arrays with write-and-verify (:meth:`~neurosal.crossbar.Crossbar.program`), counting its
+  pulses and verify reads: the baseline hybrid training avoids.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import coding as coding_mod
+from .crossbar import AnalogLinear, PulseSGD, analog_layers
+from .neurons import RateNeurons
+from .simulator import Network, Simulator, encoder_for
+
+__all__ = ["RULES", "BP", "DFA", "Hybrid", "Verify", "make_rule", "forward", "evaluate", "train"]
+
+RULES = ("bp", "dfa", "hybrid", "verify")
+
+
+def forward(net: Network, x: torch.Tensor, *, coding: str, steps: int, seed: int = 0):
+    """Run ``net`` on ``x`` (``[batch, features]`` in [0, 1]); returns the :class:`RunResult`.
+
+    ``rate``: one step of direct analog input; ``spike``: Bernoulli spikes for ``steps``;
+    ``latency``: one spike per input at ``t = 1 - x``.
+    """
+    if coding == "rate":
+        return Simulator(net, chunk=1).run(coding_mod.direct(x, 1))
+    enc = "rate" if coding == "spike" else "latency"
+    return Simulator(net, chunk=steps).run(encoder_for(enc, x, steps, seed=seed), steps=steps)
+
+
+def _loss_scores(res, coding: str) -> torch.Tensor:
+    # rate: the output current; spike modes: spike counts plus the membrane maximum, which
+    # carries a gradient while the output layer is still silent
+    return res.scores if coding == "rate" else res.spike_counts + res.max_v
+
+
+@torch.no_grad()
+def evaluate(net: Network, x: torch.Tensor, y: torch.Tensor, *, coding: str, steps: int, batch: int = 512,
+             seed: int = 0) -> float:
+    """Test accuracy with the network's decoder."""
+    correct = 0
+    for i in range(0, len(y), batch):
+        res = forward(net, x[i:i + batch], coding=coding, steps=steps, seed=seed + i)
+        correct += int((res.scores.argmax(1) == y[i:i + batch]).sum())
+    return correct / max(1, len(y))
+
+
+# ============================================================================ rules
+class BP:
+    """Surrogate-gradient backprop through the arrays; pulses by :class:`PulseSGD`."""
+
+    name = "bp"
+
+    def __init__(self, net: Network, *, lr: float, rounding: str = "stochastic", seed: int = 0, max_pulses: int = 64):
+        self.net = net
+        self.opt = PulseSGD(net.parameters(), lr=lr, rounding=rounding, seed=seed, max_pulses=max_pulses)
+
+    def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
+        self.opt.zero_grad()
+        res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
+        loss = nn.functional.cross_entropy(_loss_scores(res, coding), y)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def state_dict(self) -> dict:
+        return {"generator": self.opt.generator.get_state()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.opt.generator.set_state(sd["generator"])
+
+
+class DFA(BP):
+    """Direct feedback alignment: fixed random feedback, all layers updated at once.
+
+    Rate coding (the ``T = 1`` limit, bounded activation ``f = clamp(., 0, 1)``,
+    :math:`f' = 1` inside (0, 1)).
+    """
+
+    name = "dfa"
+
+    def __init__(self, net: Network, *, lr: float, rounding: str = "stochastic", seed: int = 0, max_pulses: int = 64):
+        super().__init__(net, lr=lr, rounding=rounding, seed=seed, max_pulses=max_pulses)
+        if not all(isinstance(layer.neurons, RateNeurons) for layer in net.layers):
+            raise ValueError("dfa is implemented for rate coding (--coding rate)")
+        g = torch.Generator().manual_seed(seed + 4242)
+        n_out = net.n_out
+        # B_l: [n_out, n_l], scaled like a weight matrix of fan-in n_out
+        self.feedback = [torch.randn(n_out, layer.n_out, generator=g) / math.sqrt(n_out)
+                         for layer in net.layers[:-1]]
+
+    def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
+        self.opt.zero_grad()
+        hs, acts = [x], []
+        with torch.no_grad():
+            h = x
+            for layer in self.net.layers:
+                a = layer.synapse(h)
+                acts.append(a)
+                h = a.clamp(0, 1)
+                hs.append(h)
+            out = acts[-1]
+            p = torch.softmax(out, 1)
+            e = p - nn.functional.one_hot(y, out.shape[1]).to(p.dtype)          # dL/dy of cross-entropy
+            B = len(y)
+            for li, layer in enumerate(self.net.layers):
+                if li == len(self.net.layers) - 1:
+                    delta = e
+                else:
+                    a = acts[li]
+                    delta = (e @ self.feedback[li]) * ((a > 0) & (a < 1)).to(e.dtype)
+                syn = layer.synapse
+                syn.weight.grad = delta.t() @ hs[li] / B
+                if syn.bias is not None:
+                    syn.bias.grad = delta.mean(0)
+            loss = nn.functional.cross_entropy(out, y)
+        self.opt.step()
+        return loss.item()
+
+
+class Hybrid:
+    """Kwon et al.'s hybrid rule: off-array updates, a digital buffer per cell, open-loop
+    pulses from the device's nominal curve (no verify reads)."""
+
+    name = "hybrid"
+
+    def __init__(self, net: Network, *, lr: float, seed: int = 0, max_pulses: int = 16, **_):
+        self.net, self.lr, self.max_pulses = net, float(lr), int(max_pulses)
+        self.layers = analog_layers(net)
+        for layer in self.layers:
+            layer.digital_backward = True
+        self.buffers = [torch.zeros(layer.crossbar.rows, layer.crossbar.cols, dtype=layer.crossbar.dtype)
+                        for layer in self.layers]
+        analog = {id(layer.weight) for layer in self.layers}
+        self.digital = [p for p in net.parameters() if id(p) not in analog]
+
+    def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
+        for p in self.net.parameters():
+            p.grad = None
+        res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
+        loss = nn.functional.cross_entropy(_loss_scores(res, coding), y)
+        loss.backward()
+        with torch.no_grad():
+            for p in self.digital:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-self.lr)
+            for layer, buf in zip(self.layers, self.buffers):
+                if layer.weight.grad is None:
+                    continue
+                buf.add_(layer.weight.grad.t(), alpha=-self.lr / layer.weight_scale)   # crossbar weight units
+                self._write(layer.crossbar, buf)
+        return loss.item()
+
+    def _write(self, xb, buf: torch.Tensor) -> None:
+        st = xb.state
+        gmin = torch.as_tensor(st.g_min, dtype=buf.dtype)
+        gmax = torch.as_tensor(st.g_max, dtype=buf.dtype)
+        u = ((st.g - gmin) / (gmax - gmin)).clamp(0, 1)                  # [2, rows, cols]
+        up, dn = xb.step_sizes()                                         # nominal, weight units
+        raise_w = buf > 0
+        # raise w: G+ up or G- down; lower w: G+ down or G- up; use the device with more room
+        use_plus = torch.where(raise_w, (1 - u[0]) >= u[1], u[0] >= (1 - u[1]))
+        step = torch.where(use_plus, torch.where(raise_w, up[0], -dn[0]), torch.where(raise_w, -dn[1], up[1]))
+        step = step.abs().clamp_min(1e-12)
+        n = torch.floor(buf.abs() / step).clamp_(max=self.max_pulses)
+        if not bool((n > 0).any()):
+            return
+        sgn = torch.where(raise_w, 1.0, -1.0).to(buf.dtype)
+        n_plus = torch.where(use_plus, sgn * n, torch.zeros_like(n))
+        n_minus = torch.where(use_plus, torch.zeros_like(n), -sgn * n)
+        expected = xb.nominal_change(n_plus, n_minus)                    # what the curve says they do
+        xb.apply_pulses(n_plus, n_minus)
+        buf.sub_(expected)
+
+    def state_dict(self) -> dict:
+        return {"buffers": [b.clone() for b in self.buffers]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        for b, s in zip(self.buffers, sd["buffers"]):
+            b.copy_(s)
+
+
+class Verify:
+    """Software training, then write-and-verify programming (pulses and verify reads counted)."""
+
+    name = "verify"
+
+    def __init__(self, net: Network, *, lr: float, seed: int = 0, tolerance: float = 0.02, **_):
+        self.net, self.lr, self.tolerance = net, float(lr), float(tolerance)
+        self.layers = analog_layers(net)
+        self.soft = []
+        for layer in self.layers:
+            if not isinstance(layer, AnalogLinear):
+                raise ValueError("verify supports fully connected analog layers")
+            w = nn.Parameter(layer.crossbar.weights().clone() * layer.weight_scale)     # [in, out]
+            layer.software_weight = w
+            self.soft.append(w)
+        skip = {id(layer.weight) for layer in self.layers} | {id(w) for w in self.soft}
+        self.opt = torch.optim.SGD([p for p in net.parameters() if id(p) not in skip] + self.soft, lr=lr)
+        self.programmed = None
+
+    def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
+        self.opt.zero_grad()
+        res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
+        loss = nn.functional.cross_entropy(_loss_scores(res, coding), y)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def finish(self) -> dict:
+        """Program the software weights into the arrays; returns the cost."""
+        pulses = reads = 0
+        conv = []
+        for layer, w in zip(self.layers, self.soft):
+            target = (w.detach() / layer.weight_scale).clamp(-1, 1)
+            r = layer.crossbar.program(target, tolerance=self.tolerance)
+            pulses += r.pulses
+            reads += r.verify_reads
+            conv.append(r.converged)
+            layer.software_weight = None
+        self.programmed = {"program_pulses": pulses, "verify_reads": reads, "converged": conv}
+        return self.programmed
+
+    def state_dict(self) -> dict:
+        return {"software": [w.detach().clone() for w in self.soft]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        with torch.no_grad():
+            for w, s in zip(self.soft, sd["software"]):
+                w.copy_(s)
+
+
+def make_rule(name: str, net: Network, *, lr: float, rounding: str = "stochastic", seed: int = 0):
+    if name == "bp":
+        return BP(net, lr=lr, rounding=rounding, seed=seed)
+    if name == "dfa":
+        return DFA(net, lr=lr, rounding=rounding, seed=seed)
+    if name == "hybrid":
+        return Hybrid(net, lr=lr, seed=seed)
+    if name == "verify":
+        return Verify(net, lr=lr, seed=seed)
+    raise ValueError(f"unknown rule {name!r}; allowed: {', '.join(RULES)}")
+
+
+# ============================================================================ training loop
+def train(network, device, *, rule: str = "hybrid", coding: str = "rate", dataset: str = "digits",
+          data_dir=None, epochs: int = 1, seed: int = 0, lr: float = 0.1, batch: int = 8,
+          steps: Optional[int] = None, rounding: str = "stochastic", out: Optional[str | Path] = None,
+          limit_train: Optional[int] = None, limit_test: Optional[int] = None, progress: bool = True) -> dict:
+    """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts."""
+    from .datasets import load
+    from .devices import load_device
+    from .networks import build, load_network, save_checkpoint
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; allowed: {', '.join(RULES)}")
+    if epochs < 1 or batch < 1 or not lr > 0:
+        raise ValueError("epochs and batch must be >= 1 and lr > 0")
+    card = load_network(network)
+    dev = load_device(device)
+    data = load(dataset, data_dir=data_dir, seed=seed, limit_train=limit_train, limit_test=limit_test)
+    net = build(card, device=dev, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
+                classes=data.classes)
+    T = net.meta["steps"]
+    r = make_rule(rule, net, lr=lr, rounding=rounding, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    history = []
+    t0 = time.perf_counter()
+    n = len(data.y_train)
+    with tqdm(total=epochs * n, unit="sample", desc=f"train {rule}", disable=not progress) as bar:
+        for ep in range(epochs):
+            perm = torch.randperm(n, generator=g)
+            losses = []
+            for i in range(0, n, batch):
+                j = perm[i:i + batch]
+                losses.append(r.step(data.x_train[j], data.y_train[j], coding=coding, steps=T,
+                                     seed=seed * 1_000_003 + ep * n + i))
+                bar.update(len(j))
+            if isinstance(r, Verify) and ep == epochs - 1:
+                r.software_accuracy = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
+                r.finish()
+            acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
+            history.append({"epoch": ep + 1, "loss": sum(losses) / len(losses), "test_accuracy": acc})
+            bar.set_postfix(acc=f"{acc:.3f}")
+    seconds = time.perf_counter() - t0
+    counters = {}
+    for layer in net.layers:
+        if layer.crossbar is not None:
+            counters[layer.name] = layer.crossbar.counters.as_dict()
+    result = {"network": card.name, "device": dev.name, "rule": rule, "coding": coding, "dataset": dataset,
+              "epochs": epochs, "seed": seed, "lr": lr, "batch": batch, "steps": T, "rounding": rounding,
+              "test_accuracy": history[-1]["test_accuracy"], "history": history, "seconds": seconds,
+              "pulses": sum(c["pulses"] for c in counters.values()),
+              "verify_reads": sum(c["verify_reads"] for c in counters.values()), "layers": counters}
+    if isinstance(r, Verify) and r.programmed:
+        result.update(r.programmed, software_accuracy=r.software_accuracy)
+    if out is not None:
+        save_checkpoint(net, out, rule=rule, rule_state=r.state_dict(), result=result)
+    return result
