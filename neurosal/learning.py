@@ -48,6 +48,11 @@ def forward(net: Network, x: torch.Tensor, *, coding: str, steps: int, seed: int
     ``rate``: one step of direct analog input; ``spike``: Bernoulli spikes for ``steps``;
     ``latency``: one spike per input at ``t = 1 - x``.
     """
+    if not isinstance(net, Network):            # a module (SAnet): rate coding, logits directly
+        if coding != "rate":
+            raise ValueError(f"{type(net).__name__} runs rate-coded only in this version")
+        from types import SimpleNamespace
+        return SimpleNamespace(scores=net(x))
     if coding == "rate":
         return Simulator(net, chunk=1).run(coding_mod.direct(x, 1))
     enc = "rate" if coding == "spike" else "latency"
@@ -63,11 +68,16 @@ def _loss_scores(res, coding: str) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(net: Network, x: torch.Tensor, y: torch.Tensor, *, coding: str, steps: int, batch: int = 512,
              seed: int = 0) -> float:
-    """Test accuracy with the network's decoder."""
+    """Test accuracy with the network's decoder (batch norm in inference mode)."""
     correct = 0
-    for i in range(0, len(y), batch):
-        res = forward(net, x[i:i + batch], coding=coding, steps=steps, seed=seed + i)
-        correct += int((res.scores.argmax(1) == y[i:i + batch]).sum())
+    was = net.training
+    net.eval()
+    try:
+        for i in range(0, len(y), batch):
+            res = forward(net, x[i:i + batch], coding=coding, steps=steps, seed=seed + i)
+            correct += int((res.scores.argmax(1) == y[i:i + batch]).sum())
+    finally:
+        net.train(was)
     return correct / max(1, len(y))
 
 
@@ -107,7 +117,7 @@ class DFA(BP):
 
     def __init__(self, net: Network, *, lr: float, rounding: str = "stochastic", seed: int = 0, max_pulses: int = 64):
         super().__init__(net, lr=lr, rounding=rounding, seed=seed, max_pulses=max_pulses)
-        if not all(isinstance(layer.neurons, RateNeurons) for layer in net.layers):
+        if not isinstance(net, Network) or not all(isinstance(layer.neurons, RateNeurons) for layer in net.layers):
             raise ValueError("dfa is implemented for rate coding (--coding rate)")
         g = torch.Generator().manual_seed(seed + 4242)
         n_out = net.n_out
@@ -309,9 +319,15 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
             bar.set_postfix(acc=f"{acc:.3f}")
     seconds = time.perf_counter() - t0
     counters = {}
-    for layer in net.layers:
-        if layer.crossbar is not None:
-            counters[layer.name] = layer.crossbar.counters.as_dict()
+    if isinstance(net, Network):
+        for layer in net.layers:
+            if layer.crossbar is not None:
+                counters[layer.name] = layer.crossbar.counters.as_dict()
+    else:
+        analog = {id(m) for m in analog_layers(net)}
+        for name, mod in net.named_modules():
+            if id(mod) in analog:
+                counters[name] = mod.crossbar.counters.as_dict()
     result = {"network": card.name, "device": dev.name, "rule": rule, "coding": coding, "dataset": dataset,
               "epochs": epochs, "seed": seed, "lr": lr, "batch": batch, "steps": T, "rounding": rounding,
               "test_accuracy": history[-1]["test_accuracy"], "history": history, "seconds": seconds,

@@ -75,8 +75,15 @@ class NetworkCard:
     """
 
     name: str = spec()
-    sizes: tuple[float, ...] = spec(lo=1, hi=1_000_000)
-    kind: str = spec("mlp", choices=("mlp",))
+    kind: str = spec("mlp", choices=("mlp", "resnet"))
+    sizes: tuple[float, ...] = spec((), lo=1, hi=1_000_000, doc="mlp: layer widths, input to output")
+    depth: int = spec(8, lo=8, hi=200, doc="resnet: 6n + 2")
+    width: int = spec(16, lo=1, hi=1024, doc="resnet: channels of the first stage")
+    attention: str = spec("none", choices=("none", "se", "cbam"))
+    attach: tuple[float, ...] = spec((1, 2, 3), lo=1, hi=3, doc="resnet: stages with an attention block")
+    cp_format: str = spec("fixed", choices=("fixed", "float"), doc="co-processor number format")
+    cp_bits: int = spec(16, lo=2, hi=32)
+    cp_frac_bits: int = spec(10, lo=0, hi=31)
     description: str = spec("")
     neuron: str = spec("lif", choices=("lif", "charge"))
     decoder: str = spec("count", choices=DECODERS)
@@ -90,6 +97,12 @@ class NetworkCard:
     periphery: PeripheryCard = spec(default_factory=PeripheryCard)
 
     def _validate(self, source) -> None:
+        if self.kind == "resnet":
+            if (self.depth - 2) % 6:
+                raise CardError(source, "depth", f"ResNet depth must be 6n + 2 (8, 14, 20, ...), got {self.depth}")
+            if self.cp_frac_bits >= self.cp_bits:
+                raise CardError(source, "cp_frac_bits", "must be below cp_bits")
+            return
         if len(self.sizes) < 2:
             raise CardError(source, "sizes", "needs at least an input and an output size, e.g. [64, 100, 10]")
         for i, s in enumerate(self.sizes):
@@ -160,21 +173,58 @@ def build(name_or_path: str | Path | NetworkCard, *, device="ideal", coding: str
         if classes is not None:
             sizes[-1] = int(classes)
         return mlp(sizes, device=device, coding=coding, seed=seed, card=card, steps=steps)
+    if card.kind == "resnet":
+        if coding != "rate":
+            raise ValueError(f"{card.name}: ResNet/SAnet runs rate-coded (--coding rate) in this version")
+        return sanet_resnet(card.depth, card.width, attention=None if card.attention == "none" else card.attention,
+                            attach=tuple(int(a) for a in card.attach), device=device, seed=seed,
+                            input_shape=input_shape or (3, 32, 32), classes=classes or 10, card=card)
     raise CardError(card.name, "kind", f"unknown network kind {card.kind!r}")  # pragma: no cover
 
 
+def sanet_resnet(depth: int = 8, width: int = 16, *, attention: Optional[str] = None, attach=(1, 2, 3),
+                 coding: str = "rate", device="ideal", seed: int = 0, input_shape=(3, 32, 32), classes: int = 10,
+                 card: Optional[NetworkCard] = None):
+    """SAnet: analog ResNet-``depth`` on crossbars + ``attention`` ('se' | 'cbam' | None) on the
+    co-processor after the stages in ``attach`` (see :mod:`neurosal.sanet`)."""
+    from .coprocessor import NumberFormat
+    from .sanet import SAnet
+    if coding != "rate":
+        raise ValueError("SAnet runs rate-coded (coding='rate') in this version")
+    p = card.periphery if card is not None else PeripheryCard()
+    fmt = NumberFormat(card.cp_format, card.cp_bits, card.cp_frac_bits) if card is not None else NumberFormat()
+    net = SAnet(depth, width, input_shape=input_shape, classes=classes, attention=attention, attach=attach,
+                device=device, seed=seed, number_format=fmt,
+                xbar=dict(tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits, adc_bits=p.adc_bits,
+                          adc_range=p.adc_range))
+    net.meta = {"recipe": card.to_dict() if card is not None else {"kind": "resnet", "depth": depth, "width": width},
+                "coding": coding, "steps": 1, "seed": seed}
+    return net
+
+
 # ------------------------------------------------------------------------- checkpoints
-def save_checkpoint(net: Network, path: str | Path, **extra) -> None:
+def _xbar_layers(net) -> list:
+    from .crossbar import analog_layers
+    return analog_layers(net)
+
+
+def _mirror_keys(net) -> set:
+    """State-dict keys of the analog weight mirrors (the crossbars hold the truth)."""
+    analog = {id(m) for m in _xbar_layers(net)}
+    return {f"{name}.weight" if name else "weight" for name, m in net.named_modules() if id(m) in analog}
+
+
+def save_checkpoint(net, path: str | Path, **extra) -> None:
     """Save a network with its chips: recipe, coding, digital parameters and every
     crossbar's full state (conductances, device-to-device draws, RNG state, counters)."""
     import torch
-    xbars = [layer.crossbar.state_dict() if layer.crossbar is not None else None for layer in net.layers]
-    digital = {k: v for k, v in net.state_dict().items() if not k.endswith(".weight")}
+    xbars = [layer.crossbar.state_dict() for layer in _xbar_layers(net)]
+    digital = {k: v for k, v in net.state_dict().items() if k not in _mirror_keys(net)}
     torch.save({"format": "neurosal-checkpoint-1", "meta": net.meta, "digital": digital, "crossbars": xbars,
                 **extra}, path)
 
 
-def load_checkpoint(net: Network, path: str | Path) -> dict:
+def load_checkpoint(net, path: str | Path) -> dict:
     """Restore a checkpoint written by :func:`save_checkpoint` into ``net`` (same recipe)."""
     import torch
     p = Path(path)
@@ -186,13 +236,14 @@ def load_checkpoint(net: Network, path: str | Path) -> dict:
         raise ValueError(f"{p}: not a readable neurosal checkpoint ({exc})") from None
     if not isinstance(ck, dict) or ck.get("format") != "neurosal-checkpoint-1":
         raise ValueError(f"{p}: not a neurosal checkpoint (no 'format' = 'neurosal-checkpoint-1')")
-    if len(ck["crossbars"]) != len(net.layers):
-        raise ValueError(f"{p}: checkpoint has {len(ck['crossbars'])} layers, the network {len(net.layers)}")
-    for layer, sd in zip(net.layers, ck["crossbars"]):
-        if sd is not None:
-            layer.crossbar.load_state_dict(sd)
+    layers = _xbar_layers(net)
+    if len(ck["crossbars"]) != len(layers):
+        raise ValueError(f"{p}: checkpoint has {len(ck['crossbars'])} crossbar layers, the network {len(layers)}")
+    for layer, sd in zip(layers, ck["crossbars"]):
+        layer.crossbar.load_state_dict(sd)
     missing = net.load_state_dict(ck["digital"], strict=False)
-    bad = [k for k in missing.unexpected_keys]
-    if bad:
-        raise ValueError(f"{p}: checkpoint parameters {bad} do not belong to this network")
+    bad = list(missing.unexpected_keys)
+    lost = [k for k in missing.missing_keys if k not in _mirror_keys(net)]
+    if bad or lost:
+        raise ValueError(f"{p}: checkpoint does not fit this network (unexpected {bad}, missing {lost})")
     return ck

@@ -50,6 +50,10 @@ def simulate(network: str, device: str, *, coding: str = "spike", steps: Optiona
     samples = min(samples, len(data.y_test))
     net = build(card, device=dev_card, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
                 classes=data.classes)
+    from .simulator import Network
+    if not isinstance(net, Network):
+        raise ValueError(f"{card.name} is a {card.kind} network: the timestep simulator runs layer chains "
+                         "(mlp recipes) in this version; train and evaluate it with `neurosal train`")
     if checkpoint is not None:
         load_checkpoint(net, checkpoint)
     T = net.meta["steps"]

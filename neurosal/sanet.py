@@ -1,0 +1,112 @@
+r"""SAnet (SALMON): an analog ResNet backbone on crossbars with attachable digital attention.
+
+Every convolution and the classifier live on crossbars (:class:`~neurosal.crossbar.AnalogConv2d`,
+:class:`~neurosal.crossbar.AnalogLinear`); batch normalization (a per-column digital gain and
+offset), residual adds and pooling are in the periphery; attention blocks
+(:mod:`neurosal.coprocessor`) run on the co-processor after the residual stages they are
+attached to.
+
+Rate coding (``T = 1``): activations are the bounded rate :math:`\min(\max(x, 0), 1)`.
+
+Attachment strategies: ``attach`` names the stages (1-based) that get a block;
+:meth:`SAnet.detach` switches blocks off after training (the backbone then runs alone, no
+digital work); :meth:`SAnet.attach` switches them on again.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .coprocessor import CoProcessor, NumberFormat, make_attention
+from .crossbar import AnalogConv2d, AnalogLinear
+
+__all__ = ["SAnet", "BasicBlock"]
+
+
+def _act(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 analog convolutions with BN and a residual add (1x1 analog projection when the
+    shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, xbar: dict, seed: int):
+        super().__init__()
+        self.conv1 = AnalogConv2d(cin, cout, 3, stride=stride, padding=1, bias=False, seed=seed, **xbar)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = AnalogConv2d(cout, cout, 3, stride=1, padding=1, bias=False, seed=seed + 1, **xbar)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = None
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(AnalogConv2d(cin, cout, 1, stride=stride, bias=False, seed=seed + 2, **xbar),
+                                       nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = _act(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return _act(out + (x if self.short is None else self.short(x)))
+
+
+class SAnet(nn.Module):
+    """ResNet-``depth`` (``depth = 6n + 2``: 3 stages of ``n`` basic blocks, widths ``w, 2w, 4w``)
+    on crossbars, with ``attention`` ('se', 'cbam' or None) after the stages in ``attach``."""
+
+    def __init__(self, depth: int = 8, width: int = 16, *, input_shape=(3, 32, 32), classes: int = 10,
+                 attention: Optional[str] = None, attach: Sequence[int] = (1, 2, 3), device="ideal",
+                 seed: int = 0, xbar: Optional[dict] = None, number_format: NumberFormat = NumberFormat()):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"ResNet depth must be 6n + 2 >= 8 (8, 14, 20, ...), got {depth}")
+        bad = [s for s in attach if s not in (1, 2, 3)]
+        if bad:
+            raise ValueError(f"attach stages must be among 1, 2, 3, got {bad}")
+        n = (depth - 2) // 6
+        xbar = dict(device=device, **(xbar or {}))
+        c_in = input_shape[0]
+        self.input_shape, self.classes, self.depth, self.width = tuple(input_shape), classes, depth, width
+        self.coprocessor = CoProcessor(number_format)
+        self.stem = AnalogConv2d(c_in, width, 3, padding=1, bias=False, seed=seed, **xbar)
+        self.bn = nn.BatchNorm2d(width)
+        stages, cin, s = [], width, seed + 10
+        for i, cout in enumerate((width, 2 * width, 4 * width)):
+            blocks = []
+            for b in range(n):
+                blocks.append(BasicBlock(cin, cout, 2 if (b == 0 and i > 0) else 1, xbar, s))
+                cin, s = cout, s + 10
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.ModuleList(stages)
+        self.attention_kind = attention
+        self.attn = nn.ModuleDict()
+        with torch.random.fork_rng(devices=[]):          # seeded digital init, global RNG untouched
+            torch.manual_seed(seed + 977)
+            for st in attach:
+                blk = make_attention(attention, (width, 2 * width, 4 * width)[st - 1], self.coprocessor)
+                if blk is not None:
+                    self.attn[str(st)] = blk
+        self.attached = set(int(k) for k in self.attn)
+        self.fc = AnalogLinear(4 * width, classes, device=device, seed=s, **{k: v for k, v in xbar.items()
+                                                                           if k != "device"})
+
+    def attach(self, stages: Optional[Iterable[int]] = None) -> None:
+        """Switch attention on at ``stages`` (default: every stage that has a block)."""
+        self.attached = set(int(k) for k in self.attn) if stages is None else {int(s) for s in stages} & \
+            set(int(k) for k in self.attn)
+
+    def detach(self) -> None:
+        """Run the backbone alone: no attention, no digital work."""
+        self.attached = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.reshape(-1, *self.input_shape)
+        h = _act(self.bn(self.stem(x)))
+        for i, stage in enumerate(self.stages, start=1):
+            h = stage(h)
+            if i in self.attached:
+                h = self.attn[str(i)](h)
+        h = h.mean((2, 3))                                  # global average pool (periphery)
+        return self.fc(h)
