@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench bench-sim clean
+.PHONY: venv demo test test-slow bench bench-sim bench-train clean
 
 venv: $(STAMP)
 
@@ -25,9 +25,13 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_crossbar.py
 	$(BIN)/python benchmarks/bench_sim.py
+	$(BIN)/python benchmarks/bench_train.py
 
 bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/bench_sim.py
+
+bench-train: $(STAMP)
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs
