@@ -85,6 +85,14 @@ class ProgramResult:
     max_error: float          # largest |w - target| at the end (weight units)
 
 
+def _count_nonzero(x: torch.Tensor) -> int:
+    """Nonzero entries of a float tensor, counted on its bit patterns (an integer view is
+    several times faster than the float comparison); a -0.0 would count as nonzero."""
+    if x.is_contiguous() and x.dtype in (torch.float32, torch.float64):
+        return int(torch.count_nonzero(x.view(torch.int32 if x.dtype == torch.float32 else torch.int64)).item())
+    return int(torch.count_nonzero(x).item())
+
+
 def _quantize_sym(x: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
     """Signed uniform quantizer with 2**(bits-1)-1 levels per side on [-fs, fs] (clips)."""
     levels = 2 ** (bits - 1) - 1
@@ -170,29 +178,8 @@ class Crossbar:
         if self._cache_version != self.version or self._w is None:
             g = self.conductances()
             self._w = ((g[0] - g[1]) / self.g_ref).contiguous()
-            self._wt_tiles = None
-            self._w_tiles = None
             self._cache_version = self.version
         return self._w
-
-    def _tiles(self, transposed: bool) -> torch.Tensor:
-        """Weights as [n_tiles, tile_len, out] blocks along the summed dimension (zero padded)."""
-        w = self.weights()
-        if transposed:
-            if self._wt_tiles is None:
-                self._wt_tiles = self._blocks(w.t(), self.tile[1])
-            return self._wt_tiles
-        if self._w_tiles is None:
-            self._w_tiles = self._blocks(w, self.tile[0])
-        return self._w_tiles
-
-    @staticmethod
-    def _blocks(w: torch.Tensor, t: int) -> torch.Tensor:
-        n_in, n_out = w.shape
-        nt = -(-n_in // t)
-        if nt * t != n_in:
-            w = F.pad(w, (0, 0, 0, nt * t - n_in))
-        return w.reshape(nt, t, n_out).contiguous()
 
     def initialize(self, w: torch.Tensor) -> None:
         """Set the as-fabricated starting state to weights ``w`` (no pulses counted).
@@ -282,7 +269,7 @@ class Crossbar:
                 ind[r, r // t_in] = 1
                 tiles = int(((x @ ind) != 0).sum().item())
         if nnz is None:
-            nnz = int(torch.count_nonzero(x).item())
+            nnz = _count_nonzero(x)
         c.row_activations += nnz * nt_out
         c.cell_reads += nnz * n_out
         if spikes:
@@ -295,7 +282,8 @@ class Crossbar:
         # errors) use the ADC's range instead of rounding to zero; spikes are full scale already
         scale = None
         if not spikes and (self.dac_bits is not None or self.adc_bits is not None):
-            scale = x.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+            lo, hi = torch.aminmax(x, dim=1, keepdim=True)
+            scale = torch.maximum(-lo, hi).clamp_min(torch.finfo(x.dtype).tiny)
             x = x / scale
             if self.dac_bits is not None:
                 x = _quantize_sym(x, 1.0, self.dac_bits)
@@ -310,13 +298,17 @@ class Crossbar:
         elif ideal:
             y = x @ (w.t() if transposed else w)
         else:
-            # per-tile partial sums: [nt_in, batch, n_out]
-            blocks = self._tiles(transposed)
-            if nt_in * t_in != n_in:
-                x = F.pad(x, (0, nt_in * t_in - n_in))
-            xt = x.reshape(batch, nt_in, t_in).transpose(0, 1)
-            part = torch.bmm(xt, blocks)
-            y = self._periphery(part, xt.pow(2).sum(-1, keepdim=True) if sr > 0 else None)
+            # per-tile partial sums [nt_in, batch, n_out]: one matmul per tile on column slices
+            # of x (no padding or transposed copies), and each tile's input norm for its noise
+            wm = w.t() if transposed else w
+            part = torch.empty(nt_in, batch, n_out, dtype=x.dtype, device=x.device)
+            l2 = torch.empty(nt_in, batch, 1, dtype=x.dtype, device=x.device) if sr > 0 else None
+            for k in range(nt_in):
+                a, b = k * t_in, min((k + 1) * t_in, n_in)
+                torch.matmul(x[:, a:b], wm[a:b], out=part[k])
+                if l2 is not None:
+                    l2[k] = torch.linalg.vector_norm(x[:, a:b], dim=1, keepdim=True)
+            y = self._periphery(part, l2)
         if scale is not None:
             y = y * scale
         return y
@@ -355,19 +347,20 @@ class Crossbar:
         if ideal:
             return part
         part = part.view(batch, nt_in, n_out).transpose(0, 1)
-        sq = None
+        l2 = None
         if self.read_noise > 0:
             sq = counts.to(w.dtype) if val is None else torch.zeros(
                 batch * nt_in, dtype=w.dtype, device=w.device).index_add_(0, slot, val * val)
-            sq = sq.view(batch, nt_in).t().unsqueeze(-1)
-        return self._periphery(part, sq)
+            l2 = sq.view(batch, nt_in).t().unsqueeze(-1).sqrt()
+        return self._periphery(part, l2)
 
-    def _periphery(self, part: torch.Tensor, sq: Optional[torch.Tensor]) -> torch.Tensor:
-        """Read noise and ADC on per-tile partial sums ``[nt_in, batch, n_out]``; digital sum."""
+    def _periphery(self, part: torch.Tensor, l2: Optional[torch.Tensor]) -> torch.Tensor:
+        """Read noise and ADC on per-tile partial sums ``[nt_in, batch, n_out]`` (``l2``: each
+        tile's input norm sqrt(sum x^2), ``[nt_in, batch, 1]``); the tiles are summed digitally."""
         sr = self.read_noise
         if sr > 0:
             # sum over the tile's rows of two independent device noises per weight
-            sig = (sr * math.sqrt(2.0)) * sq.sqrt()
+            sig = (sr * math.sqrt(2.0)) * l2
             part = part + sig * torch.randn(part.shape, generator=self.generator, dtype=part.dtype,
                                             device=part.device)
         if self.adc_bits is not None:
