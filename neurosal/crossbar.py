@@ -300,14 +300,24 @@ class Crossbar:
         else:
             # per-tile partial sums [nt_in, batch, n_out]: one matmul per tile on column slices
             # of x (no padding or transposed copies), and each tile's input norm for its noise
+            # (large inputs); one batched matmul over zero-padded tiles for small ones, where the
+            # per-call overhead dominates
             wm = w.t() if transposed else w
-            part = torch.empty(nt_in, batch, n_out, dtype=x.dtype, device=x.device)
-            l2 = torch.empty(nt_in, batch, 1, dtype=x.dtype, device=x.device) if sr > 0 else None
-            for k in range(nt_in):
-                a, b = k * t_in, min((k + 1) * t_in, n_in)
-                torch.matmul(x[:, a:b], wm[a:b], out=part[k])
-                if l2 is not None:
-                    l2[k] = torch.linalg.vector_norm(x[:, a:b], dim=1, keepdim=True)
+            if x.numel() <= (1 << 20):
+                if nt_in * t_in != n_in:
+                    x = F.pad(x, (0, nt_in * t_in - n_in))
+                    wm = F.pad(wm, (0, 0, 0, nt_in * t_in - n_in))
+                xt = x.reshape(batch, nt_in, t_in).transpose(0, 1)
+                part = torch.bmm(xt, wm.reshape(nt_in, t_in, n_out))
+                l2 = torch.linalg.vector_norm(xt, dim=-1, keepdim=True) if sr > 0 else None
+            else:
+                part = torch.empty(nt_in, batch, n_out, dtype=x.dtype, device=x.device)
+                l2 = torch.empty(nt_in, batch, 1, dtype=x.dtype, device=x.device) if sr > 0 else None
+                for k in range(nt_in):
+                    a, b = k * t_in, min((k + 1) * t_in, n_in)
+                    torch.matmul(x[:, a:b], wm[a:b], out=part[k])
+                    if l2 is not None:
+                        l2[k] = torch.linalg.vector_norm(x[:, a:b], dim=1, keepdim=True)
             y = self._periphery(part, l2)
         if scale is not None:
             y = y * scale
