@@ -186,6 +186,30 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from .compare import compare_coding, plot_comparison
+    r = compare_coding(args.network, args.device, dataset=args.dataset, data_dir=args.data_dir, rule=args.rule,
+                       epochs=args.epochs, steps=args.steps, seed=args.seed, lr=args.lr, batch=args.batch,
+                       limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.json)
+    if args.output:
+        r["plot"] = str(plot_comparison(r, args.output))
+    if args.json:
+        _print_json(r)
+        return 0
+    print(f"{r['network']} on {r['device']}, {r['dataset']}, rule {r['rule']}, {r['epochs']} epoch(s)")
+    print(f"{'coding':<8} {'T':>4} {'accuracy':>9} {'spikes/sample':>14} {'syn. events/sample':>19} "
+          f"{'ADC conv./sample':>17} {'train pulses':>13}")
+    for c in r["codings"]:
+        sp = "-" if c["spikes_per_sample"] is None else f"{c['spikes_per_sample']:.0f}"
+        print(f"{c['coding']:<8} {c['steps']:>4} {c['test_accuracy']:>9.4f} {sp:>14} "
+              f"{c['synaptic_events_per_sample']:>19,.0f} {c['adc_conversions_per_sample']:>17,.0f} "
+              f"{c['train_pulses']:>13,d}")
+    print("energy: comes with the cost model (`neurosal cost`, issue 5)")
+    if args.output:
+        print(f"wrote {r['plot']}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neurosal", description="Simulate analog in-memory-computing "
@@ -253,6 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    cc = sub.add_parser("compare-coding", help="the same network trained rate- and spike-coded: accuracy and events")
+    cc.add_argument("--network", required=True, metavar="NAME|PATH")
+    cc.add_argument("--device", required=True, metavar="NAME|PATH")
+    cc.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
+    cc.add_argument("--data-dir", default=None)
+    cc.add_argument("--rule", default="hybrid", choices=("bp", "hybrid", "verify"))
+    cc.add_argument("--epochs", type=int, default=2)
+    cc.add_argument("--steps", type=int, default=None, help="time steps of the spike coding (default: the recipe's)")
+    cc.add_argument("--seed", type=int, default=0)
+    cc.add_argument("--lr", type=float, default=0.1)
+    cc.add_argument("--batch", type=int, default=8)
+    cc.add_argument("--limit-train", type=int, default=None)
+    cc.add_argument("--limit-test", type=int, default=None)
+    cc.add_argument("-o", "--output", default=None, help="PNG plot of the comparison")
+    cc.add_argument("--json", action="store_true")
+    cc.set_defaults(func=_cmd_compare)
 
     i = sub.add_parser("inspect", help="what is in a recording; --raster draws a spike raster")
     i.add_argument("file")

@@ -41,6 +41,10 @@ __all__ = ["RULES", "BP", "DFA", "Hybrid", "Verify", "make_rule", "forward", "ev
 
 RULES = ("bp", "dfa", "hybrid", "verify")
 
+#: logits per unit of membrane potential in spike codings (membranes live in threshold
+#: units, O(1), too flat for a softmax)
+LOGIT_SCALE = 10.0
+
 
 def forward(net: Network, x: torch.Tensor, *, coding: str, steps: int, seed: int = 0):
     """Run ``net`` on ``x`` (``[batch, features]`` in [0, 1]); returns the :class:`RunResult`.
@@ -59,10 +63,14 @@ def forward(net: Network, x: torch.Tensor, *, coding: str, steps: int, seed: int
     return Simulator(net, chunk=steps).run(encoder_for(enc, x, steps, seed=seed), steps=steps)
 
 
-def _loss_scores(res, coding: str) -> torch.Tensor:
-    # rate: the output current; spike modes: spike counts plus the membrane maximum, which
-    # carries a gradient while the output layer is still silent
-    return res.scores if coding == "rate" else res.spike_counts + res.max_v
+def _loss_scores(res, coding: str, net=None) -> torch.Tensor:
+    # rate, or a leaky-integrator readout: the decoded scores; a spiking readout: spike counts
+    # plus the membrane maximum, which carries a gradient while the output is still silent
+    if coding == "rate":
+        return res.scores
+    if getattr(net, "decoder", None) == "max_membrane":
+        return res.scores * LOGIT_SCALE
+    return res.spike_counts + res.max_v * LOGIT_SCALE
 
 
 @torch.no_grad()
@@ -94,7 +102,7 @@ class BP:
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
         self.opt.zero_grad()
         res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
-        loss = nn.functional.cross_entropy(_loss_scores(res, coding), y)
+        loss = nn.functional.cross_entropy(_loss_scores(res, coding, self.net), y)
         loss.backward()
         self.opt.step()
         return loss.item()
@@ -174,7 +182,7 @@ class Hybrid:
         for p in self.net.parameters():
             p.grad = None
         res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
-        loss = nn.functional.cross_entropy(_loss_scores(res, coding), y)
+        loss = nn.functional.cross_entropy(_loss_scores(res, coding, self.net), y)
         loss.backward()
         with torch.no_grad():
             for p in self.digital:
@@ -238,7 +246,7 @@ class Verify:
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
         self.opt.zero_grad()
         res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
-        loss = nn.functional.cross_entropy(_loss_scores(res, coding), y)
+        loss = nn.functional.cross_entropy(_loss_scores(res, coding, self.net), y)
         loss.backward()
         self.opt.step()
         return loss.item()
@@ -282,8 +290,10 @@ def make_rule(name: str, net: Network, *, lr: float, rounding: str = "stochastic
 def train(network, device, *, rule: str = "hybrid", coding: str = "rate", dataset: str = "digits",
           data_dir=None, epochs: int = 1, seed: int = 0, lr: float = 0.1, batch: int = 8,
           steps: Optional[int] = None, rounding: str = "stochastic", out: Optional[str | Path] = None,
-          limit_train: Optional[int] = None, limit_test: Optional[int] = None, progress: bool = True) -> dict:
-    """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts."""
+          limit_train: Optional[int] = None, limit_test: Optional[int] = None, progress: bool = True,
+          return_net: bool = False):
+    """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts
+    (and the trained network with ``return_net``)."""
     from .datasets import load
     from .devices import load_device
     from .networks import build, load_network, save_checkpoint
@@ -337,4 +347,4 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
         result.update(r.programmed, software_accuracy=r.software_accuracy)
     if out is not None:
         save_checkpoint(net, out, rule=rule, rule_state=r.state_dict(), result=result)
-    return result
+    return (result, net, data) if return_net else result

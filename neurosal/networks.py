@@ -87,6 +87,9 @@ class NetworkCard:
     description: str = spec("")
     neuron: str = spec("lif", choices=("lif", "charge"))
     decoder: str = spec("count", choices=DECODERS)
+    readout: str = spec("spiking", choices=("spiking", "li"),
+                        doc="output layer in spike codings: spiking neurons, or a leaky integrator (no "
+                            "spikes, read by its maximum membrane potential)")
     steps: int = spec(32, lo=1, hi=1_000_000, doc="default number of time steps in spike modes")
     dt: float = spec(1e-3, lo=0, lo_open=True, unit="s")
     p_max: float = spec(1.0, lo=0, hi=1, lo_open=True)
@@ -152,8 +155,20 @@ def mlp(sizes, *, device="ideal", coding: str = "spike", seed: int = 0, card: Op
                            device=device, tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits,
                            adc_bits=p.adc_bits, adc_range=p.adc_range, seed=seed + 101 * i,
                            init_gain=card.init_gain)
-        layers.append(Layer(syn, _neurons(card, coding, steps), name=f"fc{i + 1}"))
-    return Network(layers, decoder="max_membrane" if coding == "rate" else card.decoder, name=card.name,
+        neu = _neurons(card, coding, steps)
+        last = i == len(sizes) - 2
+        if last and coding != "rate" and card.readout == "li":     # integrate, never fire
+            if isinstance(neu, ChargeNeurons):
+                c = card.charge
+                neu = ChargeNeurons(ChargeParameters(e_plus=c.e_plus, e_minus=c.e_minus, v_th=math.inf,
+                                                     alpha=c.leak), steps=steps)
+            else:
+                lc = card.lif
+                neu = LIFNeurons(LIFParameters(tau_mem=lc.tau_mem, v_th=math.inf, v_reset=0.0, method=lc.surrogate,
+                                               alpha=lc.alpha), dt=card.dt)
+        layers.append(Layer(syn, neu, name=f"fc{i + 1}"))
+    li = coding != "rate" and card.readout == "li"
+    return Network(layers, decoder="max_membrane" if coding == "rate" or li else card.decoder, name=card.name,
                    meta={"recipe": card.to_dict(), "coding": coding, "steps": steps, "seed": seed})
 
 

@@ -132,3 +132,15 @@ def test_train_json_and_checkpoint(tmp_path, capsys):
                  "--checkpoint", str(out), "--record", "", "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["checkpoint"] and s["accuracy"] == pytest.approx(r["test_accuracy"], abs=0.15)
+
+
+def test_compare_coding(tmp_path, capsys):
+    png = tmp_path / "cmp.png"
+    assert main(["compare-coding", "--network", "mlp-64-100-10", "--device", "ideal", "--epochs", "1", "--steps", "8",
+                 "--limit-train", "120", "--limit-test", "50", "-o", str(png), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    rate, spike = r["codings"]
+    assert rate["coding"] == "rate" and rate["steps"] == 1 and spike["steps"] == 8
+    assert spike["spikes_per_sample"] > 0 and rate["spikes_per_sample"] is None
+    assert spike["synaptic_events_per_sample"] > 0 and rate["synaptic_events_per_sample"] > 0
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,87 @@
+"""``neurosal compare-coding``: the same network trained rate-coded and spike-coded on the same
+chip, then measured on the test set: accuracy, time steps, spikes and synaptic events per
+sample (from the crossbars' event counters of the test run), training pulses and time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from .learning import forward, train
+from .simulator import Network
+
+__all__ = ["compare_coding", "plot_comparison"]
+
+
+@torch.no_grad()
+def _test_events(net, x, y, coding: str, steps: int, seed: int, batch: int = 256) -> dict:
+    """Accuracy and per-sample events of a test run (counters reset before)."""
+    layers = [layer for layer in net.layers if layer.crossbar is not None] if isinstance(net, Network) else []
+    for layer in layers:
+        layer.crossbar.counters.reset()
+    correct, spikes = 0, 0
+    net.eval()
+    for i in range(0, len(y), batch):
+        res = forward(net, x[i:i + batch], coding=coding, steps=steps, seed=seed + i)
+        correct += int((res.scores.argmax(1) == y[i:i + batch]).sum())
+        if coding != "rate":
+            spikes += sum(ev["spikes"] or 0 for ev in res.events.values())
+    n = len(y)
+    syn = sum(layer.crossbar.counters.cell_reads for layer in layers)
+    adc = sum(layer.crossbar.counters.adc_conversions for layer in layers)
+    dac = sum(layer.crossbar.counters.dac_conversions for layer in layers)
+    return {"accuracy": correct / n, "spikes_per_sample": spikes / n if coding != "rate" else None,
+            "synaptic_events_per_sample": syn / n, "adc_conversions_per_sample": adc / n,
+            "dac_conversions_per_sample": dac / n}
+
+
+def compare_coding(network, device, *, dataset: str = "digits", data_dir=None, codings: Sequence[str] = ("rate", "spike"),
+                   rule: str = "hybrid", epochs: int = 2, steps: Optional[int] = None, seed: int = 0, lr: float = 0.1,
+                   batch: int = 8, limit_train: Optional[int] = None, limit_test: Optional[int] = None,
+                   progress: bool = True) -> dict:
+    rows = []
+    for coding in codings:
+        res, net, data = train(network, device, rule=rule, coding=coding, dataset=dataset, data_dir=data_dir,
+                               epochs=epochs, seed=seed, lr=lr, batch=batch, steps=steps, limit_train=limit_train,
+                               limit_test=limit_test, progress=progress, return_net=True)
+        T = res["steps"]
+        ev = _test_events(net, data.x_test, data.y_test, coding, T, seed)
+        rows.append({"coding": coding, "steps": T, "test_accuracy": ev["accuracy"],
+                     "spikes_per_sample": ev["spikes_per_sample"],
+                     "synaptic_events_per_sample": ev["synaptic_events_per_sample"],
+                     "adc_conversions_per_sample": ev["adc_conversions_per_sample"],
+                     "dac_conversions_per_sample": ev["dac_conversions_per_sample"],
+                     "train_pulses": res["pulses"], "train_seconds": res["seconds"]})
+    return {"network": res["network"], "device": res["device"], "dataset": dataset, "rule": rule, "epochs": epochs,
+            "seed": seed, "codings": rows,
+            "energy_j": None, "note": "energy per sample comes with the cost model (neurosal cost)"}
+
+
+def plot_comparison(result: dict, path: str | Path) -> Path:
+    from .plots import _plt
+    plt = _plt()
+    rows = result["codings"]
+    names = [f"{r['coding']}\n(T = {r['steps']})" for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+    panels = [("test accuracy", [r["test_accuracy"] for r in rows], "{:.3f}"),
+              ("synaptic events / sample", [r["synaptic_events_per_sample"] for r in rows], "{:,.0f}"),
+              ("ADC conversions / sample", [r["adc_conversions_per_sample"] for r in rows], "{:,.0f}")]
+    colors = ["tab:blue", "tab:orange", "tab:green"][:len(rows)]
+    for ax, (title, vals, fmt) in zip(axes, panels):
+        ax.bar(range(len(vals)), vals, color=colors)
+        ax.set_xticks(range(len(vals)), names, fontsize=8)
+        ax.set_title(title, fontsize=9)
+        for i, v in enumerate(vals):
+            ax.text(i, v, fmt.format(v), ha="center", va="bottom", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    axes[0].set_ylim(0, 1.05)
+    fig.suptitle(f"{result['network']} on {result['device']}, {result['dataset']}, rule {result['rule']}, "
+                 f"{result['epochs']} epoch(s): rate vs spike coding", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
