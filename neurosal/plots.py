@@ -88,13 +88,28 @@ def plot_raster(rec, path, sample: int = 0) -> Path:
                              gridspec_kw=dict(height_ratios=heights), squeeze=False)
     dt = float(rec.metadata.get("dt_ms", 1.0))
     t_end = dt * float(rec.metadata.get("steps", 1))
+    label_of = int(rec.labels[sample]) if rec.labels is not None and sample < len(rec.labels) else None
     for ax, pop, n in zip(axes[:, 0], pops, sizes):
         t, i = rec.spike_trains(pop, sample)
+        ax.set_xlim(-dt, t_end)
+        ax.tick_params(labelsize=7)
+        if len(t) == 0 and f"{pop}.v" in rec.reports and n <= 32:
+            # a silent (e.g. leaky-integrator readout) layer: show its membrane potentials
+            times, _ = rec.report(f"{pop}.v")
+            v = rec.trace(pop, "v", sample)
+            for j in range(n):
+                bold = j == label_of
+                ax.plot(times, v[:, j], lw=1.6 if bold else 0.7, color="tab:red" if bold else "0.55",
+                        label=f"neuron {j} (the label)" if bold else None)
+            ax.set_ylabel(f"{pop} v\n({n})", fontsize=8)
+            ax.text(1.0, 1.0, "no spikes: membrane potentials", transform=ax.transAxes, ha="right", va="bottom",
+                    fontsize=7)
+            if label_of is not None:
+                ax.legend(fontsize=7, loc="upper left", frameon=False)
+            continue
         ax.scatter(t, i, s=4 if len(t) < 5000 else 1, marker="|" if n <= 200 else ".", color="k", linewidths=0.8)
         ax.set_ylim(-0.5, n - 0.5)
-        ax.set_xlim(-dt, t_end)
         ax.set_ylabel(f"{pop}\n({n})", fontsize=8)
-        ax.tick_params(labelsize=7)
         ax.text(1.0, 1.0, f"{len(t)} spikes", transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
     axes[-1, 0].set_xlabel("time (ms)")
     md = rec.metadata
