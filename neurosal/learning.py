@@ -52,9 +52,7 @@ def forward(net: Network, x: torch.Tensor, *, coding: str, steps: int, seed: int
     ``rate``: one step of direct analog input; ``spike``: Bernoulli spikes for ``steps``;
     ``latency``: one spike per input at ``t = 1 - x``.
     """
-    if not isinstance(net, Network):            # a module (SAnet): rate coding, logits directly
-        if coding != "rate":
-            raise ValueError(f"{type(net).__name__} runs rate-coded only in this version")
+    if not isinstance(net, Network):            # a module (SAnet, ChargeMLP): logits directly
         from types import SimpleNamespace
         return SimpleNamespace(scores=net(x))
     if coding == "rate":
@@ -66,7 +64,7 @@ def forward(net: Network, x: torch.Tensor, *, coding: str, steps: int, seed: int
 def _loss_scores(res, coding: str, net=None) -> torch.Tensor:
     # rate, or a leaky-integrator readout: the decoded scores; a spiking readout: spike counts
     # plus the membrane maximum, which carries a gradient while the output is still silent
-    if coding == "rate":
+    if coding == "rate" or not isinstance(net, Network):      # modules return logits
         return res.scores
     if getattr(net, "decoder", None) == "max_membrane":
         return res.scores * LOGIT_SCALE

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import torch
+from torch import nn
+
 from .cards import CardError, from_dict, list_cards, load_toml, resolve_card, spec, to_dict
 from .crossbar import AnalogLinear
 from .neurons import ChargeNeurons, ChargeParameters, LIFNeurons, LIFParameters, RateNeurons, SURROGATES
@@ -75,12 +78,14 @@ class NetworkCard:
     """
 
     name: str = spec()
-    kind: str = spec("mlp", choices=("mlp", "resnet"))
+    kind: str = spec("mlp", choices=("mlp", "resnet", "charge-mlp"))
     sizes: tuple[float, ...] = spec((), lo=1, hi=1_000_000, doc="mlp: layer widths, input to output")
     depth: int = spec(8, lo=8, hi=200, doc="resnet: 6n + 2")
     width: int = spec(16, lo=1, hi=1024, doc="resnet: channels of the first stage")
     attention: str = spec("none", choices=("none", "se", "cbam"))
     attach: tuple[float, ...] = spec((1, 2, 3), lo=1, hi=3, doc="resnet: stages with an attention block")
+    dstd_steps: int = spec(4, lo=1, hi=1024, doc="charge-mlp: DSTD grid steps M per phase")
+    logit_scale: float = spec(10.0, lo=0, lo_open=True, doc="charge-mlp: logits = scale x (1 - output time)")
     cp_format: str = spec("fixed", choices=("fixed", "float"), doc="co-processor number format")
     cp_bits: int = spec(16, lo=2, hi=32)
     cp_frac_bits: int = spec(10, lo=0, hi=31)
@@ -106,7 +111,7 @@ class NetworkCard:
             if self.cp_frac_bits >= self.cp_bits:
                 raise CardError(source, "cp_frac_bits", "must be below cp_bits")
             return
-        if len(self.sizes) < 2:
+        if len(self.sizes) < 2:  # mlp, charge-mlp
             raise CardError(source, "sizes", "needs at least an input and an output size, e.g. [64, 100, 10]")
         for i, s in enumerate(self.sizes):
             if not float(s).is_integer():
@@ -188,6 +193,15 @@ def build(name_or_path: str | Path | NetworkCard, *, device="ideal", coding: str
         if classes is not None:
             sizes[-1] = int(classes)
         return mlp(sizes, device=device, coding=coding, seed=seed, card=card, steps=steps)
+    if card.kind == "charge-mlp":
+        if coding != "latency":
+            raise ValueError(f"{card.name} is time-coded (inputs spike at t = 1 - x): use coding 'latency'")
+        sizes = list(card.sizes)
+        if input_shape is not None:
+            sizes[0] = int(math.prod(input_shape))
+        if classes is not None:
+            sizes[-1] = int(classes)
+        return ChargeMLP(sizes, card=card, device=device, seed=seed)
     if card.kind == "resnet":
         if coding != "rate":
             raise ValueError(f"{card.name}: ResNet/SAnet runs rate-coded (--coding rate) in this version")
@@ -215,6 +229,44 @@ def sanet_resnet(depth: int = 8, width: int = 16, *, attention: Optional[str] = 
     net.meta = {"recipe": card.to_dict() if card is not None else {"kind": "resnet", "depth": depth, "width": width},
                 "coding": coding, "steps": 1, "seed": seed}
     return net
+
+
+class ChargeMLP(nn.Module):
+    r"""Charge-domain MLP in time coding, trained with DSTD (Sakemi et al.).
+
+    Inputs spike at :math:`t = 1 - x`; every layer is an RC-spike layer of charge-domain
+    neurons with reversal potentials ``card.charge`` on a crossbar: the inputs switched on by
+    the spikes are read through the array (:class:`~neurosal.crossbar.AnalogLinear`, with its
+    periphery), and the layer fires at :math:`\mathrm{clip}(1 - v(1), 0, 1)`. In training the
+    DSTD grid has ``card.dstd_steps`` points with a random offset per batch; in evaluation no
+    offset. Scores: ``logit_scale * v_out(1)``, the output charge at the end of the phase (the
+    RC ramp fires the largest first; unclipped, so silent classes keep their gradient).
+    """
+
+    def __init__(self, sizes, *, card: NetworkCard, device="ideal", seed: int = 0):
+        super().__init__()
+        p = card.periphery
+        sizes = [int(v) for v in sizes]
+        self.layers = nn.ModuleList(
+            AnalogLinear(a, b, bias=False, device=device, tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits,
+                         adc_bits=p.adc_bits, adc_range=p.adc_range, seed=seed + 101 * i, init_gain=card.init_gain)
+            for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
+        self.card = card
+        self.generator = torch.Generator().manual_seed(seed + 31)
+        self.meta = {"recipe": card.to_dict(), "coding": "latency", "steps": card.dstd_steps, "seed": seed}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .neurons import _dstd_walk
+        c = self.card.charge
+        t = 1.0 - x.reshape(x.shape[0], -1)
+        for i, layer in enumerate(self.layers):
+            v1, _ = _dstd_walk(t, layer.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps,
+                               "random" if self.training else None, self.generator, read=layer)
+            if i == len(self.layers) - 1:
+                # readout: the output neurons' charge at the end of the phase (the RC ramp would
+                # fire them at 1 - v, earliest = largest v); not clipped, so every class keeps a gradient
+                return self.card.logit_scale * v1
+            t = (1.0 - v1).clamp(0.0, 1.0)
 
 
 # ------------------------------------------------------------------------- checkpoints

@@ -162,14 +162,17 @@ def _dstd_grid(t_in, t_end, steps, offset, generator):
     return grid, S, dtau
 
 
-def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator, v_th=None):
+def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator, v_th=None, read=None):
     _check(t_in, w)
     bw = beta_of(w, e_plus, e_minus)
     grid, S, dtau = _dstd_grid(t_in, t_end, steps, offset, generator)
     B, n_out = t_in.shape[0], w.shape[1]
     # all grid steps at once: two matmuls [B*K, n_in] @ [n_in, n_out] instead of 2K small ones
     St = S.transpose(1, 2)                                   # [B, K, n_in]
-    G = St @ w                                               # g on every grid interval
+    if read is None:
+        G = St @ w                                           # g on every grid interval
+    else:                                                    # through a crossbar's periphery
+        G = read(St.reshape(-1, St.shape[-1])).reshape(B, St.shape[1], n_out)
     Fm = alpha + St @ bw                                     # f on every grid interval
     v = torch.zeros(B, n_out, dtype=w.dtype)
     t_fire = torch.full((B, n_out), math.inf, dtype=w.dtype)
@@ -198,9 +201,13 @@ def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator,
 def dstd_rc_spike_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math.inf,
                         e_minus: float = -math.inf, alpha: float = 0.0, steps: int = 4,
                         offset: Optional[str | float] = None,
-                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """DSTD RC-spike layer on ``steps`` grid points (``offset='random'`` in training)."""
-    v1, _ = _dstd_walk(t_in, w, e_plus, e_minus, alpha, 1.0, steps, offset, generator)
+                        generator: Optional[torch.Generator] = None, read=None) -> torch.Tensor:
+    r"""DSTD RC-spike layer on ``steps`` grid points (``offset='random'`` in training).
+
+    ``read``: optional function ``S [n, n_in] -> S @ w`` through a crossbar (periphery, read
+    noise); the conductance term :math:`S\,\beta w` is formed from ``w`` itself.
+    """
+    v1, _ = _dstd_walk(t_in, w, e_plus, e_minus, alpha, 1.0, steps, offset, generator, read=read)
     return (1.0 - v1).clamp(0.0, 1.0)
 
 

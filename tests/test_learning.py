@@ -75,3 +75,27 @@ def test_bad_rule_and_dfa_outside_rate():
         _run("ideal", "sgd")
     with pytest.raises(ValueError, match="dfa is implemented for rate coding"):
         train("mlp-64-100-10", "ideal", rule="dfa", coding="spike", epochs=1, progress=False, limit_train=8)
+
+
+def test_charge_mlp_learns_with_dstd():
+    """The charge-domain RC-spike MLP, trained through DSTD (no surrogate) with pulses, learns."""
+    r = train("charge-mlp-784-400-400-10", "ideal", rule="bp", coding="latency", epochs=1, seed=0, lr=0.1,
+              batch=16, progress=False)
+    assert r["test_accuracy"] > 0.6 and r["pulses"] > 0
+    with pytest.raises(ValueError, match="time-coded"):
+        train("charge-mlp-784-400-400-10", "ideal", coding="rate", epochs=1, progress=False, limit_train=8)
+
+
+@pytest.mark.slow
+def test_finite_reversal_potential_not_worse_than_ideal_summation():
+    """Sakemi et al.: the best finite |E| is at least as good as |E| = inf (digits, 2 epochs)."""
+    import dataclasses
+    from neurosal.networks import load_network
+    base = load_network("charge-mlp-784-400-400-10")
+    acc = {}
+    for e in (3.0, 5.0, 10.0, 20.0, float("inf")):
+        card = dataclasses.replace(base, charge=dataclasses.replace(base.charge, e_plus=e, e_minus=-e))
+        acc[e] = train(card, "ideal", rule="bp", coding="latency", epochs=2, seed=0, lr=0.1, batch=16,
+                       progress=False)["test_accuracy"]
+    best_finite = max(v for k, v in acc.items() if k != float("inf"))
+    assert best_finite >= acc[float("inf")], acc
