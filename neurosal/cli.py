@@ -167,11 +167,11 @@ def _cmd_train(args) -> int:
     r = train(args.network, args.device, rule=args.rule, coding=args.coding, dataset=args.dataset,
               data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, lr=args.lr, batch=args.batch,
               steps=args.steps, rounding=args.rounding, out=args.out, limit_train=args.limit_train,
-              limit_test=args.limit_test, progress=not args.json)
+              limit_test=args.limit_test, progress=not args.json, array=args.array)
     if args.json:
         _print_json(r)
         return 0
-    print(f"{r['network']} on {r['device']}, rule {r['rule']} ({r['rounding']} rounding), {r['coding']} coding, "
+    print(f"{r['network']} on {r['device']}{' (first layer only)' if args.array == 'first' else ''}, rule {r['rule']} ({r['rounding']} rounding), {r['coding']} coding, "
           f"{r['dataset']}, {r['epochs']} epoch(s), {r['seconds']:.1f} s")
     for h in r["history"]:
         print(f"  epoch {h['epoch']:>3}: loss {h['loss']:.4f}  test accuracy {h['test_accuracy']:.4f}")
@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=None, help="time steps in spike codings (default: the recipe's)")
     t.add_argument("--rounding", default="stochastic", choices=("stochastic", "round"),
                    help="gradient -> pulses rounding of bp and dfa")
+    t.add_argument("--array", default="all", choices=("all", "first"),
+                   help="layers on crossbars: all, or only the first (the rest in software)")
     t.add_argument("--limit-train", type=int, default=None, help="use only the first N training samples")
     t.add_argument("--limit-test", type=int, default=None)
     t.add_argument("--out", default=None, help="checkpoint file (chip + network + rule state)")

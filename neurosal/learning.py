@@ -289,7 +289,7 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
           data_dir=None, epochs: int = 1, seed: int = 0, lr: float = 0.1, batch: int = 8,
           steps: Optional[int] = None, rounding: str = "stochastic", out: Optional[str | Path] = None,
           limit_train: Optional[int] = None, limit_test: Optional[int] = None, progress: bool = True,
-          return_net: bool = False):
+          return_net: bool = False, array: str = "all"):
     """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts
     (and the trained network with ``return_net``)."""
     from .datasets import load
@@ -303,7 +303,7 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     dev = load_device(device)
     data = load(dataset, data_dir=data_dir, seed=seed, limit_train=limit_train, limit_test=limit_test)
     net = build(card, device=dev, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
-                classes=data.classes)
+                classes=data.classes, array=array)
     T = net.meta["steps"]
     r = make_rule(rule, net, lr=lr, rounding=rounding, seed=seed)
     g = torch.Generator().manual_seed(seed)
@@ -337,6 +337,7 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
             if id(mod) in analog:
                 counters[name] = mod.crossbar.counters.as_dict()
     result = {"network": card.name, "device": dev.name, "rule": rule, "coding": coding, "dataset": dataset,
+              "array": array,
               "epochs": epochs, "seed": seed, "lr": lr, "batch": batch, "steps": T, "rounding": rounding,
               "test_accuracy": history[-1]["test_accuracy"], "history": history, "seconds": seconds,
               "pulses": sum(c["pulses"] for c in counters.values()),

@@ -145,21 +145,39 @@ def _neurons(card: NetworkCard, coding: str, steps: int):
                                     alpha=lc.alpha), dt=card.dt)
 
 
+def _digital_linear(a: int, b: int, bias: bool, init_gain: float, seed: int) -> nn.Linear:
+    """A software layer with the analog layers' initial distribution U(+-gain/sqrt(a))."""
+    lin = nn.Linear(a, b, bias=bias)
+    g = torch.Generator().manual_seed(seed + 7919)
+    with torch.no_grad():
+        lin.weight.copy_((torch.rand(a, b, generator=g) * 2 - 1).t() * init_gain / math.sqrt(a))
+        if bias:
+            lin.bias.zero_()
+    return lin
+
+
 def mlp(sizes, *, device="ideal", coding: str = "spike", seed: int = 0, card: Optional[NetworkCard] = None,
-        steps: Optional[int] = None) -> Network:
-    """A fully connected network on crossbars: ``sizes = [n_in, hidden..., n_out]``."""
+        steps: Optional[int] = None, array: str = "all") -> Network:
+    """A fully connected network: ``sizes = [n_in, hidden..., n_out]``. ``array='all'`` puts
+    every layer on crossbars; ``'first'`` only the first (the rest run in software, as in
+    Kwon et al.'s hybrid study)."""
     if coding not in CODINGS:
         raise ValueError(f"unknown coding {coding!r}; allowed: {', '.join(CODINGS)}")
+    if array not in ("all", "first"):
+        raise ValueError(f"array must be 'all' or 'first', got {array!r}")
     card = card or NetworkCard(name="mlp-" + "-".join(str(int(s)) for s in sizes), sizes=tuple(sizes))
     steps = 1 if coding == "rate" else int(steps or card.steps)
     p = card.periphery
     layers = []
     sizes = [int(s) for s in sizes]
     for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        syn = AnalogLinear(a, b, bias=card.bias and (coding == "rate" or (coding == "spike" and card.neuron == "lif")),
-                           device=device, tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits,
-                           adc_bits=p.adc_bits, adc_range=p.adc_range, seed=seed + 101 * i,
-                           init_gain=card.init_gain)
+        bias = card.bias and (coding == "rate" or (coding == "spike" and card.neuron == "lif"))
+        if array == "first" and i > 0:
+            syn = _digital_linear(a, b, bias, card.init_gain, seed + 101 * i)
+        else:
+            syn = AnalogLinear(a, b, bias=bias, device=device, tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits,
+                               adc_bits=p.adc_bits, adc_range=p.adc_range, seed=seed + 101 * i,
+                               init_gain=card.init_gain)
         neu = _neurons(card, coding, steps)
         last = i == len(sizes) - 2
         if last and coding != "rate" and card.readout == "li":     # integrate, never fire
@@ -179,7 +197,7 @@ def mlp(sizes, *, device="ideal", coding: str = "spike", seed: int = 0, card: Op
 
 def build(name_or_path: str | Path | NetworkCard, *, device="ideal", coding: str = "spike", seed: int = 0,
           steps: Optional[int] = None, input_shape: Optional[tuple] = None,
-          classes: Optional[int] = None) -> Network:
+          classes: Optional[int] = None, array: str = "all") -> Network:
     """Build a network from a recipe for ``device`` and ``coding``.
 
     ``input_shape`` ``(C, H, W)`` and ``classes`` come from the dataset: they replace the
@@ -192,7 +210,9 @@ def build(name_or_path: str | Path | NetworkCard, *, device="ideal", coding: str
             sizes[0] = int(math.prod(input_shape))
         if classes is not None:
             sizes[-1] = int(classes)
-        return mlp(sizes, device=device, coding=coding, seed=seed, card=card, steps=steps)
+        return mlp(sizes, device=device, coding=coding, seed=seed, card=card, steps=steps, array=array)
+    if array != "all":
+        raise ValueError(f"array='{array}' is available for mlp recipes; {card.name} is a {card.kind}")
     if card.kind == "charge-mlp":
         if coding != "latency":
             raise ValueError(f"{card.name} is time-coded (inputs spike at t = 1 - x): use coding 'latency'")

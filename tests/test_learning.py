@@ -99,3 +99,12 @@ def test_finite_reversal_potential_not_worse_than_ideal_summation():
                        progress=False)["test_accuracy"]
     best_finite = max(v for k, v in acc.items() if k != float("inf"))
     assert best_finite >= acc[float("inf")], acc
+
+
+def test_hybrid_with_only_the_first_layer_on_the_array():
+    soft = _run("ideal", "verify")["software_accuracy"]
+    r = _run("extreme-nonlinear", "hybrid", array="first")
+    assert list(r["layers"]) == ["fc1"] and r["pulses"] > 0            # fc2 runs in software
+    assert r["test_accuracy"] >= soft - 0.03
+    with pytest.raises(ValueError, match="available for mlp recipes"):
+        train("resnet8", "ideal", array="first", epochs=1, progress=False, limit_train=8)
