@@ -530,6 +530,50 @@ class _AnalogMatmul(torch.autograd.Function):
         return gx, gw, None
 
 
+class _AnalogConv(torch.autograd.Function):
+    """Convolution read through the crossbar (im2col: one array read per output position).
+
+    Backward: dL/dW by torch's convolution weight gradient (the digital outer product,
+    without keeping the unfolded input); dL/dx by transposed array reads folded back
+    (``col2im``), or, with ``digital_backward`` (errors computed off-array), by torch's
+    convolution input gradient on the effective weights.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, layer, out_hw):
+        b = x.shape[0]
+        ho, wo = out_hw
+        cols = F.unfold(x, layer.kernel_size, stride=layer._s, padding=layer._p)       # [B, C*k*k, L]
+        flat = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        del cols
+        y = layer.crossbar.forward(flat, spikes=layer.spikes, path=layer.path) * layer.weight_scale
+        ctx.layer = layer
+        ctx.save_for_backward(x)
+        return y.reshape(b, ho * wo, layer.out_channels).transpose(1, 2).reshape(b, layer.out_channels, ho, wo)
+
+    @staticmethod
+    def backward(ctx, gy):
+        (x,) = ctx.saved_tensors
+        layer = ctx.layer
+        kh, kw = layer.kernel_size
+        shape4 = (layer.out_channels, layer.in_channels, kh, kw)
+        gx = gw = None
+        if ctx.needs_input_grad[1]:
+            gw = torch.nn.grad.conv2d_weight(x, shape4, gy, stride=layer._s, padding=layer._p).reshape(
+                layer.out_channels, -1)
+        if ctx.needs_input_grad[0]:
+            if layer.digital_backward:
+                w4 = (layer.crossbar.weights().t() * layer.weight_scale).reshape(shape4)
+                gx = torch.nn.grad.conv2d_input(x.shape, w4, gy, stride=layer._s, padding=layer._p)
+            else:
+                b = x.shape[0]
+                g_flat = gy.reshape(b, layer.out_channels, -1).transpose(1, 2).reshape(-1, layer.out_channels)
+                g_cols = layer.crossbar.backward(g_flat) * layer.weight_scale             # [B*L, C*k*k]
+                g_cols = g_cols.reshape(b, -1, g_cols.shape[1]).transpose(1, 2)
+                gx = F.fold(g_cols, x.shape[2:], layer.kernel_size, stride=layer._s, padding=layer._p)
+        return gx, gw, None, None
+
+
 class _AnalogBase(nn.Module):
     """Shared machinery of analog layers: crossbar, gain, weight mirror, lifecycle checks."""
 
@@ -617,6 +661,8 @@ class AnalogConv2d(_AnalogBase):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        self._s = stride if isinstance(stride, int) else stride[0]
+        self._p = padding if isinstance(padding, int) else padding[0]
         fan_in = in_channels * kh * kw
         self._setup(fan_in, out_channels, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale,
                     init_bound=1.0 / math.sqrt(fan_in))
@@ -627,14 +673,10 @@ class AnalogConv2d(_AnalogBase):
             raise ValueError(f"AnalogConv2d expects [batch, {self.in_channels}, H, W], got {tuple(x.shape)}")
         self._check_and_sync()
         b, _, h, w = x.shape
-        cols = F.unfold(x, self.kernel_size, stride=self.stride, padding=self.padding)   # [B, C*k*k, L]
         kh, kw = self.kernel_size
-        s = self.stride if isinstance(self.stride, int) else self.stride[0]
-        p = self.padding if isinstance(self.padding, int) else self.padding[0]
+        s, p = self._s, self._p
         ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
-        flat = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-        y = _AnalogMatmul.apply(flat, self.weight, self)                                # [B*L, out]
-        y = y.reshape(b, ho * wo, self.out_channels).transpose(1, 2).reshape(b, self.out_channels, ho, wo)
+        y = _AnalogConv.apply(x, self.weight, self, (ho, wo))
         return y + self.bias.view(1, -1, 1, 1) if self.bias is not None else y
 
     def extra_repr(self) -> str:

@@ -209,6 +209,23 @@ def test_analog_conv_equals_conv2d():
     torch.testing.assert_close(conv(x), F.conv2d(x, W, conv.bias, padding=1), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("digital_backward", [False, True])
+def test_analog_conv_gradients_equal_conv2d(digital_backward):
+    """Ideal array: weight and input gradients equal torch's, through transposed reads + col2im
+    or through the off-array (digital) input gradient."""
+    conv = AnalogConv2d(3, 5, 3, stride=2, padding=1, device="ideal", seed=2)
+    conv.digital_backward = digital_backward
+    x = torch.randn(2, 3, 9, 9, requires_grad=True)
+    gy = torch.randn(2, 5, 5, 5)
+    (conv(x) * gy).sum().backward()
+    W = conv.weight.detach().reshape(5, 3, 3, 3).clone().requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    (F.conv2d(x2, W, conv.bias.detach(), stride=2, padding=1) * gy).sum().backward()
+    torch.testing.assert_close(conv.weight.grad, W.grad.reshape(5, -1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-5)
+    assert conv.crossbar.counters.backward_reads == (0 if digital_backward else 2 * 25)
+
+
 def test_torch_optimizer_cannot_change_analog_weights():
     layer = AnalogLinear(4, 2)
     opt = torch.optim.SGD(layer.parameters(), lr=0.1)
