@@ -96,6 +96,9 @@ def _count_nonzero(x: torch.Tensor) -> int:
 def _quantize_sym(x: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
     """Signed uniform quantizer with 2**(bits-1)-1 levels per side on [-fs, fs] (clips)."""
     levels = 2 ** (bits - 1) - 1
+    if not isinstance(full_scale, torch.Tensor):
+        step = full_scale / levels
+        return torch.round(torch.clamp(x, -full_scale, full_scale) * (1.0 / step)) * step
     step = full_scale / levels
     return torch.round(torch.clamp(x, -full_scale, full_scale) / step) * step
 
@@ -281,12 +284,17 @@ class Crossbar:
         # after the ADC) whenever a converter is finite, so small vectors (e.g. backpropagated
         # errors) use the ADC's range instead of rounding to zero; spikes are full scale already
         scale = None
+        adc_fs = self.adc_range              # ADC full scale, in units of the (scaled) input
         if not spikes and (self.dac_bits is not None or self.adc_bits is not None):
             lo, hi = torch.aminmax(x, dim=1, keepdim=True)
             scale = torch.maximum(-lo, hi).clamp_min(torch.finfo(x.dtype).tiny)
-            x = x / scale
             if self.dac_bits is not None:
-                x = _quantize_sym(x, 1.0, self.dac_bits)
+                x = _quantize_sym(x / scale, 1.0, self.dac_bits)
+            else:
+                # no DAC: reading x and quantizing on a per-vector ADC scale adc_range*s is the
+                # same as reading x/s on adc_range and multiplying by s, without dividing x
+                adc_fs = self.adc_range * scale.view(1, -1, 1)
+                scale = None
         w = self.weights()
         sr = self.read_noise
         ideal = self.adc_bits is None and sr == 0
@@ -294,7 +302,7 @@ class Crossbar:
         if events is not None:
             vec, row = events[:, 0], events[:, 1]
             y = self._gather(vec, row, None if spikes else x[vec, row], batch, w.t() if transposed else w,
-                             t_in, nt_in, ideal)
+                             t_in, nt_in, ideal, adc_fs)
         elif ideal:
             y = x @ (w.t() if transposed else w)
         else:
@@ -318,7 +326,7 @@ class Crossbar:
                     torch.matmul(x[:, a:b], wm[a:b], out=part[k])
                     if l2 is not None:
                         l2[k] = torch.linalg.vector_norm(x[:, a:b], dim=1, keepdim=True)
-            y = self._periphery(part, l2)
+            y = self._periphery(part, l2, adc_fs)
         if scale is not None:
             y = y * scale
         return y
@@ -343,7 +351,7 @@ class Crossbar:
         ideal = self.adc_bits is None and self.read_noise == 0
         return self._gather(vec, row, None, n_vectors, self.weights(), t_in, nt_in, ideal)
 
-    def _gather(self, vec, row, val, batch, w, t_in, nt_in, ideal):
+    def _gather(self, vec, row, val, batch, w, t_in, nt_in, ideal, adc_fs=None):
         """Event-driven read: sum the weight rows of the active inputs only (embedding-bag sum
         over the events of each (vector, tile), sorted by vector then row); ``val``: input
         values of the events (``None`` for spikes)."""
@@ -362,11 +370,12 @@ class Crossbar:
             sq = counts.to(w.dtype) if val is None else torch.zeros(
                 batch * nt_in, dtype=w.dtype, device=w.device).index_add_(0, slot, val * val)
             l2 = sq.view(batch, nt_in).t().unsqueeze(-1).sqrt()
-        return self._periphery(part, l2)
+        return self._periphery(part, l2, adc_fs)
 
-    def _periphery(self, part: torch.Tensor, l2: Optional[torch.Tensor]) -> torch.Tensor:
+    def _periphery(self, part: torch.Tensor, l2: Optional[torch.Tensor], adc_fs=None) -> torch.Tensor:
         """Read noise and ADC on per-tile partial sums ``[nt_in, batch, n_out]`` (``l2``: each
-        tile's input norm sqrt(sum x^2), ``[nt_in, batch, 1]``); the tiles are summed digitally."""
+        tile's input norm sqrt(sum x^2), ``[nt_in, batch, 1]``; ``adc_fs``: the ADC's full
+        scale, a number or ``[1, batch, 1]``); the tiles are summed digitally."""
         sr = self.read_noise
         if sr > 0:
             # sum over the tile's rows of two independent device noises per weight
@@ -374,7 +383,7 @@ class Crossbar:
             part = part + sig * torch.randn(part.shape, generator=self.generator, dtype=part.dtype,
                                             device=part.device)
         if self.adc_bits is not None:
-            part = _quantize_sym(part, self.adc_range, self.adc_bits)
+            part = _quantize_sym(part, self.adc_range if adc_fs is None else adc_fs, self.adc_bits)
         return part.sum(0)
 
     # -- writes --------------------------------------------------------------------------
@@ -543,13 +552,17 @@ class _AnalogConv(torch.autograd.Function):
     def forward(ctx, x, weight, layer, out_hw):
         b = x.shape[0]
         ho, wo = out_hw
-        cols = F.unfold(x, layer.kernel_size, stride=layer._s, padding=layer._p)       # [B, C*k*k, L]
-        flat = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-        del cols
+        kh, kw = layer.kernel_size
+        p, s = layer._p, layer._s
+        xp = F.pad(x, (p, p, p, p)) if p else x
+        # patches as a strided view [B, C, Ho, Wo, kh, kw] -> rows (b, ho, wo), one copy
+        patches = xp.unfold(2, kh, s).unfold(3, kw, s)
+        flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, -1)
         y = layer.crossbar.forward(flat, spikes=layer.spikes, path=layer.path) * layer.weight_scale
         ctx.layer = layer
         ctx.save_for_backward(x)
-        return y.reshape(b, ho * wo, layer.out_channels).transpose(1, 2).reshape(b, layer.out_channels, ho, wo)
+        # NCHW view of the channels-last result (no copy)
+        return y.reshape(b, ho, wo, layer.out_channels).permute(0, 3, 1, 2)
 
     @staticmethod
     def backward(ctx, gy):
