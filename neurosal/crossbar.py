@@ -669,7 +669,7 @@ class AnalogConv2d(_AnalogBase):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  *, device="ideal", tile=(128, 128), dac_bits=None, adc_bits=None, adc_range=12.0,
-                 weight_scale=None, seed: int = 0):
+                 weight_scale=None, seed: int = 0, init_gain: float = 1.0):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -678,7 +678,7 @@ class AnalogConv2d(_AnalogBase):
         self._p = padding if isinstance(padding, int) else padding[0]
         fan_in = in_channels * kh * kw
         self._setup(fan_in, out_channels, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale,
-                    init_bound=1.0 / math.sqrt(fan_in))
+                    init_bound=init_gain / math.sqrt(fan_in))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

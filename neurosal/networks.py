@@ -30,8 +30,8 @@ from .crossbar import AnalogLinear
 from .neurons import ChargeNeurons, ChargeParameters, LIFNeurons, LIFParameters, RateNeurons, SURROGATES
 from .simulator import DECODERS, Layer, Network
 
-__all__ = ["NetworkCard", "load_network", "list_networks", "build", "mlp", "CODINGS", "save_checkpoint",
-           "load_checkpoint"]
+__all__ = ["NetworkCard", "load_network", "list_networks", "build", "mlp", "vgg", "sanet_resnet", "CODINGS",
+           "save_checkpoint", "load_checkpoint", "ChargeMLP", "ChargeVGG"]
 
 CODINGS = ("rate", "spike", "latency")
 
@@ -78,7 +78,7 @@ class NetworkCard:
     """
 
     name: str = spec()
-    kind: str = spec("mlp", choices=("mlp", "resnet", "charge-mlp"))
+    kind: str = spec("mlp", choices=("mlp", "resnet", "charge-mlp", "charge-vgg"))
     sizes: tuple[float, ...] = spec((), lo=1, hi=1_000_000, doc="mlp: layer widths, input to output")
     depth: int = spec(8, lo=8, hi=200, doc="resnet: 6n + 2")
     width: int = spec(16, lo=1, hi=1024, doc="resnet: channels of the first stage")
@@ -105,6 +105,8 @@ class NetworkCard:
     periphery: PeripheryCard = spec(default_factory=PeripheryCard)
 
     def _validate(self, source) -> None:
+        if self.kind == "charge-vgg":
+            return
         if self.kind == "resnet":
             if (self.depth - 2) % 6:
                 raise CardError(source, "depth", f"ResNet depth must be 6n + 2 (8, 14, 20, ...), got {self.depth}")
@@ -213,6 +215,11 @@ def build(name_or_path: str | Path | NetworkCard, *, device="ideal", coding: str
         return mlp(sizes, device=device, coding=coding, seed=seed, card=card, steps=steps, array=array)
     if array != "all":
         raise ValueError(f"array='{array}' is available for mlp recipes; {card.name} is a {card.kind}")
+    if card.kind == "charge-vgg":
+        if coding != "latency":
+            raise ValueError(f"{card.name} is time-coded (inputs spike at t = 1 - x): use coding 'latency'")
+        return vgg(card.width, card=card, device=device, seed=seed, input_shape=input_shape or (3, 32, 32),
+                   classes=classes or 10)
     if card.kind == "charge-mlp":
         if coding != "latency":
             raise ValueError(f"{card.name} is time-coded (inputs spike at t = 1 - x): use coding 'latency'")
@@ -287,6 +294,65 @@ class ChargeMLP(nn.Module):
                 # fire them at 1 - v, earliest = largest v); not clipped, so every class keeps a gradient
                 return self.card.logit_scale * v1
             t = (1.0 - v1).clamp(0.0, 1.0)
+
+
+class ChargeVGG(nn.Module):
+    r"""VGG7-like charge-domain CNN in time coding (Sakemi et al.), trained through DSTD.
+
+    Six 3x3 convolutions (widths ``w, w, 2w, 2w, 4w, 4w``) on crossbars with a min-pool of
+    spike times (the earliest spike wins: max-pooling of the signal) after every pair, then a
+    fully connected readout whose end-of-phase charge gives the logits. Each conv layer is an
+    RC-spike layer of reversal-potential neurons: :math:`g` is read through the array
+    (im2col), :math:`\sum S\beta W` is the same convolution with :math:`\beta W`.
+    """
+
+    def __init__(self, width: int, *, card: NetworkCard, device="ideal", seed: int = 0, input_shape=(3, 32, 32),
+                 classes: int = 10):
+        super().__init__()
+        from .crossbar import AnalogConv2d
+        p = card.periphery
+        xb = dict(device=device, tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits, adc_bits=p.adc_bits,
+                  adc_range=p.adc_range)
+        widths = [width, width, 2 * width, 2 * width, 4 * width, 4 * width]
+        cin, convs = input_shape[0], []
+        for i, c in enumerate(widths):
+            convs.append(AnalogConv2d(cin, c, 3, padding=1, bias=False, seed=seed + 17 * i, init_gain=card.init_gain,
+                                      **xb))
+            cin = c
+        self.convs = nn.ModuleList(convs)
+        h, w = input_shape[1], input_shape[2]
+        for _ in range(3):
+            h, w = max(1, h // 2), max(1, w // 2)
+        self.fc = AnalogLinear(cin * h * w, classes, bias=False, seed=seed + 991, init_gain=card.init_gain, **xb)
+        self.card, self.input_shape = card, tuple(input_shape)
+        self.generator = torch.Generator().manual_seed(seed + 31)
+        self.meta = {"recipe": card.to_dict(), "coding": "latency", "steps": card.dstd_steps, "seed": seed}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+        from .neurons import _dstd_walk, beta_of, dstd_rc_membrane
+        c = self.card.charge
+        off = "random" if self.training else None
+        t = 1.0 - x.reshape(-1, *self.input_shape)
+        for i, conv in enumerate(self.convs):
+            w4 = conv.weight.reshape(conv.out_channels, conv.in_channels, 3, 3)
+            bw4 = beta_of(w4, c.e_plus, c.e_minus)
+            v = dstd_rc_membrane(t, conv, lambda S, bw4=bw4: F.conv2d(S, bw4, padding=1), alpha=c.leak,
+                                 steps=self.card.dstd_steps, offset=off, generator=self.generator)
+            t = (1.0 - v).clamp(0.0, 1.0)
+            if i % 2 == 1 and t.shape[-1] > 1:
+                t = -F.max_pool2d(-t, 2)                 # earliest spike of each 2x2 window
+        t = t.reshape(t.shape[0], -1)
+        v1, _ = _dstd_walk(t, self.fc.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps, off,
+                           self.generator, read=self.fc)
+        return self.card.logit_scale * v1
+
+
+def vgg(width: int = 16, *, card: Optional[NetworkCard] = None, device="ideal", seed: int = 0,
+        input_shape=(3, 32, 32), classes: int = 10) -> ChargeVGG:
+    """VGG7-like charge-domain CNN (see :class:`ChargeVGG`)."""
+    card = card or NetworkCard(name=f"vgg7-charge-w{width}", kind="charge-vgg", width=width)
+    return ChargeVGG(width, card=card, device=device, seed=seed, input_shape=input_shape, classes=classes)
 
 
 # ------------------------------------------------------------------------- checkpoints

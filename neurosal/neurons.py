@@ -54,7 +54,7 @@ from torch import nn
 
 __all__ = ["beta_of", "charge_step", "ttfs_layer", "rc_spike_layer", "dstd_ttfs_layer", "dstd_rc_spike_layer",
            "SURROGATES", "spike_fn", "LIFParameters", "lif_step", "LIFNeurons", "RateNeurons", "ChargeNeurons",
-           "ChargeParameters", "charge_ttfs_step", "NeuronState"]
+           "ChargeParameters", "charge_ttfs_step", "NeuronState", "dstd_rc_membrane"]
 
 
 def _phi(z: torch.Tensor) -> torch.Tensor:
@@ -196,6 +196,31 @@ def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator,
             t_fire = torch.where(hit, t_cross, t_fire)
         v = charge_step(v, g, f, t1 - t0)
     return v, t_fire
+
+
+def dstd_rc_membrane(t_in: torch.Tensor, read_g, read_f, *, alpha: float = 0.0, steps: int = 4,
+                     offset: Optional[str | float] = None, generator: Optional[torch.Generator] = None,
+                     t_end: float = 1.0) -> torch.Tensor:
+    r"""DSTD membrane :math:`v(t_{end})` of any charge-domain layer (dense, convolutional, ...).
+
+    ``t_in`` ``[B, ...]`` input spike times; ``read_g(S)`` and ``read_f(S)`` map a batch of
+    grid inputs ``S`` ``[B*K, ...]`` to :math:`g = S W` and :math:`\sum S \beta W` (e.g. a
+    convolution through a crossbar and its beta-weighted twin). The exact recursion runs on
+    the grid, elementwise over the outputs.
+    """
+    grid, S, dtau = _dstd_grid(t_in, t_end, steps, offset, generator)        # S [B, ..., K]
+    B, K = t_in.shape[0], S.shape[-1]
+    Sk = S.movedim(-1, 1).reshape(B * K, *t_in.shape[1:])
+    G = read_g(Sk)
+    G = G.reshape(B, K, *G.shape[1:])
+    Fm = alpha + read_f(Sk).reshape(G.shape)
+    v = torch.zeros_like(G[:, 0])
+    for m_ in range(K):
+        t0 = max(float(grid[m_]), 0.0)
+        t1 = min(float(grid[m_ + 1]), t_end) if m_ + 1 < grid.numel() else t_end
+        if t1 > t0:
+            v = charge_step(v, G[:, m_], Fm[:, m_], t1 - t0)
+    return v
 
 
 def dstd_rc_spike_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math.inf,

@@ -9,6 +9,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from neurosal.neurons import (ChargeNeurons, ChargeParameters, LIFNeurons, LIFParameters, RateNeurons, beta_of,
+                              dstd_rc_membrane,
                               charge_step, dstd_rc_spike_layer, dstd_ttfs_layer, lif_step, rc_spike_layer,
                               spike_fn, ttfs_layer)
 
@@ -313,3 +314,15 @@ def test_lif_fused_inference_equals_step_path(method):
     z1, v1, _ = n(cur.clone().requires_grad_(), n.init_state(4, 50))
     assert torch.equal(z0, z1.detach()) and torch.allclose(v0, v1.detach(), atol=1e-12)
     assert z0.sum() > 0
+
+
+def test_general_dstd_membrane_equals_dense_layer():
+    """The shape-agnostic DSTD walk (used by convolutional charge layers) is the dense layer's."""
+    g = torch.Generator().manual_seed(7)
+    t_in = torch.rand(4, 30, generator=g)
+    w = torch.randn(30, 12, generator=g) * 0.3
+    bw = beta_of(w, 2.5, -2.0)
+    for offset in (None, 0.05):
+        v = dstd_rc_membrane(t_in, lambda S: S @ w, lambda S: S @ bw, steps=6, offset=offset)
+        ref = dstd_rc_spike_layer(t_in, w, e_plus=2.5, e_minus=-2.0, steps=6, offset=offset)
+        assert torch.allclose((1 - v).clamp(0, 1), ref, atol=1e-12)

@@ -97,3 +97,22 @@ def test_attention_helps_on_severe_device():
     with_attn = train("sanet-resnet8", "severe", **kw)["test_accuracy"]
     plain = train("resnet8", "severe", **kw)["test_accuracy"]
     assert with_attn > plain
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_vgg7_charge_builds_and_every_conv_gets_a_gradient(shape):
+    net = build("vgg7-charge", device="moderate", coding="latency", input_shape=shape, classes=10)
+    assert len(analog_layers(net)) == 7                                  # six convs + fc, all on crossbars
+    logits = net(torch.rand(2, int(torch.tensor(shape).prod())))
+    assert logits.shape == (2, 10)
+    logits.sum().backward()
+    for layer in analog_layers(net):
+        assert layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all()
+    assert all(layer.weight.grad.abs().sum() > 0 for layer in analog_layers(net))
+
+
+@pytest.mark.slow
+def test_vgg7_charge_learns_on_digits():
+    r = train("vgg7-charge", "ideal", rule="bp", coding="latency", epochs=2, seed=0, lr=0.1, batch=16,
+              progress=False)
+    assert r["test_accuracy"] > 0.6
