@@ -230,31 +230,33 @@ def build(name_or_path: str | Path | NetworkCard, *, device="ideal", coding: str
             sizes[-1] = int(classes)
         return ChargeMLP(sizes, card=card, device=device, seed=seed)
     if card.kind == "resnet":
-        if coding != "rate":
-            raise ValueError(f"{card.name}: ResNet/SAnet runs rate-coded (--coding rate) in this version")
+        if coding not in ("rate", "spike"):
+            raise ValueError(f"{card.name}: ResNet/SAnet runs rate- or spike-coded, not {coding!r}")
         return sanet_resnet(card.depth, card.width, attention=None if card.attention == "none" else card.attention,
-                            attach=tuple(int(a) for a in card.attach), device=device, seed=seed,
-                            input_shape=input_shape or (3, 32, 32), classes=classes or 10, card=card)
+                            attach=tuple(int(a) for a in card.attach), device=device, seed=seed, coding=coding,
+                            steps=steps, input_shape=input_shape or (3, 32, 32), classes=classes or 10, card=card)
     raise CardError(card.name, "kind", f"unknown network kind {card.kind!r}")  # pragma: no cover
 
 
 def sanet_resnet(depth: int = 8, width: int = 16, *, attention: Optional[str] = None, attach=(1, 2, 3),
                  coding: str = "rate", device="ideal", seed: int = 0, input_shape=(3, 32, 32), classes: int = 10,
-                 card: Optional[NetworkCard] = None):
+                 card: Optional[NetworkCard] = None, steps: Optional[int] = None):
     """SAnet: analog ResNet-``depth`` on crossbars + ``attention`` ('se' | 'cbam' | None) on the
     co-processor after the stages in ``attach`` (see :mod:`neurosal.sanet`)."""
     from .coprocessor import NumberFormat
     from .sanet import SAnet
-    if coding != "rate":
-        raise ValueError("SAnet runs rate-coded (coding='rate') in this version")
     p = card.periphery if card is not None else PeripheryCard()
+    T = 1 if coding == "rate" else int(steps or (card.steps if card is not None else 8))
+    lc = card.lif if card is not None else LIFCard(alpha=10.0)
+    lif = LIFParameters(tau_mem=lc.tau_mem, v_th=lc.v_th, v_reset=lc.v_reset, method=lc.surrogate, alpha=lc.alpha)
     fmt = NumberFormat(card.cp_format, card.cp_bits, card.cp_frac_bits) if card is not None else NumberFormat()
     net = SAnet(depth, width, input_shape=input_shape, classes=classes, attention=attention, attach=attach,
-                device=device, seed=seed, number_format=fmt,
+                device=device, seed=seed, number_format=fmt, coding=coding, steps=T, lif=lif,
+                dt=card.dt if card is not None else 1e-3,
                 xbar=dict(tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits, adc_bits=p.adc_bits,
                           adc_range=p.adc_range))
     net.meta = {"recipe": card.to_dict() if card is not None else {"kind": "resnet", "depth": depth, "width": width},
-                "coding": coding, "steps": 1, "seed": seed}
+                "coding": coding, "steps": T, "seed": seed}
     return net
 
 

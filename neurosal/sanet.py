@@ -8,6 +8,14 @@ attached to.
 
 Rate coding (``T = 1``): activations are the bounded rate :math:`\min(\max(x, 0), 1)`.
 
+Spike coding (``T`` steps, :meth:`SAnet.forward` with ``coding='spike'``): Bernoulli input
+spikes each step; every conv output (after its BN) drives LIF neurons (norse's LIF-box step,
+surrogate gradients, BPTT); residual blocks add spikes element-wise (SEW-ResNet ``ADD``: the
+next array sees 0, 1 or 2 per row, through its DAC). **What the attention sees in spike
+mode:** the spike map of the current step after its stage; its gate (in (0, 1)) scales that
+map, so the next stage receives analog values. The classifier's output currents are averaged
+over the ``T`` steps (the logits).
+
 Attachment strategies: ``attach`` names the stages (1-based) that get a block;
 :meth:`SAnet.detach` switches blocks off after training (the backbone then runs alone, no
 digital work); :meth:`SAnet.attach` switches them on again.
@@ -22,6 +30,7 @@ from torch import nn
 
 from .coprocessor import CoProcessor, NumberFormat, make_attention
 from .crossbar import AnalogConv2d, AnalogLinear
+from .neurons import LIFParameters, lif_step
 
 __all__ = ["SAnet", "BasicBlock"]
 
@@ -50,6 +59,13 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         return _act(out + (x if self.short is None else self.short(x)))
 
+    def forward_spike(self, x, neuron):
+        """One time step in spike mode; ``neuron(key, current)`` steps this block's LIF layers."""
+        z1 = neuron("a", self.bn1(self.conv1(x)))
+        z2 = neuron("b", self.bn2(self.conv2(z1)))
+        sc = x if self.short is None else neuron("s", self.short(x))
+        return z2 + sc                                   # spike-element-wise ADD
+
 
 class SAnet(nn.Module):
     """ResNet-``depth`` (``depth = 6n + 2``: 3 stages of ``n`` basic blocks, widths ``w, 2w, 4w``)
@@ -57,8 +73,14 @@ class SAnet(nn.Module):
 
     def __init__(self, depth: int = 8, width: int = 16, *, input_shape=(3, 32, 32), classes: int = 10,
                  attention: Optional[str] = None, attach: Sequence[int] = (1, 2, 3), device="ideal",
-                 seed: int = 0, xbar: Optional[dict] = None, number_format: NumberFormat = NumberFormat()):
+                 seed: int = 0, xbar: Optional[dict] = None, number_format: NumberFormat = NumberFormat(),
+                 coding: str = "rate", steps: int = 8, lif: LIFParameters = LIFParameters(alpha=10.0),
+                 dt: float = 1e-3):
         super().__init__()
+        if coding not in ("rate", "spike"):
+            raise ValueError(f"SAnet runs rate- or spike-coded, got coding {coding!r}")
+        self.coding, self.steps, self.lif, self.dt = coding, int(steps), lif, float(dt)
+        self._spike_gen = torch.Generator().manual_seed(seed + 4099)
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"ResNet depth must be 6n + 2 >= 8 (8, 14, 20, ...), got {depth}")
         bad = [s for s in attach if s not in (1, 2, 3)]
@@ -103,6 +125,8 @@ class SAnet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             x = x.reshape(-1, *self.input_shape)
+        if self.coding == "spike":
+            return self._forward_spike(x)
         h = _act(self.bn(self.stem(x)))
         for i, stage in enumerate(self.stages, start=1):
             h = stage(h)
@@ -110,3 +134,23 @@ class SAnet(nn.Module):
                 h = self.attn[str(i)](h)
         h = h.mean((2, 3))                                  # global average pool (periphery)
         return self.fc(h)
+
+    def _forward_spike(self, x: torch.Tensor) -> torch.Tensor:
+        state: dict = {}
+
+        def neuron(key, current):
+            v = state.get(key)
+            z, state[key] = lif_step(current, torch.zeros_like(current) if v is None else v, self.lif, self.dt)
+            return z
+
+        out = 0.0
+        for _ in range(self.steps):
+            s = (torch.rand(x.shape, generator=self._spike_gen) < x).to(x.dtype)      # Bernoulli input spikes
+            h = neuron("stem", self.bn(self.stem(s)))
+            for i, stage in enumerate(self.stages, start=1):
+                for j, blk in enumerate(stage):
+                    h = blk.forward_spike(h, lambda key, c, i=i, j=j: neuron(f"{i}.{j}.{key}", c))
+                if i in self.attached:
+                    h = self.attn[str(i)](h)
+            out = out + self.fc(h.mean((2, 3)))
+        return out / self.steps

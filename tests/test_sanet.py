@@ -116,3 +116,14 @@ def test_vgg7_charge_learns_on_digits():
     r = train("vgg7-charge", "ideal", rule="bp", coding="latency", epochs=2, seed=0, lr=0.1, batch=16,
               progress=False)
     assert r["test_accuracy"] > 0.6
+
+
+def test_spike_coded_sanet_runs_and_backpropagates_through_time():
+    net = build("sanet-resnet8", device="moderate", coding="spike", input_shape=(1, 8, 8), classes=10, steps=4)
+    x = torch.rand(3, 64)
+    logits = net(x)
+    assert logits.shape == (3, 10)
+    logits.sum().backward()
+    assert all(layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0 for layer in analog_layers(net))
+    # the attention saw one spike map per step: 4 steps x (16*8*8 + 32*4*4 + 64*2*2) values per sample
+    assert net.coprocessor.counters.transfers_in == 3 * 4 * (16 * 64 + 32 * 16 + 64 * 4)
