@@ -8,23 +8,15 @@ outer product (x^T d, the gradient of the same layer). Run: ``make bench``.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from neurosal.crossbar import Crossbar
+from timing import median_time as _median_time
 
 
-def median_time(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+def median_time(fn, repeats: int) -> float:
+    return _median_time(fn, repeats, warmup=3)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,31 +27,7 @@ from pathlib import Path
 
 import torch
 
-
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
-def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """Median seconds of each function, timed in alternation (round robin) so that the
-    machine's drift hits all of them alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    ts = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in ts.items()}
+from timing import interleaved
 
 
 def _status_kb(field: str) -> float:

@@ -10,12 +10,12 @@ SGD step. Run: ``python benchmarks/bench_train.py``.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from timing import interleaved
 
 
 class _Block(nn.Module):
@@ -88,15 +88,7 @@ def main() -> None:
         net = build("sanet-resnet20", device="moderate", coding="rate", input_shape=(3, 32, 32), classes=10)
         r = make_rule(rule, net, lr=0.1)
         steps[f"neurosal on-chip ({rule}, moderate)"] = (lambda r=r: r.step(x, y, coding="rate", steps=1, seed=0))
-    for fn in steps.values():
-        fn()
-    ts = {k: [] for k in steps}
-    for _ in range(args.repeats):
-        for k, fn in steps.items():
-            t0 = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in ts.items()}
+    med = interleaved(steps, args.repeats)
     base = med["plain torch (digital SGD)"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; sanet-resnet20, batch {args.batch}, "
           f"3x32x32 (median of {args.repeats} interleaved steps)")

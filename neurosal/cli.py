@@ -211,6 +211,22 @@ def _cmd_compare(args) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+def _training_args(a: argparse.ArgumentParser, *, rules: tuple, epochs: int) -> None:
+    """Arguments shared by `train` and `compare-coding`."""
+    a.add_argument("--network", required=True, metavar="NAME|PATH")
+    a.add_argument("--device", required=True, metavar="NAME|PATH")
+    a.add_argument("--rule", default="hybrid", choices=rules)
+    a.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
+    a.add_argument("--data-dir", default=None, help="folder with the dataset files (default data/<dataset>)")
+    a.add_argument("--epochs", type=int, default=epochs)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--lr", type=float, default=0.1)
+    a.add_argument("--batch", type=int, default=8)
+    a.add_argument("--steps", type=int, default=None, help="time steps of the spike codings (default: the recipe's)")
+    a.add_argument("--limit-train", type=int, default=None, help="use only the first N training samples")
+    a.add_argument("--limit-test", type=int, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neurosal", description="Simulate analog in-memory-computing "
                                 "neuromorphic hardware and train networks on it.")
@@ -258,41 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_simulate)
 
     t = sub.add_parser("train", help="train a network on the simulated chip with an on-chip learning rule")
-    t.add_argument("--network", required=True, metavar="NAME|PATH")
-    t.add_argument("--device", required=True, metavar="NAME|PATH")
-    t.add_argument("--rule", default="hybrid", choices=("bp", "dfa", "hybrid", "verify"))
+    _training_args(t, rules=("bp", "dfa", "hybrid", "verify"), epochs=1)
     t.add_argument("--coding", default="rate", choices=("rate", "spike", "latency"))
-    t.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
-    t.add_argument("--data-dir", default=None)
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--steps", type=int, default=None, help="time steps in spike codings (default: the recipe's)")
     t.add_argument("--rounding", default="stochastic", choices=("stochastic", "round"),
                    help="gradient -> pulses rounding of bp and dfa")
     t.add_argument("--array", default="all", choices=("all", "first"),
                    help="layers on crossbars: all, or only the first (the rest in software)")
-    t.add_argument("--limit-train", type=int, default=None, help="use only the first N training samples")
-    t.add_argument("--limit-test", type=int, default=None)
     t.add_argument("--out", default=None, help="checkpoint file (chip + network + rule state)")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_cmd_train)
 
     cc = sub.add_parser("compare-coding", help="the same network trained rate- and spike-coded: accuracy and events")
-    cc.add_argument("--network", required=True, metavar="NAME|PATH")
-    cc.add_argument("--device", required=True, metavar="NAME|PATH")
-    cc.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
-    cc.add_argument("--data-dir", default=None)
-    cc.add_argument("--rule", default="hybrid", choices=("bp", "hybrid", "verify"))
-    cc.add_argument("--epochs", type=int, default=2)
-    cc.add_argument("--steps", type=int, default=None, help="time steps of the spike coding (default: the recipe's)")
-    cc.add_argument("--seed", type=int, default=0)
-    cc.add_argument("--lr", type=float, default=0.1)
-    cc.add_argument("--batch", type=int, default=8)
-    cc.add_argument("--limit-train", type=int, default=None)
-    cc.add_argument("--limit-test", type=int, default=None)
+    _training_args(cc, rules=("bp", "hybrid", "verify"), epochs=2)
     cc.add_argument("-o", "--output", default=None, help="PNG plot of the comparison")
     cc.add_argument("--json", action="store_true")
     cc.set_defaults(func=_cmd_compare)

@@ -87,6 +87,16 @@ def evaluate(net: Network, x: torch.Tensor, y: torch.Tensor, *, coding: str, ste
     return correct / max(1, len(y))
 
 
+def _backprop_step(net, opt, x, y, *, coding: str, steps: int, seed: int) -> float:
+    """Forward, cross-entropy, backward, then ``opt`` (pulses for analog weights)."""
+    opt.zero_grad()
+    res = forward(net, x, coding=coding, steps=steps, seed=seed)
+    loss = nn.functional.cross_entropy(_loss_scores(res, coding, net), y)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 # ============================================================================ rules
 class BP:
     """Surrogate-gradient backprop through the arrays; pulses by :class:`PulseSGD`."""
@@ -98,12 +108,7 @@ class BP:
         self.opt = PulseSGD(net.parameters(), lr=lr, rounding=rounding, seed=seed, max_pulses=max_pulses)
 
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
-        self.opt.zero_grad()
-        res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
-        loss = nn.functional.cross_entropy(_loss_scores(res, coding, self.net), y)
-        loss.backward()
-        self.opt.step()
-        return loss.item()
+        return _backprop_step(self.net, self.opt, x, y, coding=coding, steps=steps, seed=seed)
 
     def state_dict(self) -> dict:
         return {"generator": self.opt.generator.get_state()}
@@ -242,12 +247,7 @@ class Verify:
         self.programmed = None
 
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
-        self.opt.zero_grad()
-        res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
-        loss = nn.functional.cross_entropy(_loss_scores(res, coding, self.net), y)
-        loss.backward()
-        self.opt.step()
-        return loss.item()
+        return _backprop_step(self.net, self.opt, x, y, coding=coding, steps=steps, seed=seed)
 
     def finish(self) -> dict:
         """Program the software weights into the arrays; returns the cost."""

@@ -18,7 +18,7 @@ Every fully connected layer lives on a crossbar (:class:`~neurosal.crossbar.Anal
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 

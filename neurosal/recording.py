@@ -162,17 +162,8 @@ class Recorder:
             raise ValueError(f"{pop}/{var}: expected [K, {len(self.samples)}, {self._n(pop)}], got {tuple(x.shape)}")
         K, S, n = x.shape
         if var == "spikes":
-            g = self._spike_group(pop)
             idx = x.nonzero().numpy()                         # sorted by step, then node id
-            if len(idx):
-                ts = (t0 + idx[:, 0]).astype(np.float64) * self.dt_ms
-                ids = (idx[:, 1] * n + idx[:, 2]).astype(np.uint64)
-                k = self.n_spikes[pop]
-                for name, arr in (("timestamps", ts), ("node_ids", ids)):
-                    d = g[name]
-                    d.resize((k + len(arr),))
-                    d[k:] = arr
-                self.n_spikes[pop] = k + len(idx)
+            self._append_spikes(pop, t0 + idx[:, 0], idx[:, 1] * n + idx[:, 2])
         else:
             g = self._report_group(pop, var, S * n, K)
             d = g["data"]
@@ -191,17 +182,21 @@ class Recorder:
         if ev.n != n or ev.batch != len(self.samples):
             raise ValueError(f"{pop}: expected events over {len(self.samples)} samples x {n} neurons, "
                              f"got {ev.batch} x {ev.n}")
-        g = self._spike_group(pop)
-        if len(ev):
-            ts = (t0 + ev.t.cpu().numpy()).astype(np.float64) * self.dt_ms
-            ids = (ev.b.cpu().numpy() * n + ev.i.cpu().numpy()).astype(np.uint64)
-            k = self.n_spikes[pop]
-            for name, arr in (("timestamps", ts), ("node_ids", ids)):
-                d = g[name]
-                d.resize((k + len(arr),))
-                d[k:] = arr
-            self.n_spikes[pop] = k + len(ts)
+        self._append_spikes(pop, t0 + ev.t.cpu().numpy(), ev.b.cpu().numpy() * n + ev.i.cpu().numpy())
         self.f.flush()
+
+    def _append_spikes(self, pop: str, steps: np.ndarray, node_ids: np.ndarray) -> None:
+        """Append spikes (absolute step, node id), already in time order, to population ``pop``."""
+        g = self._spike_group(pop)
+        if not len(steps):
+            return
+        k = self.n_spikes[pop]
+        for name, arr in (("timestamps", np.asarray(steps, dtype=np.float64) * self.dt_ms),
+                          ("node_ids", np.asarray(node_ids).astype(np.uint64))):
+            d = g[name]
+            d.resize((k + len(arr),))
+            d[k:] = arr
+        self.n_spikes[pop] = k + len(steps)
 
     # -------------------------------------------------------------- finishing
     def close(self, ok: bool = True, summary: Optional[dict] = None) -> None:

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from . import coding
 from .crossbar import AnalogLinear
-from .neurons import ChargeNeurons, LIFNeurons, NeuronState, RateNeurons, beta_of
+from .neurons import ChargeNeurons, NeuronState, RateNeurons, beta_of
 
 __all__ = ["Layer", "Network", "Probe", "RunResult", "Simulator", "VARIABLES", "DECODERS"]
 
@@ -338,7 +338,8 @@ def _spike_matmul(x: torch.Tensor, w: torch.Tensor, path: str, crossbar) -> torc
     when sparse (the crossbar's rule, :meth:`Crossbar.event_density`), a dense matmul otherwise."""
     if path == "dense" or crossbar is None:
         return x @ w
-    nnz = int(torch.count_nonzero(x).item())
+    from .crossbar import _count_nonzero
+    nnz = _count_nonzero(x)
     if path == "auto" and nnz > crossbar.event_density(w.shape[1]) * x.numel():
         return x @ w
     ev = x.nonzero()

@@ -60,7 +60,6 @@ def test_exponential_first_to_last_step_ratio(card_file, a, pmax):
     g = torch.tensor([1e-7, 1e-5 - 1e-18], dtype=torch.float64)
     st_up = dev.respond(g[:1], torch.tensor([1e-4]), g_min=1e-7, g_max=1e-5, pmax=pmax, p_up=a, p_down=a)
     s0 = (st_up - g[:1]).item()
-    g_top = torch.tensor([1e-7 + (1e-5 - 1e-7) * (1 - 1e-9)], dtype=torch.float64)
     # slope at the top: from the position Pmax - eps
     u_at = -math.expm1(-(1 - 1e-4 / pmax) / a) / -math.expm1(-1 / a)
     g_eps = torch.tensor([1e-7 + u_at * (1e-5 - 1e-7)], dtype=torch.float64)
