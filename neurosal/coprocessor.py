@@ -83,48 +83,80 @@ class CoCounters:
 
 
 class CoProcessor:
-    """A digital co-processor: number format and event counters (shared by its blocks)."""
+    """A digital co-processor: number format and event counters (shared by its blocks).
+
+    ``counters`` holds the total; ``blocks`` the same counts per attention block (by its
+    ``tag``), so a cost report can say what each block costs. Work done while training goes
+    through autograd too: when a block's output receives its gradient, the backward pass is
+    counted as twice the forward MACs, operations and memory traffic (input and weight
+    gradients), and the gradient values cross the interface the other way.
+    """
 
     def __init__(self, fmt: NumberFormat = NumberFormat()):
         self.fmt = fmt
         self.counters = CoCounters()
+        self.blocks: dict[str, CoCounters] = {}
+        self._active: Optional[CoCounters] = None
+
+    def _add(self, **kw) -> None:
+        for c in (self.counters, self._active):
+            if c is not None:
+                for k, v in kw.items():
+                    setattr(c, k, getattr(c, k) + int(v))
+
+    def run_block(self, tag: str, fn, x: torch.Tensor) -> torch.Tensor:
+        """Run ``fn(x)`` as block ``tag``: its work is counted under ``blocks[tag]`` too, and
+        its backward pass when the gradient arrives."""
+        blk = self.blocks.setdefault(tag, CoCounters())
+        before = blk.as_dict()
+        self._active = blk
+        try:
+            y = fn(x)
+        finally:
+            self._active = None
+        fwd = {k: v - before[k] for k, v in blk.as_dict().items()}
+        if y.requires_grad:
+            def on_grad(g, tag=tag, fwd=fwd):
+                self._active = self.blocks[tag]
+                try:
+                    self._add(macs=2 * fwd["macs"], ops=2 * fwd["ops"], mem_reads=2 * fwd["mem_reads"],
+                              mem_writes=2 * fwd["mem_writes"], transfers_in=fwd["transfers_out"],
+                              transfers_out=fwd["transfers_in"])
+                finally:
+                    self._active = None
+                return g
+            y.register_hook(on_grad)
+        return y
 
     def receive(self, x: torch.Tensor) -> torch.Tensor:
         """Values arriving from the analog array (each one ADC conversion), stored locally."""
         n = x.numel()
-        self.counters.transfers_in += n
-        self.counters.mem_writes += n
+        self._add(transfers_in=n, mem_writes=n)
         return self.fmt.quantize(x)
 
     def send(self, x: torch.Tensor) -> torch.Tensor:
         """Values leaving for the analog side (read from local memory)."""
         n = x.numel()
-        self.counters.transfers_out += n
-        self.counters.mem_reads += n
+        self._add(transfers_out=n, mem_reads=n)
         return x
 
     def linear(self, x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
         """``layer(x)`` on the co-processor: MACs, weight and activation reads, output writes."""
         b = x.numel() // layer.in_features
-        c = self.counters
-        c.macs += b * layer.in_features * layer.out_features
-        c.mem_reads += layer.weight.numel() + (layer.bias.numel() if layer.bias is not None else 0) + x.numel()
-        c.mem_writes += b * layer.out_features
+        self._add(macs=b * layer.in_features * layer.out_features,
+                  mem_reads=layer.weight.numel() + (layer.bias.numel() if layer.bias is not None else 0) + x.numel(),
+                  mem_writes=b * layer.out_features)
         return self.fmt.quantize(layer(x))
 
     def conv(self, x: torch.Tensor, layer: nn.Conv2d) -> torch.Tensor:
         y = layer(x)
         k = layer.weight[0].numel()
-        c = self.counters
-        c.macs += y.numel() * k
-        c.mem_reads += layer.weight.numel() + x.numel()
-        c.mem_writes += y.numel()
+        self._add(macs=y.numel() * k, mem_reads=layer.weight.numel() + x.numel(), mem_writes=y.numel())
         return self.fmt.quantize(y)
 
     def elementwise(self, y: torch.Tensor, ops_per_value: int = 1) -> torch.Tensor:
         """Account an elementwise result (adds, products, nonlinearities, pooling compares)."""
-        self.counters.ops += ops_per_value * y.numel()
-        self.counters.mem_writes += y.numel()
+        self._add(ops=ops_per_value * y.numel(), mem_writes=y.numel())
         return self.fmt.quantize(y)
 
 
@@ -136,8 +168,12 @@ class SEBlock(nn.Module):
         hidden = max(1, channels // reduction)
         self.fc1, self.fc2 = nn.Linear(channels, hidden), nn.Linear(hidden, channels)
         self.coproc = coproc
+        self.tag = "se"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.coproc.run_block(self.tag, self._forward, x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         cp = self.coproc
         xd = cp.receive(x)                                          # the feature map crosses over
         s = cp.elementwise(xd.mean((2, 3)), ops_per_value=x.shape[2] * x.shape[3])      # squeeze
@@ -156,8 +192,12 @@ class CBAMBlock(nn.Module):
         self.fc1, self.fc2 = nn.Linear(channels, hidden), nn.Linear(hidden, channels)
         self.spatial = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
         self.coproc = coproc
+        self.tag = "cbam"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.coproc.run_block(self.tag, self._forward, x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         cp = self.coproc
         hw = x.shape[2] * x.shape[3]
         xd = cp.receive(x)

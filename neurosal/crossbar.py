@@ -43,7 +43,7 @@ from torch import nn
 from .devices import Device, DeviceCard, DeviceState
 
 __all__ = ["Counters", "Crossbar", "ProgramResult", "AnalogLinear", "AnalogConv2d", "PulseSGD",
-           "analog_layers"]
+           "analog_layers", "calibrate_adc"]
 
 
 @dataclass
@@ -60,6 +60,11 @@ class Counters:
     pulsed_cells: int = 0       # device updates with at least one pulse
     update_ops: int = 0         # pulse-update operations on the array
     verify_reads: int = 0       # device reads made by write-and-verify
+    write_cycles: int = 0       # pulse slots of the updates: rows are written one at a time per tile
+                                # (all columns of a row at once, tiles in parallel), a row takes as
+                                # many slots as its largest pulse count
+    digital_macs: int = 0       # MACs in the tile's digital unit: weight gradients, off-array errors
+    buffer_accesses: int = 0    # reads + writes of a per-cell digital update buffer (hybrid rule)
 
     def reset(self) -> None:
         for f in dataclasses.fields(self):
@@ -132,6 +137,8 @@ class Crossbar:
         self.rows, self.cols = int(rows), int(cols)
         self.tile = (min(int(tile[0]), self.rows), min(int(tile[1]), self.cols))
         self.dac_bits, self.adc_bits, self.adc_range = dac_bits, adc_bits, float(adc_range)
+        self.adc_range_t = float(adc_range)      # range of the transposed (error) reads
+        self._calib: Optional[list] = None        # set by calibrate_adc: |partial sums| seen
         self.seed = int(seed)
         self.device = device if isinstance(device, Device) else Device(device)
         self.g_ref = self.device.card.g_range
@@ -284,7 +291,7 @@ class Crossbar:
         # after the ADC) whenever a converter is finite, so small vectors (e.g. backpropagated
         # errors) use the ADC's range instead of rounding to zero; spikes are full scale already
         scale = None
-        adc_fs = self.adc_range              # ADC full scale, in units of the (scaled) input
+        adc_fs = self.adc_range_t if transposed else self.adc_range   # ADC full scale (scaled input units)
         if not spikes and (self.dac_bits is not None or self.adc_bits is not None):
             lo, hi = torch.aminmax(x, dim=1, keepdim=True)
             scale = torch.maximum(-lo, hi).clamp_min(torch.finfo(x.dtype).tiny)
@@ -293,7 +300,7 @@ class Crossbar:
             else:
                 # no DAC: reading x and quantizing on a per-vector ADC scale adc_range*s is the
                 # same as reading x/s on adc_range and multiplying by s, without dividing x
-                adc_fs = self.adc_range * scale.view(1, -1, 1)
+                adc_fs = adc_fs * scale.view(1, -1, 1)
                 scale = None
         w = self.weights()
         sr = self.read_noise
@@ -302,7 +309,7 @@ class Crossbar:
         if events is not None:
             vec, row = events[:, 0], events[:, 1]
             y = self._gather(vec, row, None if spikes else x[vec, row], batch, w.t() if transposed else w,
-                             t_in, nt_in, ideal, adc_fs)
+                             t_in, nt_in, ideal, adc_fs, transposed)
         elif ideal:
             y = x @ (w.t() if transposed else w)
         else:
@@ -326,7 +333,7 @@ class Crossbar:
                     torch.matmul(x[:, a:b], wm[a:b], out=part[k])
                     if l2 is not None:
                         l2[k] = torch.linalg.vector_norm(x[:, a:b], dim=1, keepdim=True)
-            y = self._periphery(part, l2, adc_fs)
+            y = self._periphery(part, l2, adc_fs, transposed)
         if scale is not None:
             y = y * scale
         return y
@@ -351,7 +358,7 @@ class Crossbar:
         ideal = self.adc_bits is None and self.read_noise == 0
         return self._gather(vec, row, None, n_vectors, self.weights(), t_in, nt_in, ideal)
 
-    def _gather(self, vec, row, val, batch, w, t_in, nt_in, ideal, adc_fs=None):
+    def _gather(self, vec, row, val, batch, w, t_in, nt_in, ideal, adc_fs=None, transposed=False):
         """Event-driven read: sum the weight rows of the active inputs only (embedding-bag sum
         over the events of each (vector, tile), sorted by vector then row); ``val``: input
         values of the events (``None`` for spikes)."""
@@ -370,9 +377,10 @@ class Crossbar:
             sq = counts.to(w.dtype) if val is None else torch.zeros(
                 batch * nt_in, dtype=w.dtype, device=w.device).index_add_(0, slot, val * val)
             l2 = sq.view(batch, nt_in).t().unsqueeze(-1).sqrt()
-        return self._periphery(part, l2, adc_fs)
+        return self._periphery(part, l2, adc_fs, transposed)
 
-    def _periphery(self, part: torch.Tensor, l2: Optional[torch.Tensor], adc_fs=None) -> torch.Tensor:
+    def _periphery(self, part: torch.Tensor, l2: Optional[torch.Tensor], adc_fs=None,
+                   transposed: bool = False) -> torch.Tensor:
         """Read noise and ADC on per-tile partial sums ``[nt_in, batch, n_out]`` (``l2``: each
         tile's input norm sqrt(sum x^2), ``[nt_in, batch, 1]``; ``adc_fs``: the ADC's full
         scale, a number or ``[1, batch, 1]``); the tiles are summed digitally."""
@@ -382,6 +390,15 @@ class Crossbar:
             sig = (sr * math.sqrt(2.0)) * l2
             part = part + sig * torch.randn(part.shape, generator=self.generator, dtype=part.dtype,
                                             device=part.device)
+        if self._calib is not None and not transposed:
+            # calibration: the partial sums in units of this ADC's range (per-vector scale removed)
+            rel = part.abs() if adc_fs is None or not isinstance(adc_fs, torch.Tensor) \
+                else part.abs() / (adc_fs / self.adc_range)
+            rel = rel.flatten()
+            if rel.numel() > (1 << 20):                 # a fixed, seeded subsample of big reads
+                idx = torch.randint(rel.numel(), (1 << 20,), generator=torch.Generator().manual_seed(0))
+                rel = rel[idx]
+            self._calib.append(rel.to(torch.float32))
         if self.adc_bits is not None:
             part = _quantize_sym(part, self.adc_range if adc_fs is None else adc_fs, self.adc_bits)
         return part.sum(0)
@@ -407,8 +424,21 @@ class Crossbar:
         c.pulses += applied
         c.pulsed_cells += pulsed
         c.update_ops += 1
+        c.write_cycles += self._write_cycles(n)
         self.version += 1
         return applied
+
+    def _write_cycles(self, n: torch.Tensor) -> int:
+        """Pulse slots to apply ``n`` ([2, rows, cols]): per tile, the sum over its rows of the
+        row's largest |count| (both devices of a pair are in the same row); tiles in parallel."""
+        tr, tc = self.tile
+        a = n.abs().amax(0)                                         # [rows, cols]
+        pc = self.n_col_tiles * tc - self.cols
+        pr = self.n_row_tiles * tr - self.rows
+        if pc or pr:
+            a = F.pad(a, (0, pc, 0, pr))
+        row_max = a.view(self.n_row_tiles * tr, self.n_col_tiles, tc).amax(-1)     # [rows, col tiles]
+        return int(row_max.view(self.n_row_tiles, tr, self.n_col_tiles).sum(1).amax().item())
 
     def advance(self, seconds: float) -> None:
         """Move the chip clock forward (conductances drift if the device drifts)."""
@@ -499,7 +529,8 @@ class Crossbar:
         return {"state": {k: (v.clone() if isinstance(v, torch.Tensor) else v)
                           for k, v in self._state.state_dict().items()},
                 "rng": self.generator.get_state(), "time": self.time, "counters": self.counters.as_dict(),
-                "card": self.device.card.to_dict(), "rows": self.rows, "cols": self.cols}
+                "card": self.device.card.to_dict(), "rows": self.rows, "cols": self.cols,
+                "adc_range": self.adc_range, "adc_range_t": self.adc_range_t}
 
     def load_state_dict(self, sd: dict) -> None:
         if (sd["rows"], sd["cols"]) != (self.rows, self.cols):
@@ -508,6 +539,8 @@ class Crossbar:
         self.generator.set_state(sd["rng"])
         self.time = sd["time"]
         self.counters = Counters(**sd["counters"])
+        self.adc_range = float(sd.get("adc_range", self.adc_range))
+        self.adc_range_t = float(sd.get("adc_range_t", self.adc_range_t))
         self.version += 1
 
     def __repr__(self) -> str:
@@ -530,12 +563,17 @@ class _AnalogMatmul(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         layer = ctx.layer
         gx = None
+        macs = x.shape[0] * layer.crossbar.rows * layer.crossbar.cols
         if ctx.needs_input_grad[0]:
             if layer.digital_backward:     # errors computed off-array in full precision (hybrid rule)
                 gx = gy @ (layer.crossbar.weights().t() * layer.weight_scale)
+                layer.crossbar.counters.digital_macs += macs
             else:
                 gx = layer.crossbar.backward(gy) * layer.weight_scale
-        gw = gy.t() @ x if ctx.needs_input_grad[1] else None      # [out, in], like nn.Linear
+        gw = None
+        if ctx.needs_input_grad[1]:
+            gw = gy.t() @ x                                      # [out, in], like nn.Linear
+            layer.crossbar.counters.digital_macs += macs
         return gx, gw, None
 
 
@@ -571,13 +609,16 @@ class _AnalogConv(torch.autograd.Function):
         kh, kw = layer.kernel_size
         shape4 = (layer.out_channels, layer.in_channels, kh, kw)
         gx = gw = None
+        macs = gy.shape[0] * gy.shape[2] * gy.shape[3] * layer.crossbar.rows * layer.crossbar.cols
         if ctx.needs_input_grad[1]:
             gw = torch.nn.grad.conv2d_weight(x, shape4, gy, stride=layer._s, padding=layer._p).reshape(
                 layer.out_channels, -1)
+            layer.crossbar.counters.digital_macs += macs
         if ctx.needs_input_grad[0]:
             if layer.digital_backward:
                 w4 = (layer.crossbar.weights().t() * layer.weight_scale).reshape(shape4)
                 gx = torch.nn.grad.conv2d_input(x.shape, w4, gy, stride=layer._s, padding=layer._p)
+                layer.crossbar.counters.digital_macs += macs
             else:
                 b = x.shape[0]
                 g_flat = gy.reshape(b, layer.out_channels, -1).transpose(1, 2).reshape(-1, layer.out_channels)
@@ -700,6 +741,42 @@ class AnalogConv2d(_AnalogBase):
 def analog_layers(module: nn.Module) -> list[_AnalogBase]:
     """All analog (crossbar) layers inside ``module``."""
     return [m for m in module.modules() if isinstance(m, _AnalogBase)]
+
+
+def calibrate_adc(crossbars, run, *, quantile: float = 0.999, min_range: float = 1e-3) -> list[float]:
+    r"""Set each crossbar's forward ADC range from the partial sums it sees.
+
+    ``run()`` performs forward reads (e.g. a network on a calibration batch); every crossbar in
+    ``crossbars`` that has a finite ADC records :math:`|\text{partial sum}|` of each tile (in
+    units of its range, with the per-vector input scale removed), and its ``adc_range`` becomes
+    the ``quantile`` of those values: the chip's ADC reference set for the signal it really
+    carries. Sparse spike inputs give column sums far below a range made for dense inputs; a
+    calibrated range puts the ADC's levels where the signal is. Transposed (error) reads keep
+    their own range (``adc_range_t``). Returns the new ranges (``nan`` where nothing was read).
+    """
+    if not 0.5 <= quantile <= 1.0:
+        raise ValueError(f"quantile must be in [0.5, 1], got {quantile}")
+    xbs = [c for c in crossbars if c.adc_bits is not None]
+    for c in xbs:
+        c._calib = []
+    try:
+        run()
+    finally:
+        seen = {id(c): c._calib for c in xbs}
+        for c in xbs:
+            c._calib = None
+    ranges = []
+    for c in crossbars:
+        vals = seen.get(id(c))
+        if not vals:
+            ranges.append(float("nan"))
+            continue
+        v = torch.cat(vals)
+        if v.numel() > (1 << 24):                       # torch.quantile's input limit
+            v = v[torch.randint(v.numel(), (1 << 24,), generator=torch.Generator().manual_seed(1))]
+        c.adc_range = max(float(torch.quantile(v, quantile)), min_range)
+        ranges.append(c.adc_range)
+    return ranges
 
 
 # ============================================================================ optimizer

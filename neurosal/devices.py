@@ -168,6 +168,16 @@ class Pulse:
 
 
 @dataclass(frozen=True)
+class Energy:
+    """Measured per-device energies (for the cost model); left out, they are derived from
+    ``[pulse]``: V^2 x mean G x width per pulse, 2 V_read^2 x mean G x t_read per cell read."""
+
+    write_pj: Optional[float] = spec(None, lo=0.0, hi=1e9, unit="pJ", doc="energy of one programming pulse")
+    read_fj: Optional[float] = spec(None, lo=0.0, hi=1e9, unit="fJ", doc="energy of one cell (pair) read")
+    source: str = spec("", doc="where the energies come from")
+
+
+@dataclass(frozen=True)
 class DeviceCard:
     """A device model card (``devices/*.toml``). SI units: siemens, volts, seconds."""
 
@@ -193,6 +203,7 @@ class DeviceCard:
     faults: Faults = dataclasses.field(default_factory=Faults)
     drift: Drift = dataclasses.field(default_factory=Drift)
     pulse: Pulse = dataclasses.field(default_factory=Pulse)
+    energy: Energy = dataclasses.field(default_factory=Energy)
 
     # -- derived -----------------------------------------------------------------
     @property

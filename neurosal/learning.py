@@ -33,11 +33,13 @@ from torch import nn
 from tqdm import tqdm
 
 from . import coding as coding_mod
-from .crossbar import AnalogLinear, PulseSGD, analog_layers
+from .cost import phase
+from .crossbar import AnalogLinear, PulseSGD, analog_layers, calibrate_adc
 from .neurons import RateNeurons
 from .simulator import Network, Simulator, encoder_for
 
-__all__ = ["RULES", "BP", "DFA", "Hybrid", "Verify", "make_rule", "forward", "evaluate", "train"]
+__all__ = ["RULES", "BP", "DFA", "Hybrid", "Verify", "make_rule", "forward", "evaluate", "train", "calibrate",
+           "crossbars"]
 
 RULES = ("bp", "dfa", "hybrid", "verify")
 
@@ -87,13 +89,38 @@ def evaluate(net: Network, x: torch.Tensor, y: torch.Tensor, *, coding: str, ste
     return correct / max(1, len(y))
 
 
+def crossbars(net) -> list:
+    """Every crossbar of ``net`` (a simulator :class:`Network` or an analog module)."""
+    if isinstance(net, Network):
+        return [layer.crossbar for layer in net.layers if layer.crossbar is not None]
+    return [m.crossbar for m in analog_layers(net)]
+
+
+@torch.no_grad()
+def calibrate(net, x: torch.Tensor, *, coding: str, steps: int, quantile: float = 0.999, seed: int = 0) -> list:
+    """Calibrate every array's forward ADC range on the inputs ``x`` (see
+    :func:`~neurosal.crossbar.calibrate_adc`), in the network's present mode; batch-norm
+    running statistics are left as they were. The reads are counted like any others."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    try:
+        return calibrate_adc(crossbars(net), lambda: forward(net, x, coding=coding, steps=steps, seed=seed),
+                             quantile=quantile)
+    finally:
+        for m, (a, b, c) in zip(bns, saved):
+            m.running_mean.copy_(a), m.running_var.copy_(b), m.num_batches_tracked.copy_(c)
+
+
 def _backprop_step(net, opt, x, y, *, coding: str, steps: int, seed: int) -> float:
     """Forward, cross-entropy, backward, then ``opt`` (pulses for analog weights)."""
     opt.zero_grad()
-    res = forward(net, x, coding=coding, steps=steps, seed=seed)
-    loss = nn.functional.cross_entropy(_loss_scores(res, coding, net), y)
-    loss.backward()
-    opt.step()
+    with phase("forward"):
+        res = forward(net, x, coding=coding, steps=steps, seed=seed)
+        loss = nn.functional.cross_entropy(_loss_scores(res, coding, net), y)
+    with phase("backward"):
+        loss.backward()
+    with phase("update"):
+        opt.step()
     return loss.item()
 
 
@@ -139,29 +166,37 @@ class DFA(BP):
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
         self.opt.zero_grad()
         hs, acts = [x], []
-        with torch.no_grad():
+        with torch.no_grad(), phase("forward"):
             h = x
             for layer in self.net.layers:
                 a = layer.synapse(h)
                 acts.append(a)
+                layer.neuron_updates += a.numel()
                 h = a.clamp(0, 1)
                 hs.append(h)
-            out = acts[-1]
+        out = acts[-1]
+        with torch.no_grad(), phase("backward"):
             p = torch.softmax(out, 1)
             e = p - nn.functional.one_hot(y, out.shape[1]).to(p.dtype)          # dL/dy of cross-entropy
             B = len(y)
             for li, layer in enumerate(self.net.layers):
+                xb = layer.crossbar
                 if li == len(self.net.layers) - 1:
                     delta = e
                 else:
                     a = acts[li]
                     delta = (e @ self.feedback[li]) * ((a > 0) & (a < 1)).to(e.dtype)
+                    if xb is not None:                   # the fixed random projection, digital
+                        xb.counters.digital_macs += B * self.feedback[li].numel()
                 syn = layer.synapse
                 syn.weight.grad = delta.t() @ hs[li] / B
+                if xb is not None:
+                    xb.counters.digital_macs += B * syn.weight.numel()
                 if syn.bias is not None:
                     syn.bias.grad = delta.mean(0)
             loss = nn.functional.cross_entropy(out, y)
-        self.opt.step()
+        with phase("update"):
+            self.opt.step()
         return loss.item()
 
 
@@ -184,10 +219,12 @@ class Hybrid:
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
         for p in self.net.parameters():
             p.grad = None
-        res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
-        loss = nn.functional.cross_entropy(_loss_scores(res, coding, self.net), y)
-        loss.backward()
-        with torch.no_grad():
+        with phase("forward"):
+            res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
+            loss = nn.functional.cross_entropy(_loss_scores(res, coding, self.net), y)
+        with phase("backward"):
+            loss.backward()
+        with torch.no_grad(), phase("update"):
             for p in self.digital:
                 if p.grad is not None:
                     p.add_(p.grad, alpha=-self.lr)
@@ -195,6 +232,7 @@ class Hybrid:
                 if layer.weight.grad is None:
                     continue
                 buf.add_(layer.weight.grad.t(), alpha=-self.lr / layer.weight_scale)   # crossbar weight units
+                layer.crossbar.counters.buffer_accesses += 2 * buf.numel()          # read-modify-write
                 self._write(layer.crossbar, buf)
         return loss.item()
 
@@ -310,6 +348,13 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     history = []
     t0 = time.perf_counter()
     n = len(data.y_train)
+    per = card.periphery
+    calib_x = data.x_train[torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7))[:256]]
+
+    def recalibrate():
+        if per.adc_calibration == "epoch":
+            calibrate(net, calib_x, coding=coding, steps=T, quantile=per.adc_quantile, seed=seed + 11)
+    recalibrate()
     with tqdm(total=epochs * n, unit="sample", desc=f"train {rule}", disable=not progress) as bar:
         for ep in range(epochs):
             perm = torch.randperm(n, generator=g)
@@ -319,9 +364,11 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
                 losses.append(r.step(data.x_train[j], data.y_train[j], coding=coding, steps=T,
                                      seed=seed * 1_000_003 + ep * n + i))
                 bar.update(len(j))
+            recalibrate()
             if isinstance(r, Verify) and ep == epochs - 1:
                 r.software_accuracy = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
-                r.finish()
+                with phase("update"):
+                    r.finish()
             acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
             history.append({"epoch": ep + 1, "loss": sum(losses) / len(losses), "test_accuracy": acc})
             bar.set_postfix(acc=f"{acc:.3f}")

@@ -66,6 +66,10 @@ class PeripheryCard:
     dac_bits: Optional[int] = spec(None, lo=1, hi=24)
     adc_bits: Optional[int] = spec(None, lo=1, hi=24)
     adc_range: float = spec(12.0, lo=0, lo_open=True)
+    adc_calibration: str = spec("none", choices=("none", "epoch"),
+                                doc="epoch: before training and after every epoch, set each array's forward "
+                                    "ADC range from the partial sums it reads on a training batch")
+    adc_quantile: float = spec(0.999, lo=0.5, hi=1.0, doc="quantile of |partial sum| the calibrated range covers")
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ class NetworkCard:
     attach: tuple[float, ...] = spec((1, 2, 3), lo=1, hi=3, doc="resnet: stages with an attention block")
     dstd_steps: int = spec(4, lo=1, hi=1024, doc="charge-mlp: DSTD grid steps M per phase")
     logit_scale: float = spec(10.0, lo=0, lo_open=True, doc="charge-mlp: logits = scale x (1 - output time)")
+    spike_logit_scale: float = spec(4.0, lo=0, lo_open=True,
+                                    doc="resnet in spike coding: logits = scale x the classifier's mean output "
+                                        "over the steps (the mean of spike maps is small)")
     cp_format: str = spec("fixed", choices=("fixed", "float"), doc="co-processor number format")
     cp_bits: int = spec(16, lo=2, hi=32)
     cp_frac_bits: int = spec(10, lo=0, hi=31)
@@ -253,6 +260,7 @@ def sanet_resnet(depth: int = 8, width: int = 16, *, attention: Optional[str] = 
     net = SAnet(depth, width, input_shape=input_shape, classes=classes, attention=attention, attach=attach,
                 device=device, seed=seed, number_format=fmt, coding=coding, steps=T, lif=lif,
                 dt=card.dt if card is not None else 1e-3,
+                spike_logit_scale=card.spike_logit_scale if card is not None else 4.0,
                 xbar=dict(tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits, adc_bits=p.adc_bits,
                           adc_range=p.adc_range))
     net.meta = {"recipe": card.to_dict() if card is not None else {"kind": "resnet", "depth": depth, "width": width},

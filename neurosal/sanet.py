@@ -14,7 +14,12 @@ surrogate gradients, BPTT); residual blocks add spikes element-wise (SEW-ResNet 
 next array sees 0, 1 or 2 per row, through its DAC). **What the attention sees in spike
 mode:** the spike map of the current step after its stage; its gate (in (0, 1)) scales that
 map, so the next stage receives analog values. The classifier's output currents are averaged
-over the ``T`` steps (the logits).
+over the ``T`` steps and scaled by ``spike_logit_scale`` (the logits).
+
+Spike mode runs layer by layer, like :class:`~neurosal.simulator.Simulator`: each array reads
+all ``T`` steps of its input in one call (the reads, conversions and noise draws of ``T``
+calls), batch normalization sees time and batch together (tdBN, Zheng et al. 2021), and the
+layer's LIF neurons then step through time.
 
 Attachment strategies: ``attach`` names the stages (1-based) that get a block;
 :meth:`SAnet.detach` switches blocks off after training (the backbone then runs alone, no
@@ -54,16 +59,18 @@ class BasicBlock(nn.Module):
             self.short = nn.Sequential(AnalogConv2d(cin, cout, 1, stride=stride, bias=False, seed=seed + 2, **xbar),
                                        nn.BatchNorm2d(cout))
 
-    def forward(self, x):
-        out = _act(self.bn1(self.conv1(x)))
+    def forward(self, x, act=lambda key, v: _act(v)):
+        """Rate mode; ``act(key, value)`` is the periphery's activation of the conv ``key``."""
+        out = act("conv1", self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return _act(out + (x if self.short is None else self.short(x)))
+        return act("conv2", out + (x if self.short is None else self.short(x)))
 
     def forward_spike(self, x, neuron):
-        """One time step in spike mode; ``neuron(key, current)`` steps this block's LIF layers."""
-        z1 = neuron("a", self.bn1(self.conv1(x)))
-        z2 = neuron("b", self.bn2(self.conv2(z1)))
-        sc = x if self.short is None else neuron("s", self.short(x))
+        """Spike mode, all ``T`` steps of the layer at once: ``x`` is ``[T*B, C, H, W]`` (time
+        major) and ``neuron(key, current)`` runs the LIF neurons of the conv ``key`` through the steps."""
+        z1 = neuron("conv1", self.bn1(self.conv1(x)))
+        z2 = neuron("conv2", self.bn2(self.conv2(z1)))
+        sc = x if self.short is None else neuron("short.0", self.short(x))
         return z2 + sc                                   # spike-element-wise ADD
 
 
@@ -75,11 +82,14 @@ class SAnet(nn.Module):
                  attention: Optional[str] = None, attach: Sequence[int] = (1, 2, 3), device="ideal",
                  seed: int = 0, xbar: Optional[dict] = None, number_format: NumberFormat = NumberFormat(),
                  coding: str = "rate", steps: int = 8, lif: LIFParameters = LIFParameters(alpha=10.0),
-                 dt: float = 1e-3):
+                 dt: float = 1e-3, spike_logit_scale: float = 4.0):
         super().__init__()
         if coding not in ("rate", "spike"):
             raise ValueError(f"SAnet runs rate- or spike-coded, got coding {coding!r}")
         self.coding, self.steps, self.lif, self.dt = coding, int(steps), lif, float(dt)
+        self.spike_logit_scale = float(spike_logit_scale)
+        #: neuron work per analog layer (module name): [updates, spikes], cumulative
+        self.neuron_counts: dict[str, list[int]] = {}
         self._spike_gen = torch.Generator().manual_seed(seed + 4099)
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"ResNet depth must be 6n + 2 >= 8 (8, 14, 20, ...), got {depth}")
@@ -108,6 +118,7 @@ class SAnet(nn.Module):
             for st in attach:
                 blk = make_attention(attention, (width, 2 * width, 4 * width)[st - 1], self.coprocessor)
                 if blk is not None:
+                    blk.tag = f"attn.{st}"
                     self.attn[str(st)] = blk
         self.attached = set(int(k) for k in self.attn)
         self.fc = AnalogLinear(4 * width, classes, device=device, seed=s, **{k: v for k, v in xbar.items()
@@ -127,30 +138,46 @@ class SAnet(nn.Module):
             x = x.reshape(-1, *self.input_shape)
         if self.coding == "spike":
             return self._forward_spike(x)
-        h = _act(self.bn(self.stem(x)))
+        counts = self.neuron_counts
+
+        def act(key, v):
+            c = counts.setdefault(key, [0, 0])
+            c[0] += v.numel()                               # one activation per output value
+            return _act(v)
+        h = act("stem", self.bn(self.stem(x)))
         for i, stage in enumerate(self.stages, start=1):
-            h = stage(h)
+            for j, blk in enumerate(stage):
+                h = blk(h, lambda key, v, p=f"stages.{i - 1}.{j}.": act(p + key, v))
             if i in self.attached:
                 h = self.attn[str(i)](h)
         h = h.mean((2, 3))                                  # global average pool (periphery)
         return self.fc(h)
 
     def _forward_spike(self, x: torch.Tensor) -> torch.Tensor:
-        state: dict = {}
+        # Layer by layer: every array reads all T steps of its input in one call (the same reads,
+        # conversions and noise draws as T calls); BN normalizes over time and batch (tdBN);
+        # then the layer's LIF neurons step through time.
+        T, B = self.steps, x.shape[0]
 
         def neuron(key, current):
-            v = state.get(key)
-            z, state[key] = lif_step(current, torch.zeros_like(current) if v is None else v, self.lif, self.dt)
+            cur = current.reshape(T, B, *current.shape[1:])
+            v = torch.zeros_like(cur[0])
+            zs = []
+            for t in range(T):
+                z, v = lif_step(cur[t], v, self.lif, self.dt)
+                zs.append(z)
+            z = torch.stack(zs).reshape(current.shape)
+            c = self.neuron_counts.setdefault(key, [0, 0])
+            c[0] += current.numel()                         # neuron updates (T per neuron)
+            c[1] += int(z.detach().sum().item())            # spikes
             return z
 
-        out = 0.0
-        for _ in range(self.steps):
-            s = (torch.rand(x.shape, generator=self._spike_gen) < x).to(x.dtype)      # Bernoulli input spikes
-            h = neuron("stem", self.bn(self.stem(s)))
-            for i, stage in enumerate(self.stages, start=1):
-                for j, blk in enumerate(stage):
-                    h = blk.forward_spike(h, lambda key, c, i=i, j=j: neuron(f"{i}.{j}.{key}", c))
-                if i in self.attached:
-                    h = self.attn[str(i)](h)
-            out = out + self.fc(h.mean((2, 3)))
-        return out / self.steps
+        s = (torch.rand((T,) + tuple(x.shape), generator=self._spike_gen) < x).to(x.dtype)  # Bernoulli spikes
+        h = neuron("stem", self.bn(self.stem(s.reshape(T * B, *x.shape[1:]))))
+        for i, stage in enumerate(self.stages, start=1):
+            for j, blk in enumerate(stage):
+                h = blk.forward_spike(h, lambda key, c, p=f"stages.{i - 1}.{j}.": neuron(p + key, c))
+            if i in self.attached:
+                h = self.attn[str(i)](h)                 # per step: each step's map is its own sample
+        out = self.fc(h.mean((2, 3)))                    # [T*B, classes]
+        return self.spike_logit_scale * out.reshape(T, B, -1).mean(0)

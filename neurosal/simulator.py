@@ -51,6 +51,8 @@ class Layer(nn.Module):
     def __init__(self, synapse: nn.Module, neurons: nn.Module, name: str):
         super().__init__()
         self.synapse, self.neurons, self.name = synapse, neurons, name
+        self.neuron_updates = 0      # cumulative neuron state updates (steps x samples x neurons)
+        self.spike_count = 0         # cumulative output spikes
 
     @property
     def n_in(self) -> int:
@@ -263,10 +265,13 @@ class Simulator:
                     if xb is not None and xb.last_path is not None:
                         paths[layer.name][xb.last_path] += 1
                         xb.last_path = None
+                    layer.neuron_updates += K * B * layer.n_out
                     if isinstance(neu, RateNeurons):
                         ev[layer.name]["spikes"] = None
                     else:
-                        ev[layer.name]["spikes"] += int(z.sum().item())
+                        n_sp = int(z.sum().item())
+                        ev[layer.name]["spikes"] += n_sp
+                        layer.spike_count += n_sp
                     self._emit(pidx, layer.name, {"spikes": z, "v": v, "current": cur}, t0, recorder, store)
                     h = z
                     spikes = not isinstance(neu, RateNeurons)

@@ -275,3 +275,30 @@ def test_round_vs_stochastic_rounding_on_tiny_updates():
     layer(torch.randn(8, 4)).sum().backward()
     opt.step()
     assert torch.equal(layer.crossbar.weights(), w0)
+
+
+def test_adc_calibration_puts_the_range_on_sparse_spike_sums():
+    """A range made for dense inputs wastes an ADC's levels on sparse spikes; calibrating the
+    forward range to a quantile q of the partial sums clips at most a fraction 1 - q of them on
+    the calibration data, cuts the quantization error, and leaves the error reads' range alone."""
+    from neurosal.crossbar import calibrate_adc
+    g = torch.Generator().manual_seed(0)
+    xb = Crossbar(256, 64, "ideal", tile=(128, 64), adc_bits=6, adc_range=12.0, seed=0)
+    xb.program(torch.empty(256, 64).uniform_(-0.5, 0.5, generator=g), tolerance=1e-3)
+    x = (torch.rand(512, 256, generator=g) < 0.03).float()
+    exact = x @ xb.weights()
+    err_before = (xb.forward(x, spikes=True) - exact).abs().mean()
+    q = 0.99
+    ranges = calibrate_adc([xb], lambda: xb.forward(x, spikes=True), quantile=q)
+    assert ranges == [xb.adc_range] and xb.adc_range < 12.0 and xb.adc_range_t == 12.0
+    parts = torch.stack([x[:, :128] @ xb.weights()[:128], x[:, 128:] @ xb.weights()[128:]])
+    clipped = float((parts.abs() > xb.adc_range).float().mean())
+    assert clipped <= 1 - q + 1e-6
+    err_after = (xb.forward(x, spikes=True) - exact).abs().mean()
+    assert err_after < 0.5 * err_before
+    # the range is part of the chip's state
+    other = Crossbar(256, 64, "ideal", tile=(128, 64), adc_bits=6, adc_range=12.0, seed=0)
+    other.load_state_dict(xb.state_dict())
+    assert other.adc_range == xb.adc_range and other.adc_range_t == 12.0
+    with pytest.raises(ValueError, match="quantile"):
+        calibrate_adc([xb], lambda: None, quantile=0.2)

@@ -112,3 +112,18 @@ def test_hybrid_with_only_the_first_layer_on_the_array():
     assert r["test_accuracy"] >= soft - 0.03
     with pytest.raises(ValueError, match="available for mlp recipes"):
         train("resnet8", "ideal", array="first", epochs=1, progress=False, limit_train=8)
+
+
+def test_calibrate_sets_forward_adc_ranges_and_keeps_batch_norm_statistics():
+    from neurosal.learning import calibrate, crossbars
+    from neurosal.networks import build
+    net = build("resnet8", device="moderate", coding="spike", input_shape=(1, 8, 8), classes=10, steps=4)
+    bn = [(m.running_mean.clone(), m.running_var.clone()) for m in net.modules()
+          if isinstance(m, torch.nn.BatchNorm2d)]
+    ranges = calibrate(net, torch.rand(16, 64, generator=torch.Generator().manual_seed(0)), coding="spike", steps=4)
+    xbs = crossbars(net)
+    assert len(ranges) == len(xbs) == 10
+    assert all(r == c.adc_range and 0 < r < 12.0 for r, c in zip(ranges, xbs))   # spikes sum far below 12
+    assert all(c.adc_range_t == 12.0 for c in xbs)
+    after = [(m.running_mean, m.running_var) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(bn, after))

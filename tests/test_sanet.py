@@ -123,7 +123,52 @@ def test_spike_coded_sanet_runs_and_backpropagates_through_time():
     x = torch.rand(3, 64)
     logits = net(x)
     assert logits.shape == (3, 10)
+    # the attention saw one spike map per step: 4 steps x (16*8*8 + 32*4*4 + 64*2*2) values per sample
+    n_map = 3 * 4 * (16 * 64 + 32 * 16 + 64 * 4)
+    c = net.coprocessor.counters
+    assert c.transfers_in == n_map and c.transfers_out == n_map
+    macs = c.macs
     logits.sum().backward()
     assert all(layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0 for layer in analog_layers(net))
-    # the attention saw one spike map per step: 4 steps x (16*8*8 + 32*4*4 + 64*2*2) values per sample
-    assert net.coprocessor.counters.transfers_in == 3 * 4 * (16 * 64 + 32 * 16 + 64 * 4)
+    # backward on the co-processor: the gradients cross back, and twice the forward MACs
+    assert c.transfers_in == 2 * n_map and c.transfers_out == 2 * n_map and c.macs == 3 * macs
+
+
+def test_spike_sanet_layer_by_layer_equals_step_by_step():
+    """Spike mode reads all T steps of a layer at once; in inference (BN a fixed affine map) that
+    is the same network as stepping every layer one time step at a time, with the same reads."""
+    from neurosal.neurons import lif_step
+    net = build("sanet-resnet8", device="ideal", coding="spike", input_shape=(1, 8, 8), classes=10, steps=5)
+    net.eval()
+    for m in net.modules():                     # non-trivial BN statistics, so neurons fire
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.05, 0.05, generator=torch.Generator().manual_seed(3))
+            m.running_var.fill_(0.02)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    gen_state = net._spike_gen.get_state()
+    with torch.no_grad():
+        got = net(x)
+        reads_got = [a.crossbar.counters.forward_reads for a in analog_layers(net)]
+        for a in analog_layers(net):
+            a.crossbar.counters.forward_reads = 0
+        net._spike_gen.set_state(gen_state)
+        spikes = (torch.rand((5,) + tuple(x.shape), generator=net._spike_gen) < x).float()
+        v, out = {}, 0.0
+
+        def neuron(key, c):
+            z, v[key] = lif_step(c, v.get(key, torch.zeros_like(c)), net.lif, net.dt)
+            return z
+        for t in range(5):
+            h = neuron("stem", net.bn(net.stem(spikes[t])))
+            for i, stage in enumerate(net.stages, start=1):
+                for j, blk in enumerate(stage):
+                    z1 = neuron(f"{i}{j}a", blk.bn1(blk.conv1(h)))
+                    z2 = neuron(f"{i}{j}b", blk.bn2(blk.conv2(z1)))
+                    h = z2 + (h if blk.short is None else neuron(f"{i}{j}s", blk.short(h)))
+                if i in net.attached:
+                    h = net.attn[str(i)](h)
+            out = out + net.fc(h.mean((2, 3)))
+        want = net.spike_logit_scale * out / 5
+    assert got.abs().sum() > 0
+    assert torch.allclose(got, want, atol=1e-5)
+    assert reads_got == [a.crossbar.counters.forward_reads for a in analog_layers(net)]
