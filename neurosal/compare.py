@@ -1,6 +1,7 @@
 """``neurosal compare-coding``: the same network trained rate-coded and spike-coded on the same
 chip, then measured on the test set: accuracy, time steps, spikes and synaptic events per
-sample (from the crossbars' event counters of the test run), training pulses and time."""
+sample (from the crossbars' event counters of the test run), energy per sample (the cost
+ledger of the same test run, :mod:`neurosal.cost`), training pulses, energy and time."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .cost import COMPONENTS, Ledger, cost_report
 from .learning import forward, train
 from .simulator import Network
 
@@ -16,47 +18,59 @@ __all__ = ["compare_coding", "plot_comparison"]
 
 
 @torch.no_grad()
-def _test_events(net, x, y, coding: str, steps: int, seed: int, batch: int = 256) -> dict:
-    """Accuracy and per-sample events of a test run (counters reset before)."""
+def _test_events(net, x, y, coding: str, steps: int, seed: int, batch: int = 256,
+                 periphery="isaac-32nm", coprocessor="puma-vfu-32nm") -> dict:
+    """Accuracy, per-sample events and energy of a test run (counters reset before)."""
     layers = [layer for layer in net.layers if layer.crossbar is not None] if isinstance(net, Network) else []
     for layer in layers:
         layer.crossbar.counters.reset()
     correct, spikes = 0, 0
     net.eval()
-    for i in range(0, len(y), batch):
-        res = forward(net, x[i:i + batch], coding=coding, steps=steps, seed=seed + i)
-        correct += int((res.scores.argmax(1) == y[i:i + batch]).sum())
-        if coding != "rate":
-            spikes += sum(ev["spikes"] or 0 for ev in res.events.values())
+    led = Ledger(net, samples=len(y))
+    with led.phase("forward"):
+        for i in range(0, len(y), batch):
+            res = forward(net, x[i:i + batch], coding=coding, steps=steps, seed=seed + i)
+            correct += int((res.scores.argmax(1) == y[i:i + batch]).sum())
+            if coding != "rate":
+                spikes += sum(ev["spikes"] or 0 for ev in res.events.values())
     n = len(y)
+    rep = cost_report(led, periphery=periphery, coprocessor=coprocessor)
     syn = sum(layer.crossbar.counters.cell_reads for layer in layers)
     adc = sum(layer.crossbar.counters.adc_conversions for layer in layers)
     dac = sum(layer.crossbar.counters.dac_conversions for layer in layers)
     return {"accuracy": correct / n, "spikes_per_sample": spikes / n if coding != "rate" else None,
             "synaptic_events_per_sample": syn / n, "adc_conversions_per_sample": adc / n,
-            "dac_conversions_per_sample": dac / n}
+            "dac_conversions_per_sample": dac / n, "energy_per_sample_j": rep.energy_j / n,
+            "analog_energy_per_sample_j": rep.analog_energy_j / n, "digital_energy_per_sample_j": rep.digital_energy_j / n,
+            "energy_components_per_sample_j": {c: rep.energy(component=c) / n for c in COMPONENTS}}
 
 
 def compare_coding(network, device, *, dataset: str = "digits", data_dir=None, codings: Sequence[str] = ("rate", "spike"),
                    rule: str = "hybrid", epochs: int = 2, steps: Optional[int] = None, seed: int = 0, lr: float = 0.1,
                    batch: int = 8, limit_train: Optional[int] = None, limit_test: Optional[int] = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, periphery="isaac-32nm", coprocessor="puma-vfu-32nm") -> dict:
     rows = []
     for coding in codings:
         res, net, data = train(network, device, rule=rule, coding=coding, dataset=dataset, data_dir=data_dir,
                                epochs=epochs, seed=seed, lr=lr, batch=batch, steps=steps, limit_train=limit_train,
-                               limit_test=limit_test, progress=progress, return_net=True)
+                               limit_test=limit_test, progress=progress, return_net=True, periphery=periphery,
+                               coprocessor=coprocessor)
         T = res["steps"]
-        ev = _test_events(net, data.x_test, data.y_test, coding, T, seed)
+        ev = _test_events(net, data.x_test, data.y_test, coding, T, seed, periphery=periphery, coprocessor=coprocessor)
         rows.append({"coding": coding, "steps": T, "test_accuracy": ev["accuracy"],
                      "spikes_per_sample": ev["spikes_per_sample"],
                      "synaptic_events_per_sample": ev["synaptic_events_per_sample"],
                      "adc_conversions_per_sample": ev["adc_conversions_per_sample"],
                      "dac_conversions_per_sample": ev["dac_conversions_per_sample"],
-                     "train_pulses": res["pulses"], "train_seconds": res["seconds"]})
+                     "energy_per_sample_j": ev["energy_per_sample_j"],
+                     "analog_energy_per_sample_j": ev["analog_energy_per_sample_j"],
+                     "digital_energy_per_sample_j": ev["digital_energy_per_sample_j"],
+                     "energy_components_per_sample_j": ev["energy_components_per_sample_j"],
+                     "train_pulses": res["pulses"], "train_energy_j": res["energy_j"],
+                     "train_seconds": res["seconds"]})
     return {"network": res["network"], "device": res["device"], "dataset": dataset, "rule": rule, "epochs": epochs,
-            "seed": seed, "codings": rows,
-            "energy_j": None, "note": "energy per sample comes with the cost model (neurosal cost)"}
+            "seed": seed, "codings": rows, "periphery": res["cost"]["periphery"],
+            "coprocessor": res["cost"]["coprocessor"]}
 
 
 def plot_comparison(result: dict, path: str | Path) -> Path:
@@ -64,10 +78,11 @@ def plot_comparison(result: dict, path: str | Path) -> Path:
     plt = _plt()
     rows = result["codings"]
     names = [f"{r['coding']}\n(T = {r['steps']})" for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
     panels = [("test accuracy", [r["test_accuracy"] for r in rows], "{:.3f}"),
               ("synaptic events / sample", [r["synaptic_events_per_sample"] for r in rows], "{:,.0f}"),
-              ("ADC conversions / sample", [r["adc_conversions_per_sample"] for r in rows], "{:,.0f}")]
+              ("ADC conversions / sample", [r["adc_conversions_per_sample"] for r in rows], "{:,.0f}"),
+              ("energy / inference (nJ)", [r["energy_per_sample_j"] * 1e9 for r in rows], "{:.3g}")]
     colors = ["tab:blue", "tab:orange", "tab:green"][:len(rows)]
     for ax, (title, vals, fmt) in zip(axes, panels):
         ax.bar(range(len(vals)), vals, color=colors)

@@ -306,6 +306,17 @@ class Ledger:
         finally:
             _current.reset(token)
 
+    def per_sample(self) -> "Ledger":
+        """A copy whose counts are divided by ``samples``: one average sample (its latency is
+        that of one sample through the pipeline, not of the batch)."""
+        import copy
+        other = copy.copy(self)
+        n = max(1, self.samples)
+        other.counts = {ph: {u: {k: v / n for k, v in d.items()} for u, d in units.items()}
+                        for ph, units in self.counts.items()}
+        other.samples = 1
+        return other
+
     def total(self, key: str, phase_name: Optional[str] = None) -> int:
         phases = PHASES if phase_name is None else (phase_name,)
         return sum(d.get(key, 0) for ph in phases for d in self.counts[ph].values())
@@ -495,7 +506,9 @@ def measure(network, device, *, coding: str = "rate", rule: Optional[str] = "bp"
         forward(net, x, coding=coding, steps=T, seed=seed)
     net.train(was)
     out = {"network": net.meta.get("recipe", {}).get("name"), "coding": coding, "steps": T, "batch": len(y),
-           "inference": cost_report(led, periphery=periphery, coprocessor=coprocessor, rule=rule or "bp")}
+           "inference": cost_report(led, periphery=periphery, coprocessor=coprocessor, rule=rule or "bp"),
+           "inference_per_sample": cost_report(led.per_sample(), periphery=periphery, coprocessor=coprocessor,
+                                               rule=rule or "bp")}
     if rule is not None:
         r = make_rule(rule, net, lr=lr, seed=seed)
         tled = Ledger(net, samples=len(y))

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import coding as coding_mod
-from .cost import phase
+from .cost import COMPONENTS, PHASES, Ledger, cost_report, phase
 from .crossbar import AnalogLinear, PulseSGD, analog_layers, calibrate_adc
 from .neurons import RateNeurons
 from .simulator import Network, Simulator, encoder_for
@@ -327,9 +327,11 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
           data_dir=None, epochs: int = 1, seed: int = 0, lr: float = 0.1, batch: int = 8,
           steps: Optional[int] = None, rounding: str = "stochastic", out: Optional[str | Path] = None,
           limit_train: Optional[int] = None, limit_test: Optional[int] = None, progress: bool = True,
-          return_net: bool = False, array: str = "all"):
-    """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts
-    (and the trained network with ``return_net``)."""
+          return_net: bool = False, array: str = "all", periphery="isaac-32nm", coprocessor="puma-vfu-32nm"):
+    """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts,
+    and the energy of the training and of the final test run from the cost ledger
+    (:mod:`neurosal.cost`, with the ``periphery`` and ``coprocessor`` cost cards); and the
+    trained network with ``return_net``."""
     from .datasets import load
     from .devices import load_device
     from .networks import build, load_network, save_checkpoint
@@ -351,9 +353,13 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     per = card.periphery
     calib_x = data.x_train[torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7))[:256]]
 
+    ledger = Ledger(net, samples=epochs * n)          # the chip's work while training
+    test_ledger = Ledger(net, samples=len(data.y_test))
+
     def recalibrate():
         if per.adc_calibration == "epoch":
-            calibrate(net, calib_x, coding=coding, steps=T, quantile=per.adc_quantile, seed=seed + 11)
+            with ledger.phase("forward"):                 # calibration reads are chip work too
+                calibrate(net, calib_x, coding=coding, steps=T, quantile=per.adc_quantile, seed=seed + 11)
     recalibrate()
     with tqdm(total=epochs * n, unit="sample", desc=f"train {rule}", disable=not progress) as bar:
         for ep in range(epochs):
@@ -361,15 +367,20 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
             losses = []
             for i in range(0, n, batch):
                 j = perm[i:i + batch]
-                losses.append(r.step(data.x_train[j], data.y_train[j], coding=coding, steps=T,
-                                     seed=seed * 1_000_003 + ep * n + i))
+                with ledger.active():
+                    losses.append(r.step(data.x_train[j], data.y_train[j], coding=coding, steps=T,
+                                         seed=seed * 1_000_003 + ep * n + i))
                 bar.update(len(j))
             recalibrate()
             if isinstance(r, Verify) and ep == epochs - 1:
                 r.software_accuracy = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
-                with phase("update"):
+                with ledger.phase("update"):
                     r.finish()
-            acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
+            if ep == epochs - 1:
+                with test_ledger.phase("forward"):
+                    acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
+            else:
+                acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
             history.append({"epoch": ep + 1, "loss": sum(losses) / len(losses), "test_accuracy": acc})
             bar.set_postfix(acc=f"{acc:.3f}")
     seconds = time.perf_counter() - t0
@@ -389,6 +400,19 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
               "test_accuracy": history[-1]["test_accuracy"], "history": history, "seconds": seconds,
               "pulses": sum(c["pulses"] for c in counters.values()),
               "verify_reads": sum(c["verify_reads"] for c in counters.values()), "layers": counters}
+    tr = cost_report(ledger, periphery=periphery, coprocessor=coprocessor, rule=rule)
+    te = cost_report(test_ledger, periphery=periphery, coprocessor=coprocessor, rule=rule)
+    result["energy_j"] = tr.energy_j
+    result["cost"] = {
+        "training": {"energy_j": tr.energy_j, "analog_energy_j": tr.analog_energy_j,
+                     "digital_energy_j": tr.digital_energy_j, "latency_s": tr.latency_s,
+                     "energy_per_sample_j": tr.energy_j / max(1, tr.samples),
+                     "phases": {ph: tr.energy(ph) for ph in PHASES},
+                     "components": {c: tr.energy(component=c) for c in COMPONENTS}},
+        "inference": {"energy_per_sample_j": te.energy_j / max(1, te.samples),
+                      "analog_energy_j": te.analog_energy_j, "digital_energy_j": te.digital_energy_j,
+                      "samples": te.samples},
+        "periphery": tr.meta["periphery"], "coprocessor": tr.meta["coprocessor"]}
     if isinstance(r, Verify) and r.programmed:
         result.update(r.programmed, software_accuracy=r.software_accuracy)
     if out is not None:

@@ -1,0 +1,185 @@
+"""Cost model: hand counts times card figures, spike scaling, the attention's digital share,
+BP vs DFA latency, card errors, device energies, and the CLI."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from neurosal.cards import CardError
+from neurosal.cli import main
+from neurosal.cost import (Ledger, cost_report, device_energies, load_coprocessor, load_periphery,
+                           phase)
+from neurosal.devices import load_device
+from neurosal.learning import BP, DFA, forward
+from neurosal.networks import build, mlp
+from neurosal.simulator import Simulator
+
+
+def test_device_energies_follow_the_pulse_conditions():
+    per = load_periphery()
+    card = load_device("ag-a-si")
+    e = device_energies(card, per)
+    g = 0.5 * (card.g_min + card.g_max)
+    p = card.pulse
+    assert e["write_j"] == pytest.approx(0.5 * (p.v_up ** 2 + p.v_down ** 2) * p.width_up * g, rel=1e-12)
+    assert e["read_j"] == pytest.approx(2 * p.v_read ** 2 * g * per.array.read_pulse_ns * 1e-9, rel=1e-12)
+    assert e["pulse_s"] == p.width_up
+
+
+def test_inference_and_training_totals_equal_a_hand_count_times_the_card():
+    """Rate-coded 64-20-10 MLP, batch 8: every count is recomputed by hand from the inputs and
+    activations and multiplied by the card's figures."""
+    per, cp = load_periphery(), load_coprocessor()
+    net = mlp([64, 20, 10], device="moderate", coding="rate", seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 64, generator=g) * (torch.rand(8, 64, generator=g) < 0.5)   # half the inputs zero
+    led = Ledger(net, samples=8)
+    with torch.no_grad(), led.phase("forward"):
+        forward(net, x, coding="rate", steps=1)
+    rep = cost_report(led)
+    de = device_energies(load_device("moderate"), per)
+    with torch.no_grad():
+        h = net.layers[0].synapse(x).clamp(0, 1)
+    e_adc = per.adc.energy_pj * 1e-12 * 2.0 ** (per.adc.default_bits - per.adc.bits)
+    want = 0.0
+    for inp, n_out in ((x, 20), (h, 10)):
+        nnz = int((inp != 0).sum())
+        want += nnz * n_out * de["read_j"]                                   # array: active rows x columns
+        want += nnz * per.dac.default_bits * per.dac.energy_pj * 1e-12       # bit-serial 1-bit DAC
+        want += 8 * n_out * e_adc                                            # one conversion per column
+        want += 8 * n_out * per.neuron.update_pj * 1e-12                     # neuron updates
+    assert rep.energy_j == pytest.approx(want, rel=1e-9)
+    assert rep.digital_energy_j == 0 and rep.analog_energy_j == pytest.approx(want, rel=1e-9)
+    # latency: 1 vector per sample per layer, tiles in parallel, layers pipelined
+    t_vec = max(per.array.read_ns, 128 / per.adc.per_tile * per.adc.conversion_ns) * 1e-9
+    assert rep.latency["forward"] == pytest.approx(8 * t_vec + t_vec, rel=1e-9)
+    # a bp step: the update phase is exactly the pulses times the device's write energy
+    rule = BP(net, lr=0.5, seed=0)
+    tled = Ledger(net, samples=8)
+    with tled.active():
+        rule.step(x, torch.arange(8) % 10, coding="rate", steps=1, seed=0)
+    t = cost_report(tled)
+    pulses = tled.total("pulses")
+    assert pulses > 0
+    assert t.energy("update") == pytest.approx(pulses * de["write_j"], rel=1e-9)
+    # backward: transposed reads of fc2 (fc1's input needs no error) + weight-gradient MACs
+    macs = 8 * (64 * 20 + 20 * 10)
+    assert tled.total("digital_macs", "backward") == macs
+    assert t.energy("backward", "digital") == pytest.approx(macs * per.digital.mac_pj * 1e-12, rel=1e-9)
+    assert cp.mac_pj > 0
+
+
+def test_spike_energy_scales_with_the_number_of_input_spikes():
+    net = mlp([256, 64], device="moderate", coding="spike", seed=0, steps=16)
+    g = torch.Generator().manual_seed(1)
+    s = (torch.rand(16, 32, 256, generator=g) < 0.1).float()
+    keep = torch.rand(s.shape, generator=g) < 0.5
+    half = s * keep
+    energies = []
+    for inp in (s, half):
+        led = Ledger(net, samples=32)
+        with torch.no_grad(), led.phase("forward"):
+            Simulator(net, chunk=16).run(inp)
+        energies.append(cost_report(led).energy(component="array"))
+    ratio = energies[1] / energies[0]
+    # the array energy is exactly proportional to the input spikes (cell reads = spikes x columns)
+    assert ratio == pytest.approx(int(half.sum()) / int(s.sum()), rel=1e-9)
+    assert abs(ratio - 0.5) < 5 * math.sqrt(0.25 / float(s.sum()))      # Binomial(kept, 1/2) within 5 SE
+
+
+def test_removing_the_attention_removes_exactly_its_digital_share():
+    net = build("sanet-resnet8", device="moderate", coding="rate", input_shape=(1, 8, 8), classes=10)
+    net.eval()
+    x = torch.rand(4, 64, generator=torch.Generator().manual_seed(2))
+
+    def report():
+        led = Ledger(net, samples=4)
+        with torch.no_grad(), led.phase("forward"):
+            net(x)
+        return cost_report(led)
+    full = report()
+    attn = {u: full.energy(unit=u) for u in ("attn.1", "attn.2", "attn.3")}
+    assert all(v > 0 for v in attn.values())
+    assert full.digital_energy_j == pytest.approx(sum(attn.values()), rel=1e-12)
+    net.detach()
+    off = report()
+    assert off.digital_energy_j == 0.0 and off.energy(component="coprocessor") == 0.0
+    net.attach([3])
+    last = report()
+    assert last.digital_energy_j == pytest.approx(attn["attn.3"], rel=1e-12)
+
+
+def _saturating_step(rule_cls, net, x, y):
+    """One step with an lr so large that every row of every layer hits the pulse limit."""
+    rule = rule_cls(net, lr=1e4, seed=0, rounding="round")
+    led = Ledger(net, samples=len(y))
+    with led.active():
+        rule.step(x, y, coding="rate", steps=1, seed=0)
+    return led
+
+
+def test_dfa_training_step_latency_is_backprop_over_n_when_updates_dominate(tmp_path):
+    """Three equal 128x128 layers on a device with 1 ms pulses: the update phase dominates, BP
+    writes the layers one after the other and DFA all at once, so the step latencies differ by
+    the number of layers."""
+    card = tmp_path / "slow.toml"
+    card.write_text('name = "slow"\nmodel = "linear"\nlevels = 1000\ng_min = 1e-7\ng_max = 1e-5\n'
+                    '[pulse]\nwidth_up = 1e-3\nwidth_down = 1e-3\n')
+    dev = load_device(card)
+    # sparse, varied inputs, so that every hidden unit is active for some sample (no zero row)
+    x = (torch.rand(64, 128, generator=torch.Generator().manual_seed(3)) < 0.1).float()
+    y = torch.arange(64) % 10
+    lat = {}
+    for name, cls in (("bp", BP), ("dfa", DFA)):
+        net = mlp([128, 128, 128, 128], device=dev, coding="rate", seed=0)
+        led = _saturating_step(cls, net, x, y)
+        cycles = [led.counts["update"][u.name]["write_cycles"] for u in led.units]
+        assert cycles == [128 * 64] * 3                  # every row: the 64-pulse limit
+        lat[name] = cost_report(led, rule=name).latency_s
+    n = 3
+    assert lat["dfa"] == pytest.approx(lat["bp"] / n, rel=0.01)
+
+
+def test_phase_marks_do_nothing_without_a_ledger():
+    with phase("forward"):
+        pass
+    led = Ledger(mlp([4, 2], coding="rate"))
+    with pytest.raises(ValueError, match="unknown phase"):
+        with led.phase("sideways"):
+            pass
+
+
+def test_a_bad_cost_card_names_the_file_and_field(tmp_path):
+    good = (load_periphery().name, load_coprocessor().name)
+    assert good == ("isaac-32nm", "puma-vfu-32nm")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[adc]\nenergy_pj = -1.0\n')
+    with pytest.raises(CardError, match=r"bad\.toml.*adc\.energy_pj.*out of range"):
+        load_periphery(bad)
+    bad.write_text('name = "bad"\n[adc]\nenergy_uj = 1.0\n')
+    with pytest.raises(CardError, match=r"adc\.energy_uj.*unknown field"):
+        load_periphery(bad)
+    cpb = tmp_path / "cp.toml"
+    cpb.write_text('name = "cp"\nmac_pj = 1.0\n')
+    with pytest.raises(CardError, match=r"cp\.toml.*required field is missing"):
+        load_coprocessor(cpb)
+    with pytest.raises(CardError, match="no shipped device card"):
+        load_periphery("no-such-card")
+
+
+def test_cost_cli_json_and_plot(tmp_path, capsys):
+    png = tmp_path / "b.png"
+    assert main(["cost", "--network", "mlp-64-100-10", "--device", "moderate", "--coding", "spike", "--rule", "bp",
+                 "--batch", "4", "--json", "-o", str(png)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for k in ("energy_j", "latency_s", "area_mm2", "analog_energy_j", "digital_energy_j", "layers", "training_step"):
+        assert k in out
+    assert out["energy_j"] == pytest.approx(out["analog_energy_j"] + out["digital_energy_j"])
+    assert [la["name"] for la in out["layers"]] == ["fc1", "fc2"]
+    assert png.stat().st_size > 10_000
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[dac]\nenergy_pj = "x"\n')
+    assert main(["cost", "--network", "mlp-64-100-10", "--device", "moderate", "--periphery", str(bad)]) == 2
+    assert "dac.energy_pj" in capsys.readouterr().err
