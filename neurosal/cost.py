@@ -477,8 +477,9 @@ def measure(network, device, *, coding: str = "rate", rule: Optional[str] = "bp"
     """Run ``batch`` test samples (inference) and, with ``rule``, one training step on
     ``batch`` training samples, on the simulated chip; return both cost reports.
 
-    The counts are the events of these runs. An untrained network (no ``checkpoint``)
-    normalizes with batch statistics, so its activity is that of a fresh chip.
+    The counts are the events of these runs. A fresh network (no ``checkpoint`` or ``net``)
+    normalizes with batch statistics, so its activity is that of a fresh chip; a given
+    ``net`` or checkpoint is taken as trained (inference mode).
     """
     import torch
 
@@ -488,7 +489,7 @@ def measure(network, device, *, coding: str = "rate", rule: Optional[str] = "bp"
 
     if data is None:
         data = load(dataset, data_dir=data_dir, seed=seed, limit_test=batch, limit_train=batch)
-    trained = False
+    trained = net is not None
     if net is None:
         if checkpoint is not None:
             net, _ = load_checkpoint(checkpoint, steps=steps)
