@@ -12,7 +12,6 @@ import torch
 
 from .cost import COMPONENTS, Ledger, cost_report
 from .learning import forward, train
-from .simulator import Network
 
 __all__ = ["compare_coding", "plot_comparison"]
 
@@ -20,27 +19,20 @@ __all__ = ["compare_coding", "plot_comparison"]
 @torch.no_grad()
 def _test_events(net, x, y, coding: str, steps: int, seed: int, batch: int = 256,
                  periphery="isaac-32nm", coprocessor="puma-vfu-32nm") -> dict:
-    """Accuracy, per-sample events and energy of a test run (counters reset before)."""
-    layers = [layer for layer in net.layers if layer.crossbar is not None] if isinstance(net, Network) else []
-    for layer in layers:
-        layer.crossbar.counters.reset()
-    correct, spikes = 0, 0
+    """Accuracy, per-sample events and energy of a test run, from its cost ledger."""
+    correct = 0
     net.eval()
     led = Ledger(net, samples=len(y))
     with led.phase("forward"):
         for i in range(0, len(y), batch):
             res = forward(net, x[i:i + batch], coding=coding, steps=steps, seed=seed + i)
             correct += int((res.scores.argmax(1) == y[i:i + batch]).sum())
-            if coding != "rate":
-                spikes += sum(ev["spikes"] or 0 for ev in res.events.values())
     n = len(y)
     rep = cost_report(led, periphery=periphery, coprocessor=coprocessor)
-    syn = sum(layer.crossbar.counters.cell_reads for layer in layers)
-    adc = sum(layer.crossbar.counters.adc_conversions for layer in layers)
-    dac = sum(layer.crossbar.counters.dac_conversions for layer in layers)
-    return {"accuracy": correct / n, "spikes_per_sample": spikes / n if coding != "rate" else None,
-            "synaptic_events_per_sample": syn / n, "adc_conversions_per_sample": adc / n,
-            "dac_conversions_per_sample": dac / n, "energy_per_sample_j": rep.energy_j / n,
+    return {"accuracy": correct / n, "spikes_per_sample": led.total("spikes") / n if coding != "rate" else None,
+            "synaptic_events_per_sample": led.total("cell_reads") / n,
+            "adc_conversions_per_sample": led.total("adc_conversions") / n,
+            "dac_conversions_per_sample": led.total("dac_conversions") / n, "energy_per_sample_j": rep.energy_j / n,
             "analog_energy_per_sample_j": rep.analog_energy_j / n, "digital_energy_per_sample_j": rep.digital_energy_j / n,
             "energy_components_per_sample_j": {c: rep.energy(component=c) / n for c in COMPONENTS}}
 
