@@ -126,6 +126,14 @@ def test_train_json_and_checkpoint(tmp_path, capsys):
     assert main(args) == 0
     r = json.loads(capsys.readouterr().out)
     assert {"test_accuracy", "epochs", "pulses"} <= set(r) and r["epochs"] == 1 and r["pulses"] > 0
+    # energy from the cost ledger: phases add up, and the write energy is the pulses' energy
+    from neurosal.cost import device_energies, load_periphery
+    from neurosal.devices import load_device
+    ct = r["cost"]["training"]
+    assert r["energy_j"] == ct["energy_j"] == pytest.approx(sum(ct["phases"].values()), rel=1e-12)
+    w = device_energies(load_device("moderate"), load_periphery())["write_j"]
+    assert ct["components"]["write"] == pytest.approx(r["pulses"] * w, rel=1e-9)
+    assert r["cost"]["inference"]["energy_per_sample_j"] > 0 and r["cost"]["inference"]["digital_energy_j"] == 0
     assert out.is_file()
     assert main(args) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
     # the trained chip simulates from its checkpoint
@@ -144,4 +152,5 @@ def test_compare_coding(tmp_path, capsys):
     assert rate["coding"] == "rate" and rate["steps"] == 1 and spike["steps"] == 8
     assert spike["spikes_per_sample"] > 0 and rate["spikes_per_sample"] is None
     assert spike["synaptic_events_per_sample"] > 0 and rate["synaptic_events_per_sample"] > 0
+    assert rate["energy_per_sample_j"] > 0 and spike["energy_per_sample_j"] > 0 and spike["train_energy_j"] > 0
     assert png.read_bytes()[:4] == b"\x89PNG"
