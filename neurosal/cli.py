@@ -53,9 +53,15 @@ def _cmd_devices_list(args) -> int:
 
 
 def _cmd_devices_show(args) -> int:
+    from .cost import device_energies, load_periphery
     from .devices import Device
     d = Device(args.device)
     info = d.describe()
+    e = device_energies(d.card, load_periphery())
+    info["cost"] = {"write_pj_per_pulse": e["write_j"] * 1e12, "read_fj_per_cell": e["read_j"] * 1e15,
+                    "pulse_s": e["pulse_s"],
+                    "from": ("the card's [energy] table" if not any(e["derived"].values()) else
+                             "derived from [pulse]: V^2 x mean G x width; 2 V_read^2 x mean G x t_read (isaac-32nm)")}
     if args.json:
         _print_json(info)
         return 0

@@ -183,3 +183,16 @@ def test_cost_cli_json_and_plot(tmp_path, capsys):
     bad.write_text('name = "bad"\n[dac]\nenergy_pj = "x"\n')
     assert main(["cost", "--network", "mlp-64-100-10", "--device", "moderate", "--periphery", str(bad)]) == 2
     assert "dac.energy_pj" in capsys.readouterr().err
+
+
+def test_measured_energies_in_a_device_card_take_precedence(tmp_path):
+    card = tmp_path / "dev.toml"
+    card.write_text('name = "dev"\nmodel = "linear"\nlevels = 64\ng_min = 1e-7\ng_max = 1e-5\n'
+                    '[energy]\nwrite_pj = 12.5\nread_fj = 3.0\nsource = "a measurement"\n')
+    e = device_energies(load_device(card), load_periphery())
+    assert e["write_j"] == pytest.approx(12.5e-12) and e["read_j"] == pytest.approx(3.0e-15)
+    assert e["derived"] == {"write": False, "read": False}
+    card.write_text('name = "dev"\nmodel = "linear"\nlevels = 64\ng_min = 1e-7\ng_max = 1e-5\n'
+                    '[energy]\nwrite_pj = -1\n')
+    with pytest.raises(CardError, match=r"energy\.write_pj.*out of range"):
+        load_device(card)
