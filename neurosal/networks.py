@@ -268,6 +268,16 @@ def sanet_resnet(depth: int = 8, width: int = 16, *, attention: Optional[str] = 
     return net
 
 
+def _count_charge(counts: dict, key: str, v: torch.Tensor, fires: bool) -> None:
+    """Neuron work of a charge-domain layer for the cost ledger: one integrate-and-compare per
+    neuron and sample (the membrane integrates in analog, with no discrete updates), and one
+    spike per neuron whose charge crosses threshold within the phase (v(1) > 0: t = 1 - v < 1)."""
+    c = counts.setdefault(key, [0, 0])
+    c[0] += v.numel()
+    if fires:
+        c[1] += int((v.detach() > 0).sum().item())
+
+
 class ChargeMLP(nn.Module):
     r"""Charge-domain MLP in time coding, trained with DSTD (Sakemi et al.).
 
@@ -291,6 +301,7 @@ class ChargeMLP(nn.Module):
         self.card = card
         self.generator = torch.Generator().manual_seed(seed + 31)
         self.meta = {"recipe": card.to_dict(), "coding": "latency", "steps": card.dstd_steps, "seed": seed}
+        self.neuron_counts: dict[str, list[int]] = {}     # per layer: [updates, spikes] (cost ledger)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from .neurons import _dstd_walk
@@ -299,6 +310,7 @@ class ChargeMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             v1, _ = _dstd_walk(t, layer.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps,
                                "random" if self.training else None, self.generator, read=layer)
+            _count_charge(self.neuron_counts, f"layers.{i}", v1, fires=i < len(self.layers) - 1)
             if i == len(self.layers) - 1:
                 # readout: the output neurons' charge at the end of the phase (the RC ramp would
                 # fire them at 1 - v, earliest = largest v); not clipped, so every class keeps a gradient
@@ -337,6 +349,7 @@ class ChargeVGG(nn.Module):
         self.card, self.input_shape = card, tuple(input_shape)
         self.generator = torch.Generator().manual_seed(seed + 31)
         self.meta = {"recipe": card.to_dict(), "coding": "latency", "steps": card.dstd_steps, "seed": seed}
+        self.neuron_counts: dict[str, list[int]] = {}     # per layer: [updates, spikes] (cost ledger)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
@@ -349,12 +362,14 @@ class ChargeVGG(nn.Module):
             bw4 = beta_of(w4, c.e_plus, c.e_minus)
             v = dstd_rc_membrane(t, conv, lambda S, bw4=bw4: F.conv2d(S, bw4, padding=1), alpha=c.leak,
                                  steps=self.card.dstd_steps, offset=off, generator=self.generator)
+            _count_charge(self.neuron_counts, f"convs.{i}", v, fires=True)
             t = (1.0 - v).clamp(0.0, 1.0)
             if i % 2 == 1 and t.shape[-1] > 1:
                 t = -F.max_pool2d(-t, 2)                 # earliest spike of each 2x2 window
         t = t.reshape(t.shape[0], -1)
         v1, _ = _dstd_walk(t, self.fc.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps, off,
                            self.generator, read=self.fc)
+        _count_charge(self.neuron_counts, "fc", v1, fires=False)
         return self.card.logit_scale * v1
 
 

@@ -196,3 +196,15 @@ def test_measured_energies_in_a_device_card_take_precedence(tmp_path):
                     '[energy]\nwrite_pj = -1\n')
     with pytest.raises(CardError, match=r"energy\.write_pj.*out of range"):
         load_device(card)
+
+
+def test_charge_networks_count_their_neurons():
+    net = build("charge-mlp-784-400-400-10", device="ideal", coding="latency", input_shape=(1, 8, 8), classes=10)
+    net.eval()
+    led = Ledger(net, samples=5)
+    with torch.no_grad(), led.phase("forward"):
+        net(torch.rand(5, 64, generator=torch.Generator().manual_seed(0)))
+    c = led.counts["forward"]
+    assert [c[k]["neuron_updates"] for k in ("layers.0", "layers.1", "layers.2")] == [5 * 400, 5 * 400, 5 * 10]
+    assert 0 < c["layers.0"]["spikes"] <= 5 * 400 and c["layers.2"]["spikes"] == 0    # the readout never fires
+    assert cost_report(led).energy(component="neuron") > 0
