@@ -645,6 +645,7 @@ class _AnalogBase(nn.Module):
         self.spikes = False          # inputs are binary spikes (set by the simulator)
         self.path = "auto"           # event-driven / dense read choice (see Crossbar.forward)
         self.digital_backward = False  # True: backprop errors off-array (no transposed read)
+        self.local_input = False       # True: no error passes back through this layer (DFA)
         self.software_weight = None    # [in, out] Parameter: compute digitally instead (verify rule)
         self._synced = (-1, -1)
         self._sync()
@@ -692,6 +693,8 @@ class AnalogLinear(_AnalogBase):
             y = x @ self.software_weight
             return y + self.bias if self.bias is not None else y
         self._check_and_sync()
+        if self.local_input:
+            x = x.detach()
         lead = x.shape[:-1]
         y = _AnalogMatmul.apply(x.reshape(-1, self.in_features), self.weight, self)
         y = y.reshape(*lead, self.out_features)
@@ -730,6 +733,8 @@ class AnalogConv2d(_AnalogBase):
         kh, kw = self.kernel_size
         s, p = self._s, self._p
         ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+        if self.local_input:
+            x = x.detach()
         y = _AnalogConv.apply(x, self.weight, self, (ho, wo))
         return y + self.bias.view(1, -1, 1, 1) if self.bias is not None else y
 

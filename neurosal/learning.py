@@ -145,17 +145,33 @@ class BP:
 
 
 class DFA(BP):
-    """Direct feedback alignment: fixed random feedback, all layers updated at once.
+    r"""Direct feedback alignment: fixed random feedback, all layers updated at once.
 
     Rate coding (the ``T = 1`` limit, bounded activation ``f = clamp(., 0, 1)``,
-    :math:`f' = 1` inside (0, 1)).
+    :math:`f' = 1` inside (0, 1)). The output error :math:`e = p - y` reaches every hidden
+    layer through its own fixed random matrix :math:`B_l` (no error passes back through the
+    arrays): :math:`\delta_l = (e B_l) \odot f'(a_l)`.
+
+    For an MLP (:class:`Network`) that is the whole rule. For SAnet / ResNet (rate coding),
+    the "layer" is each convolution's activated output and each attention block's output:
+    :math:`e B_l` is given to that output and back-propagated *locally* (through its
+    activation, batch norm and, for a block's second conv, its projection shortcut) to the
+    layer's own weights; every array's input is detached, so nothing crosses from layer to
+    layer (Nøkland 2016 for convolutional layers). The classifier gets the true error.
     """
 
     name = "dfa"
 
-    def __init__(self, net: Network, *, lr: float, rounding: str = "stochastic", seed: int = 0, max_pulses: int = 64):
+    def __init__(self, net, *, lr: float, rounding: str = "stochastic", seed: int = 0, max_pulses: int = 64):
         super().__init__(net, lr=lr, rounding=rounding, seed=seed, max_pulses=max_pulses)
-        if not isinstance(net, Network) or not all(isinstance(layer.neurons, RateNeurons) for layer in net.layers):
+        self._module = not isinstance(net, Network)
+        if self._module:
+            if not hasattr(net, "_capture") or getattr(net, "coding", "rate") != "rate":
+                raise ValueError("dfa is implemented for rate coding (--coding rate) of MLPs and SAnet/ResNet")
+            self._gen = torch.Generator().manual_seed(seed + 4242)
+            self.feedback: dict = {}
+            return
+        if not all(isinstance(layer.neurons, RateNeurons) for layer in net.layers):
             raise ValueError("dfa is implemented for rate coding (--coding rate)")
         g = torch.Generator().manual_seed(seed + 4242)
         n_out = net.n_out
@@ -163,7 +179,52 @@ class DFA(BP):
         self.feedback = [torch.randn(n_out, layer.n_out, generator=g) / math.sqrt(n_out)
                          for layer in net.layers[:-1]]
 
+    def _module_step(self, x, y) -> float:
+        net = self.net
+        self.opt.zero_grad()
+        layers = analog_layers(net)
+        blocks = [m for m in net.modules() if hasattr(m, "local")]
+        cap: dict = {}
+        net._capture = cap
+        for m in layers + blocks:
+            m.local_input = True
+            m.local = True
+        try:
+            with phase("forward"):
+                out = net(x)
+        finally:
+            net._capture = None
+            for m in layers + blocks:
+                m.local_input = False
+                m.local = False
+        with phase("backward"):
+            B = len(y)
+            e = (torch.softmax(out.detach(), 1) - nn.functional.one_hot(y, out.shape[1]).to(out.dtype)) / B
+            modules = dict(net.named_modules())
+            outs, grads = [out], [e]
+            for key, h in cap.items():
+                n = h[0].numel()
+                fb = self.feedback.get(key)
+                if fb is None or fb.shape[1] != n:
+                    # scaled like a weight matrix of fan-in n_out, and by 1/sqrt(positions) for a
+                    # feature map, whose weight gradient sums over its positions
+                    pos = n // h.shape[1] if h.dim() == 4 else 1
+                    fb = torch.randn(out.shape[1], n, generator=self._gen) / math.sqrt(out.shape[1] * pos)
+                    self.feedback[key] = fb
+                outs.append(h)
+                grads.append((e @ fb).view_as(h))
+                mod = modules.get(key)
+                if mod is not None and hasattr(mod, "crossbar"):             # the projection is digital work
+                    mod.crossbar.counters.digital_macs += B * fb.numel()
+            torch.autograd.backward(outs, grads)
+            loss = nn.functional.cross_entropy(out.detach(), y)
+        with phase("update"):
+            self.opt.step()
+        return loss.item()
+
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
+        if self._module:
+            return self._module_step(x, y)
         self.opt.zero_grad()
         hs, acts = [x], []
         with torch.no_grad(), phase("forward"):

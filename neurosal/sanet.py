@@ -54,6 +54,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = AnalogConv2d(cout, cout, 3, stride=1, padding=1, bias=False, seed=seed + 1, **xbar)
         self.bn2 = nn.BatchNorm2d(cout)
+        self.local = False       # DFA: no error through the identity shortcut either
         self.short = None
         if stride != 1 or cin != cout:
             self.short = nn.Sequential(AnalogConv2d(cin, cout, 1, stride=stride, bias=False, seed=seed + 2, **xbar),
@@ -63,7 +64,8 @@ class BasicBlock(nn.Module):
         """Rate mode; ``act(key, value)`` is the periphery's activation of the conv ``key``."""
         out = act("conv1", self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return act("conv2", out + (x if self.short is None else self.short(x)))
+        sc = (x.detach() if self.local else x) if self.short is None else self.short(x)
+        return act("conv2", out + sc)
 
     def forward_spike(self, x, neuron):
         """Spike mode, all ``T`` steps of the layer at once: ``x`` is ``[T*B, C, H, W]`` (time
@@ -90,6 +92,9 @@ class SAnet(nn.Module):
         self.spike_logit_scale = float(spike_logit_scale)
         #: neuron work per analog layer (module name): [updates, spikes], cumulative
         self.neuron_counts: dict[str, list[int]] = {}
+        #: set by the DFA rule: every layer's output (after its activation) and every attention
+        #: block's output, by name, for the layer-local feedback
+        self._capture: Optional[dict] = None
         self._spike_gen = torch.Generator().manual_seed(seed + 4099)
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"ResNet depth must be 6n + 2 >= 8 (8, 14, 20, ...), got {depth}")
@@ -140,16 +145,23 @@ class SAnet(nn.Module):
             return self._forward_spike(x)
         counts = self.neuron_counts
 
+        cap = self._capture
+
         def act(key, v):
             c = counts.setdefault(key, [0, 0])
             c[0] += v.numel()                               # one activation per output value
-            return _act(v)
+            out = _act(v)
+            if cap is not None:
+                cap[key] = out
+            return out
         h = act("stem", self.bn(self.stem(x)))
         for i, stage in enumerate(self.stages, start=1):
             for j, blk in enumerate(stage):
                 h = blk(h, lambda key, v, p=f"stages.{i - 1}.{j}.": act(p + key, v))
             if i in self.attached:
-                h = self.attn[str(i)](h)
+                h = self.attn[str(i)](h if cap is None else h.detach())
+                if cap is not None:
+                    cap[f"attn.{i}"] = h
         h = h.mean((2, 3))                                  # global average pool (periphery)
         return self.fc(h)
 

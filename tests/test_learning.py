@@ -127,3 +127,31 @@ def test_calibrate_sets_forward_adc_ranges_and_keeps_batch_norm_statistics():
     assert all(c.adc_range_t == 12.0 for c in xbs)
     after = [(m.running_mean, m.running_var) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(bn, after))
+
+
+def test_dfa_on_a_resnet_is_layer_local():
+    """DFA on SAnet/ResNet: every array learns from its own random projection of the output
+    error; nothing is read back through the arrays, and a layer whose feedback is zero gets
+    no gradient at all (no error leaks in from other layers, not even through the shortcuts)."""
+    from neurosal.crossbar import analog_layers
+    from neurosal.learning import DFA
+    net = build("sanet-resnet8", device="ideal", coding="rate", input_shape=(1, 8, 8), classes=10)
+    rule = DFA(net, lr=0.1, seed=0)
+    rule.opt.step = lambda: None                        # look at the gradients, do not write
+    x = torch.rand(8, 64, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % 10
+    rule.step(x, y, coding="rate", steps=1, seed=0)
+    layers = dict((n, m) for n, m in net.named_modules() if m in analog_layers(net))
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in layers.values())
+    assert all(m.crossbar.counters.backward_reads == 0 for m in layers.values())
+    assert {"stem", "stages.0.0.conv1", "stages.0.0.conv2", "attn.1", "attn.3"} <= set(rule.feedback)
+    for key in ("stages.1.0.conv2", "stages.0.0.conv1"):   # one with a projection shortcut, one without
+        rule.feedback[key].zero_()
+    rule.opt.zero_grad()
+    rule.step(x, y, coding="rate", steps=1, seed=0)
+    for key in ("stages.1.0.conv2", "stages.1.0.short.0", "stages.0.0.conv1"):
+        g = layers[key].weight.grad
+        assert g is None or g.abs().sum() == 0, key
+    assert layers["stages.0.0.conv2"].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="rate coding"):
+        DFA(build("resnet8", device="ideal", coding="spike", input_shape=(1, 8, 8), classes=10, steps=2), lr=0.1)
