@@ -338,6 +338,59 @@ class Crossbar:
             y = y * scale
         return y
 
+    def forward_conv(self, x: torch.Tensor, kernel_size: tuple, stride: int, padding: int) -> torch.Tensor:
+        """Convolution read of analog inputs ``x`` [B, C, H, W] (rows of the array ordered
+        channel, kh, kw): the same result (to float rounding), counters and noise stream as
+        :meth:`forward` on the im2col patches (vectors ordered b, ho, wo), computed with one
+        convolution per row tile instead of unfolding. Needs an ideal DAC (a quantizing DAC
+        scales each patch on its own). Returns ``[B, cols, Ho, Wo]`` (channels-last memory)."""
+        if self.dac_bits is not None:
+            raise ValueError("forward_conv needs an ideal DAC (dac_bits=None); use forward on the patches")
+        kh, kw = kernel_size
+        b, ch, h, w_ = x.shape
+        if ch * kh * kw != self.rows:
+            raise ValueError(f"forward_conv: {ch}x{kh}x{kw} patches do not match the array's {self.rows} rows")
+        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        ho, wo = (h + 2 * padding - kh) // stride + 1, (w_ + 2 * padding - kw) // stride + 1
+        n, n_out = b * ho * wo, self.cols
+        t_in, nt_in, nt_out = self.tile[0], self.n_row_tiles, self.n_col_tiles
+        c = self.counters
+        c.forward_reads += n
+        # active rows of all patches: the per-pixel count of nonzero channels summed over windows
+        nzc = (x != 0).sum(1, keepdim=True).to(x.dtype)
+        ones = torch.ones(1, 1, kh, kw, dtype=x.dtype, device=x.device)
+        nnz = int(F.conv2d(nzc, ones, stride=stride, padding=padding).round().to(torch.int64).sum().item())
+        c.row_activations += nnz * nt_out
+        c.cell_reads += nnz * n_out
+        c.adc_conversions += n * n_out * nt_in
+        c.dac_conversions += nnz * nt_out
+        self.last_path = "dense"
+        w4 = self.weights().t().reshape(n_out, ch, kh, kw)
+        sr = self.read_noise
+        if self.adc_bits is None and sr == 0:
+            return F.conv2d(x, w4, stride=stride, padding=padding)
+        adc_fs = None
+        if self.adc_bits is not None:
+            # per-vector full scale: the largest |x| of each patch (zero padding adds nothing)
+            sc = F.max_pool2d(x.abs().amax(1, keepdim=True), (kh, kw), stride=stride, padding=padding)
+            adc_fs = self.adc_range * sc.clamp_min(torch.finfo(x.dtype).tiny).reshape(1, n, 1)
+        part = torch.empty(nt_in, b, ho, wo, n_out, dtype=x.dtype, device=x.device)
+        l2 = torch.empty(nt_in, b, ho, wo, 1, dtype=x.dtype, device=x.device) if sr > 0 else None
+        kk = kh * kw
+        for k in range(nt_in):
+            r0, r1 = k * t_in, min((k + 1) * t_in, self.rows)
+            c0, c1 = r0 // kk, (r1 - 1) // kk + 1
+            mask = torch.zeros((c1 - c0) * kk, dtype=x.dtype, device=x.device)
+            mask[r0 - c0 * kk:r1 - c0 * kk] = 1
+            mask = mask.view(1, c1 - c0, kh, kw)
+            xs = x[:, c0:c1]
+            wk = w4[:, c0:c1] if (r0 == c0 * kk and r1 == c1 * kk) else w4[:, c0:c1] * mask
+            part[k] = F.conv2d(xs, wk, stride=stride, padding=padding).permute(0, 2, 3, 1)
+            if l2 is not None:
+                l2[k] = F.conv2d(xs * xs, mask, stride=stride, padding=padding).clamp_min(0).sqrt().permute(0, 2, 3, 1)
+        y = self._periphery(part.view(nt_in, n, n_out), None if l2 is None else l2.view(nt_in, n, 1), adc_fs)
+        return y.view(b, ho, wo, n_out).permute(0, 3, 1, 2)
+
     def forward_events(self, vec: torch.Tensor, row: torch.Tensor, n_vectors: int) -> torch.Tensor:
         """Event-driven read of address events: input spike ``k`` drives row ``row[k]`` of
         vector ``vec[k]`` (sorted by vector, then row). Returns ``[n_vectors, cols]``; the same
@@ -388,8 +441,8 @@ class Crossbar:
         if sr > 0:
             # sum over the tile's rows of two independent device noises per weight
             sig = (sr * math.sqrt(2.0)) * l2
-            part = part + sig * torch.randn(part.shape, generator=self.generator, dtype=part.dtype,
-                                            device=part.device)
+            part = part.addcmul_(sig, torch.randn(part.shape, generator=self.generator, dtype=part.dtype,
+                                                  device=part.device))
         if self._calib is not None and not transposed:
             # calibration: the partial sums in units of this ADC's range (per-vector scale removed)
             rel = part.abs() if adc_fs is None or not isinstance(adc_fs, torch.Tensor) \
@@ -400,7 +453,15 @@ class Crossbar:
                 rel = rel[idx]
             self._calib.append(rel.to(torch.float32))
         if self.adc_bits is not None:
-            part = _quantize_sym(part, self.adc_range if adc_fs is None else adc_fs, self.adc_bits)
+            # in place: part is this read's own buffer
+            levels = 2 ** (self.adc_bits - 1) - 1
+            fs = self.adc_range if adc_fs is None else adc_fs
+            step = fs / levels
+            if isinstance(step, torch.Tensor):
+                part.div_(step)
+            else:
+                part.mul_(1.0 / step)
+            part.clamp_(-levels, levels).round_().mul_(step)
         return part.sum(0)
 
     # -- writes --------------------------------------------------------------------------
@@ -592,13 +653,15 @@ class _AnalogConv(torch.autograd.Function):
         ho, wo = out_hw
         kh, kw = layer.kernel_size
         p, s = layer._p, layer._s
+        ctx.layer = layer
+        ctx.save_for_backward(x)
+        if layer.conv_read and not layer.spikes and layer.crossbar.dac_bits is None and layer.path != "event":
+            return layer.crossbar.forward_conv(x, (kh, kw), s, p) * layer.weight_scale
         xp = F.pad(x, (p, p, p, p)) if p else x
         # patches as a strided view [B, C, Ho, Wo, kh, kw] -> rows (b, ho, wo), one copy
         patches = xp.unfold(2, kh, s).unfold(3, kw, s)
         flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, -1)
         y = layer.crossbar.forward(flat, spikes=layer.spikes, path=layer.path) * layer.weight_scale
-        ctx.layer = layer
-        ctx.save_for_backward(x)
         # NCHW view of the channels-last result (no copy)
         return y.reshape(b, ho, wo, layer.out_channels).permute(0, 3, 1, 2)
 
@@ -646,6 +709,7 @@ class _AnalogBase(nn.Module):
         self.path = "auto"           # event-driven / dense read choice (see Crossbar.forward)
         self.digital_backward = False  # True: backprop errors off-array (no transposed read)
         self.local_input = False       # True: no error passes back through this layer (DFA)
+        self.conv_read = True          # convs: per-tile convolutions instead of im2col (same reads)
         self.software_weight = None    # [in, out] Parameter: compute digitally instead (verify rule)
         self._synced = (-1, -1)
         self._sync()

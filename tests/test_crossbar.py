@@ -302,3 +302,24 @@ def test_adc_calibration_puts_the_range_on_sparse_spike_sums():
     assert other.adc_range == xb.adc_range and other.adc_range_t == 12.0
     with pytest.raises(ValueError, match="quantile"):
         calibrate_adc([xb], lambda: None, quantile=0.2)
+
+
+@pytest.mark.parametrize("device,adc", [("ideal", None), ("moderate", 8), ("severe", 6)])
+def test_conv_read_by_tile_convolutions_equals_the_im2col_read(device, adc):
+    """AnalogConv2d reads through per-tile convolutions (no unfolding); it must be the same
+    array read as im2col: outputs (to float rounding; exactly after the ADC), every counter,
+    and the noise stream. 32 input channels x 3x3 = 288 rows: three row tiles, the middle one
+    splitting channels."""
+    from neurosal.crossbar import AnalogConv2d
+    for cin, cout, stride in ((32, 16, 1), (32, 64, 2), (3, 8, 1)):
+        a = AnalogConv2d(cin, cout, 3, stride=stride, padding=1, bias=False, device=device, adc_bits=adc, seed=1)
+        b = AnalogConv2d(cin, cout, 3, stride=stride, padding=1, bias=False, device=device, adc_bits=adc, seed=1)
+        b.conv_read = False
+        x = torch.randn(3, cin, 9, 7, generator=torch.Generator().manual_seed(cin)).clamp(0, 1)
+        with torch.no_grad():
+            ya, yb = a(x), b(x)
+        assert torch.allclose(ya, yb, atol=1e-5, rtol=0)
+        if adc is not None:
+            assert torch.equal(ya, yb)
+        assert a.crossbar.counters.as_dict() == b.crossbar.counters.as_dict()
+        assert torch.equal(a.crossbar.generator.get_state(), b.crossbar.generator.get_state())
