@@ -90,12 +90,13 @@ def test_sanet_resnet8_ideal_reaches_95_percent_on_digits():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="SALMON's claim is not robustly reproduced on digits: the sign of the "
+                   "3-seed difference flips with float-rounding-level code changes (sanet-resnet8 vs resnet8 on "
+                   "'severe', 5 epochs of hybrid: 0.964/0.967/0.984 vs 0.964/0.708/0.996 before the per-tile "
+                   "convolution read, 0.929/0.969/0.976 vs 0.978/0.947/0.998 after it)")
 def test_attention_helps_on_severe_device():
     """SALMON's claim, judged over three seeds: on 'severe', SE attention raises the mean final
-    accuracy over the plain backbone. Measured (5 epochs of hybrid, digits): sanet-resnet8
-    0.964 / 0.967 / 0.984 vs resnet8 0.964 / 0.708 / 0.996. The gain comes from stability:
-    the plain backbone collapsed in its last epoch on seed 1 (0.958 -> 0.708); seed by seed the
-    two are otherwise within 1.2 points."""
+    accuracy over the plain backbone, and its worst seed is no worse."""
     kw = dict(rule="hybrid", coding="rate", epochs=5, lr=0.1, batch=16, progress=False)
     with_attn = [train("sanet-resnet8", "severe", seed=s, **kw)["test_accuracy"] for s in range(3)]
     plain = [train("resnet8", "severe", seed=s, **kw)["test_accuracy"] for s in range(3)]
