@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench bench-sim bench-train clean
+.PHONY: venv demo test test-slow bench bench-sim bench-train bench-cost clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,9 @@ bench-sim: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
+
+bench-cost: $(STAMP)
+	cd benchmarks && ../$(BIN)/python cost_tables.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs
