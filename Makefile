@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_crossbar.py
 	$(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_train.py
+	cd benchmarks && ../$(BIN)/python cost_tables.py
 
 bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/bench_sim.py
