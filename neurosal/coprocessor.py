@@ -160,7 +160,16 @@ class CoProcessor:
         return self.fmt.quantize(y)
 
 
-class SEBlock(nn.Module):
+class _Block(nn.Module):
+    """An attention block on the co-processor: its work is counted under its ``tag``."""
+
+    tag = "block"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.coproc.run_block(self.tag, self._forward, x)
+
+
+class SEBlock(_Block):
     """Squeeze-and-excitation channel attention on the co-processor (reduction ``r``)."""
 
     def __init__(self, channels: int, coproc: CoProcessor, reduction: int = 4):
@@ -169,9 +178,6 @@ class SEBlock(nn.Module):
         self.fc1, self.fc2 = nn.Linear(channels, hidden), nn.Linear(hidden, channels)
         self.coproc = coproc
         self.tag = "se"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.coproc.run_block(self.tag, self._forward, x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         cp = self.coproc
@@ -183,7 +189,7 @@ class SEBlock(nn.Module):
         return cp.send(y)
 
 
-class CBAMBlock(nn.Module):
+class CBAMBlock(_Block):
     """CBAM: channel attention (avg + max pooled, shared MLP) then spatial attention (7x7)."""
 
     def __init__(self, channels: int, coproc: CoProcessor, reduction: int = 4, kernel: int = 7):
@@ -193,9 +199,6 @@ class CBAMBlock(nn.Module):
         self.spatial = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
         self.coproc = coproc
         self.tag = "cbam"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.coproc.run_block(self.tag, self._forward, x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         cp = self.coproc
