@@ -42,9 +42,12 @@ class CardError(ValueError):
 
 def spec(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
          lo_open: bool = False, hi_open: bool = False, choices: tuple | None = None,
-         unit: str = "", doc: str = "", default_factory: Any = dataclasses.MISSING):
-    """A dataclass field with a validated range ``[lo, hi]`` (open ends optional)."""
-    meta = dict(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices, unit=unit, doc=doc)
+         unit: str = "", doc: str = "", default_factory: Any = dataclasses.MISSING, finite: bool = True):
+    """A dataclass field with a validated range ``[lo, hi]`` (open ends optional).
+
+    Numbers must be finite unless ``finite=False`` (e.g. a reversal potential, where ``inf``
+    means the ideal limit): an infinite figure that validates would turn into NaN later."""
+    meta = dict(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices, unit=unit, doc=doc, finite=finite)
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -68,6 +71,9 @@ def _check_number(value: Any, m: dict, source, name: str, want_int: bool) -> flo
         raise CardError(source, name, f"expected an integer, got {value!r}")
     if isinstance(value, float) and math.isnan(value):
         raise CardError(source, name, f"NaN is not allowed; allowed: {_range_text(m)}")
+    if isinstance(value, float) and math.isinf(value) and m.get("finite", True):
+        raise CardError(source, name, f"{value!r} is not allowed (the value must be finite); "
+                        f"allowed: {_range_text(m)}")
     lo, hi = m.get("lo"), m.get("hi")
     bad = (lo is not None and (value < lo or (m.get("lo_open") and value == lo))) or \
           (hi is not None and (value > hi or (m.get("hi_open") and value == hi)))

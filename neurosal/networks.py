@@ -40,21 +40,21 @@ CODINGS = ("rate", "spike", "latency")
 class LIFCard:
     """LIF neuron settings (see :class:`~neurosal.neurons.LIFParameters`)."""
 
-    tau_mem: float = spec(10e-3, lo=0, lo_open=True, unit="s")
-    v_th: float = spec(1.0, lo=0, lo_open=True)
-    v_reset: float = spec(0.0)
+    tau_mem: float = spec(10e-3, lo=0, lo_open=True, hi=10.0, unit="s")
+    v_th: float = spec(1.0, lo=0, lo_open=True, hi=1e3)
+    v_reset: float = spec(0.0, lo=-1e3, hi=1e3)
     surrogate: str = spec("super", choices=SURROGATES)
-    alpha: float = spec(100.0, lo=0, lo_open=True)
+    alpha: float = spec(100.0, lo=0, lo_open=True, hi=1e6)
 
 
 @dataclass(frozen=True)
 class ChargeCard:
     """Charge-domain neuron settings (see :class:`~neurosal.neurons.ChargeParameters`)."""
 
-    e_plus: float = spec(math.inf, lo=0, lo_open=True)
-    e_minus: float = spec(-math.inf, hi=0, hi_open=True)
-    v_th: float = spec(1.0, lo=0, lo_open=True)
-    leak: float = spec(0.0, lo=0)
+    e_plus: float = spec(math.inf, lo=0, lo_open=True, finite=False, doc="inf: ideal charge summation")
+    e_minus: float = spec(-math.inf, hi=0, hi_open=True, finite=False, doc="-inf: ideal charge summation")
+    v_th: float = spec(1.0, lo=0, lo_open=True, hi=1e3)
+    leak: float = spec(0.0, lo=0, hi=1e6)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class PeripheryCard:
     tile_cols: int = spec(128, lo=1, hi=4096)
     dac_bits: Optional[int] = spec(None, lo=1, hi=24)
     adc_bits: Optional[int] = spec(None, lo=1, hi=24)
-    adc_range: float = spec(12.0, lo=0, lo_open=True)
+    adc_range: float = spec(12.0, lo=0, lo_open=True, hi=1e6)
     adc_calibration: str = spec("none", choices=("none", "epoch"),
                                 doc="epoch: before training and after every epoch, set each array's forward "
                                     "ADC range from the partial sums it reads on a training batch")
@@ -89,8 +89,8 @@ class NetworkCard:
     attention: str = spec("none", choices=("none", "se", "cbam"))
     attach: tuple[float, ...] = spec((1, 2, 3), lo=1, hi=3, doc="resnet: stages with an attention block")
     dstd_steps: int = spec(4, lo=1, hi=1024, doc="charge-mlp: DSTD grid steps M per phase")
-    logit_scale: float = spec(10.0, lo=0, lo_open=True, doc="charge-mlp: logits = scale x (1 - output time)")
-    spike_logit_scale: float = spec(4.0, lo=0, lo_open=True,
+    logit_scale: float = spec(10.0, lo=0, lo_open=True, hi=1e6, doc="charge-mlp: logits = scale x (1 - output time)")
+    spike_logit_scale: float = spec(4.0, lo=0, lo_open=True, hi=1e6,
                                     doc="resnet in spike coding: logits = scale x the classifier's mean output "
                                         "over the steps (the mean of spike maps is small)")
     cp_format: str = spec("fixed", choices=("fixed", "float"), doc="co-processor number format")
@@ -103,9 +103,9 @@ class NetworkCard:
                         doc="output layer in spike codings: spiking neurons, or a leaky integrator (no "
                             "spikes, read by its maximum membrane potential)")
     steps: int = spec(32, lo=1, hi=1_000_000, doc="default number of time steps in spike modes")
-    dt: float = spec(1e-3, lo=0, lo_open=True, unit="s")
+    dt: float = spec(1e-3, lo=0, lo_open=True, hi=10.0, unit="s")
     p_max: float = spec(1.0, lo=0, hi=1, lo_open=True)
-    init_gain: float = spec(1.0, lo=0, lo_open=True)
+    init_gain: float = spec(1.0, lo=0, lo_open=True, hi=1e3, doc="initial weights uniform in +-init_gain/sqrt(fan_in)")
     bias: bool = spec(True)
     lif: LIFCard = spec(default_factory=LIFCard)
     charge: ChargeCard = spec(default_factory=ChargeCard)

@@ -21,7 +21,9 @@ def test_shipped_recipe():
     ('name="m"\nsizes=[64]\n', "sizes", "at least an input and an output"),
     ('name="m"\nsizes=[64, 10.5]\n', "sizes[1]", "whole numbers"),
     ('name="m"\nsizes=[64, 10]\nneuron="izhikevich"\n', "neuron", "one of 'lif', 'charge'"),
-    ('name="m"\nsizes=[64, 10]\n[lif]\ntau_mem=-1\n', "lif.tau_mem", "(0, inf] s"),
+    ('name="m"\nsizes=[64, 10]\n[lif]\ntau_mem=-1\n', "lif.tau_mem", "(0, 10] s"),
+    ('name="m"\nsizes=[64, 10]\ninit_gain=inf\n', "init_gain", "must be finite"),
+    ('name="m"\nsizes=[64, 10]\n[charge]\ne_plus=nan\n', "charge.e_plus", "NaN is not allowed"),
     ('name="m"\nsizes=[64, 10]\n[periphery]\nadc_bits=40\n', "periphery.adc_bits", "[1, 24]"),
     ('name="m"\nsizes=[64, 10]\nlayers=3\n', "layers", "allowed fields here"),
 ])
