@@ -153,7 +153,7 @@ class Drift:
 
     nu: float = spec(0.0, lo=0.0, hi=1.0, doc="mean drift exponent")
     nu_std: float = spec(0.0, lo=0.0, hi=1.0, doc="device-to-device sigma of nu")
-    t0: float = spec(1.0, lo=0.0, lo_open=True, unit="s", doc="reference time after programming")
+    t0: float = spec(1.0, lo=1e-12, hi=1e10, unit="s", doc="reference time after programming")
 
 
 @dataclass(frozen=True)
@@ -184,12 +184,13 @@ class DeviceCard:
     name: str = spec(doc="card name")
     model: str = spec(choices=MODELS, doc="pulse response family")
     g_min: float = spec(lo=0.0, hi=1.0, unit="S", doc="minimum conductance")
-    g_max: float = spec(lo=0.0, lo_open=True, hi=1.0, unit="S", doc="maximum conductance")
+    g_max: float = spec(lo=1e-15, hi=1.0, unit="S", doc="maximum conductance (1 fS .. 1 S)")
     levels: int = spec(lo=2, hi=1_000_000, doc="conductance states per full swing (Pmax = levels - 1 pulses)")
     description: str = spec("")
     source: str = spec("", doc="publication the values come from")
-    a_up: Optional[float] = spec(None, lo=0.0, lo_open=True, hi=1e6, doc="exponential: A/Pmax, potentiation")
-    a_down: Optional[float] = spec(None, lo=0.0, lo_open=True, hi=1e6, doc="exponential: A/Pmax, depression")
+    a_up: Optional[float] = spec(None, lo=1e-3, hi=1e6, doc="exponential: A/Pmax, potentiation "
+                                 "(NeuroSim's NL 9 is 0.04)")
+    a_down: Optional[float] = spec(None, lo=1e-3, hi=1e6, doc="exponential: A/Pmax, depression")
     nl_up: Optional[float] = spec(None, lo=-9.0, hi=9.0, doc="exponential: NeuroSim NL label, potentiation")
     nl_down: Optional[float] = spec(None, lo=-9.0, hi=9.0, doc="exponential: NeuroSim NL label, depression")
     gamma_up: Optional[float] = spec(None, lo=0.0, hi=10.0, doc="power: exponent, potentiation")
@@ -229,6 +230,9 @@ class DeviceCard:
         if not self.g_max > self.g_min:
             raise CardError(source, "g_max", f"Gmin >= Gmax ({self.g_min:g} >= {self.g_max:g} S); "
                             "g_max must be greater than g_min")
+        if self.g_max - self.g_min < 1e-3 * self.g_max:
+            raise CardError(source, "g_max", f"the range Gmax - Gmin = {self.g_max - self.g_min:g} S is below 1e-3 "
+                            "of Gmax: on/off must be at least 1.001 for float32 conductances to resolve the range")
         if self.faults.stuck_min + self.faults.stuck_max > 1.0:
             raise CardError(source, "faults", "stuck_min + stuck_max must not exceed 1")
         m = self.model
@@ -262,6 +266,29 @@ class DeviceCard:
                     and math.isclose(dpr[-1], self.g_min, rel_tol=1e-6)):
                 raise CardError(source, "potentiation", "table curves must run from g_min to g_max "
                                 "(potentiation) and from g_max to g_min (depression)")
+
+        self._check_curve(source)
+
+    def _check_curve(self, source) -> None:
+        """Backstop: the nominal curve, evaluated in float32 (what training uses), must be finite
+        and monotone from Gmin to Gmax, or the card would turn into NaN during a run."""
+        dev = Device(self)
+        n = torch.linspace(0, self.pmax, min(self.pmax, 256) + 1, dtype=torch.float32) if self.model != "power" \
+            else torch.arange(min(self.pmax, 64) + 1, dtype=torch.float32)
+        kw = dict(g_min=self.g_min, g_max=self.g_max, pmax=self.pmax)
+        kw.update(zip(("p_up", "p_down"), dev._nominal_shape()))
+        up = dev.respond(torch.full_like(n, self.g_min), n, **kw)
+        dn = dev.respond(torch.full_like(n, self.g_max), -n, **kw)
+        mid = torch.linspace(self.g_min, self.g_max, 17, dtype=torch.float32)     # positions from any state
+        one = torch.ones_like(mid)
+        steps = torch.cat([dev.respond(mid, one, **kw), dev.respond(mid, -one, **kw)])
+        ok = bool(torch.isfinite(up).all() and torch.isfinite(dn).all() and torch.isfinite(steps).all()
+                  and (up.diff() >= 0).all() and (dn.diff() <= 0).all() and up[-1] > up[0] and dn[-1] < dn[0])
+        if not ok:
+            fields = {"exponential": "a_up/a_down/nl_up/nl_down", "power": "gamma_up/gamma_down",
+                      "table": "potentiation/depression"}.get(self.model, "levels")
+            raise CardError(source, "model", f"the nominal '{self.model}' curve is not finite and monotone in "
+                            f"float32 with these values (g_min, g_max, levels, {fields}); check them")
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -317,6 +344,20 @@ def _take(p, idx):
     return p.reshape(-1)[idx] if isinstance(p, torch.Tensor) else p
 
 
+def _exp_consts(shape, like: torch.Tensor):
+    """(a, c, log1p(c)) of the exponential curve with normalized ``a`` (a number, a tensor, or
+    the tuple itself), ``c = 1/expm1(1/a) = b - 1``; numbers stay numbers."""
+    if isinstance(shape, tuple):
+        return shape
+    if isinstance(shape, torch.Tensor):
+        a = shape.to(like.dtype)
+        c = 1.0 / torch.expm1(1.0 / a)
+        return a, c, torch.log1p(c)
+    a = float(shape)
+    c = 1.0 / math.expm1(1.0 / a) if 1.0 / a < 700 else 0.0
+    return a, c, math.log1p(c)
+
+
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear interpolation (numpy.interp) for increasing ``xp``; clamps at the ends."""
     x = x.clamp(xp[0], xp[-1])
@@ -342,8 +383,8 @@ class Device:
         if c.model == "table":
             p = np.asarray(c.potentiation, dtype=np.float64)
             d = np.asarray(c.depression, dtype=np.float64)
-            self._tab_up = torch.tensor((p - c.g_min) / c.g_range)
-            self._tab_dn = torch.tensor((d[::-1] - c.g_min) / c.g_range)  # increasing u with position
+            self._tab_up = torch.tensor((p - c.g_min) / c.g_range)           # travel up from Gmin
+            self._tab_dn_v = torch.tensor((c.g_max - d) / c.g_range)         # travel down from Gmax
             self._n_up, self._n_dn = len(p) - 1, len(d) - 1
 
     def __repr__(self) -> str:
@@ -402,64 +443,122 @@ class Device:
                          stuck=stuck, nu=nu, t_prog=t_prog)
         return st.to(device) if device is not None else st
 
-    # -- normalized responses (n >= 0) -----------------------------------------------
-    def _up(self, u, n, pmax, p):
+    # -- the curves ------------------------------------------------------------------
+    # Every family is written on the distance travelled from the bound a pulse moves away
+    # from: v = u for potentiation (from Gmin), v = 1 - u for depression (from Gmax). A
+    # curve is the travel v = F(q) after q pulses from that bound and its inverse, the
+    # position q = F^-1(v); n pulses from u are F(F^-1(v) + n). "shape" is a (exponential) or
+    # gamma (power) of the direction; pmax the pulses per full swing (per cell or nominal).
+    def _closed_form(self, shape) -> bool:
+        return self.card.model != "power"
+
+    def _travel(self, q, pmax, shape, up: bool):
+        """Travel v in [0, 1] after ``q`` pulses from the start of the up/down curve."""
         m = self.card.model
-        if m == "linear":
-            return (u + n / pmax).clamp(0, 1)
+        if m == "linear" or (m == "exponential" and isinstance(shape, float) and math.isinf(shape)):
+            return (q / pmax).clamp(0, 1)
         if m == "soft-bounds":
-            return 1 - (1 - u) * torch.exp(n * math.log1p(-2.0 / self.card.pmax) * (self.card.pmax / pmax))
+            # (1 - delta)^q with delta = 2/Pmax_nominal; a cell's own Pmax stretches its pulse axis
+            return -torch.expm1(q.clamp_min(0) * (math.log1p(-2.0 / self.card.pmax) * (self.card.pmax / pmax)))
         if m == "exponential":
-            if not isinstance(p, torch.Tensor) and math.isinf(p):
-                return (u + n / pmax).clamp(0, 1)
+            a, c, _ = _exp_consts(shape, q)
+            x = (q / pmax).clamp(0.0, 1.0)
+            return (-(1 + c) * torch.expm1(-x / a)).clamp(0, 1)
+        if m == "table":
+            tab, n_tab = (self._tab_up, self._n_up) if up else (self._tab_dn_v, self._n_dn)
+            pos = (q * (n_tab / pmax)).clamp(0, n_tab)
+            return _interp(pos, torch.arange(n_tab + 1, dtype=q.dtype, device=q.device), tab.to(q))
+        raise AssertionError(f"no closed-form curve for model {m!r}")
+
+    def _position(self, v, pmax, shape, up: bool):
+        """Pulses from the start of the up/down curve to travel ``v`` (inverse of :meth:`_travel`)."""
+        m = self.card.model
+        v = v.clamp(0, 1)
+        if m == "linear" or (m == "exponential" and isinstance(shape, float) and math.isinf(shape)):
+            return v * pmax
+        if m == "soft-bounds":
+            return torch.log1p(-v) / (math.log1p(-2.0 / self.card.pmax) * (self.card.pmax / pmax))
+        if m == "exponential":
             # c = b - 1 = 1/expm1(1/a) keeps the inversion exact at the flat end of the curve
-            c = 1.0 / torch.expm1(1.0 / torch.as_tensor(p, dtype=u.dtype))
-            x = -p * (torch.log(c + (1 - u).clamp_min(0)) - torch.log1p(c))
-            x = (x + n / pmax).clamp(0.0, 1.0)
-            return (-(1 + c) * torch.expm1(-x / p)).clamp(0, 1)
-        if m == "power":
-            return self._power(u, n, pmax, p, up=True)
+            a, c, l1c = _exp_consts(shape, v)
+            return (-a * (torch.log(c + (1 - v)) - l1c)).clamp(0.0, 1.0) * pmax
         if m == "table":
-            pos = _interp(u, self._tab_up.to(u), torch.arange(self._n_up + 1, dtype=u.dtype))
-            pos = (pos + n * (self._n_up / pmax)).clamp(max=self._n_up)
-            return _interp(pos, torch.arange(self._n_up + 1, dtype=u.dtype), self._tab_up.to(u))
-        raise AssertionError(m)
+            tab, n_tab = (self._tab_up, self._n_up) if up else (self._tab_dn_v, self._n_dn)
+            pos = _interp(v, tab.to(v), torch.arange(n_tab + 1, dtype=v.dtype, device=v.device))
+            return pos * (pmax / n_tab)
+        raise AssertionError(f"no closed-form curve for model {m!r}")
 
-    def _down(self, u, n, pmax, p):
-        m = self.card.model
-        if m == "linear":
-            return (u - n / pmax).clamp(0, 1)
-        if m == "soft-bounds":
-            return u * torch.exp(n * math.log1p(-2.0 / self.card.pmax) * (self.card.pmax / pmax))
-        if m == "exponential":
-            if not isinstance(p, torch.Tensor) and math.isinf(p):
-                return (u - n / pmax).clamp(0, 1)
-            c = 1.0 / torch.expm1(1.0 / torch.as_tensor(p, dtype=u.dtype))
-            x = 1 + p * (torch.log(c + u.clamp_min(0)) - torch.log1p(c))
-            x = (x - n / pmax).clamp(0.0, 1.0)
-            return (1 + (1 + c) * torch.expm1((x - 1) / p)).clamp(0, 1)
-        if m == "power":
-            return self._power(u, n, pmax, p, up=False)
-        if m == "table":
-            # depression table stored reversed: position 0 = Gmin ... n_dn = Gmax
-            pos = _interp(u, self._tab_dn.to(u), torch.arange(self._n_dn + 1, dtype=u.dtype))
-            pos = (pos - n * (self._n_dn / pmax)).clamp(min=0)
-            return _interp(pos, torch.arange(self._n_dn + 1, dtype=u.dtype), self._tab_dn.to(u))
-        raise AssertionError(m)
+    def _move(self, u, n, pmax, shape, up: bool):
+        """Normalized conductance after ``n >= 0`` pulses up (``up``) or down from ``u``."""
+        v = u if up else 1 - u
+        if self.card.model == "power":
+            v = self._power(v, n, pmax, shape)
+        else:
+            v = self._travel(self._position(v, pmax, shape, up) + n, pmax, shape, up)
+        return v if up else 1 - v
 
-    def _power(self, u, n, pmax, gamma, up: bool):
-        gamma_t = torch.as_tensor(gamma, dtype=u.dtype)
-        alpha = torch.pow(torch.tensor(2.0, dtype=u.dtype), gamma_t) / pmax
+    def _power(self, v, n, pmax, gamma):
+        """Fusi-Abbott steps on the travel: v += alpha (1 - v)^gamma per pulse."""
+        gamma_t = torch.as_tensor(gamma, dtype=v.dtype)
+        alpha = torch.pow(torch.tensor(2.0, dtype=v.dtype), gamma_t) / pmax
         k_max = int(torch.ceil(n.max()).item()) if n.numel() else 0
-        u = u.clone()
         for k in range(k_max):
             frac = (n - k).clamp(0, 1)  # a fractional last pulse (scaled pulse axis) counts partly
-            if up:
-                u = u + frac * alpha * (1 - u).clamp_min(0) ** gamma_t
-            else:
-                u = u - frac * alpha * u.clamp_min(0) ** gamma_t
-            u = u.clamp(0, 1)
-        return u
+            v = (v + frac * alpha * (1 - v).clamp_min(0) ** gamma_t).clamp(0, 1)
+        return v
+
+    def _nominal_shape(self) -> tuple:
+        """(up, down) curve shapes of the card's nominal device: a (exponential), gamma (power)."""
+        c = self.card
+        if c.model == "exponential":
+            return self._a
+        if c.model == "power":
+            return (c.gamma_up if c.gamma_up is not None else 1.0, c.gamma_down if c.gamma_down is not None else 1.0)
+        return (0.0, 0.0)
+
+    def nominal_pulses(self, u: torch.Tensor, du: torch.Tensor, up: torch.Tensor, max_pulses: int):
+        r"""What an open-loop controller plans from the card's *nominal* curve (no variation,
+        no noise): the largest pulse count :math:`n \le` ``max_pulses`` whose nominal change
+        from normalized conductance ``u`` does not exceed ``du >= 0``, in the direction ``up``
+        (bool tensor: potentiate, else depress), and the normalized conductance it then
+        expects. Elementwise; closed form (:math:`n = \lfloor F^{-1}(v + du) - F^{-1}(v)\rfloor`)
+        except for ``power``, which is stepped pulse by pulse. Returns ``(n, u_new)``.
+        """
+        c = self.card
+        v = torch.where(up, u, 1 - u)
+        su, sd = self._nominal_shape()
+        target = (v + du).clamp(max=1.0)
+        if c.model == "power":
+            shape = torch.where(up, torch.as_tensor(su, dtype=u.dtype), torch.as_tensor(sd, dtype=u.dtype))
+            alpha = torch.pow(torch.tensor(2.0, dtype=u.dtype), shape) / c.pmax
+            n = torch.zeros_like(u)
+            vv = v.clone()
+            tol = 1e-6 * alpha
+            for _ in range(int(max_pulses)):
+                nxt = (vv + alpha * (1 - vv).clamp_min(0) ** shape).clamp(0, 1)
+                ok = (nxt <= target + tol) & (nxt > vv)
+                vv = torch.where(ok, nxt, vv)
+                n = n + ok.to(u.dtype)
+            v_new = vv
+        else:
+            shape = None
+            if c.model in ("linear", "soft-bounds") or (c.model == "exponential" and su == sd):
+                shape = su
+            elif c.model == "exponential" and math.isfinite(su) and math.isfinite(sd):
+                # one evaluation with each cell's direction constants selected (a, c, log1p c)
+                t = lambda z: torch.tensor(z, dtype=u.dtype, device=u.device)  # noqa: E731
+                shape = tuple(torch.where(up, t(x), t(y)) for x, y in zip(_exp_consts(su, u), _exp_consts(sd, u)))
+
+            def both(fn, x):
+                if shape is not None:
+                    return fn(x, c.pmax, shape, True)
+                return torch.where(up, fn(x, c.pmax, su, True), fn(x, c.pmax, sd, False))
+            q = both(self._position, v)
+            # a hair of tolerance: a request of exactly k steps is k pulses despite rounding
+            n = torch.floor(both(self._position, target) - q + 1e-4).clamp_(0, max_pulses)
+            n = torch.where(torch.isfinite(n), n, torch.zeros_like(n))
+            v_new = both(self._travel, q + n)
+        return n, torch.where(up, v_new, 1 - v_new)
 
     # -- public API ----------------------------------------------------------------
     def respond(self, g, n, *, g_min, g_max, pmax, p_up, p_down):
@@ -469,8 +568,8 @@ class Device:
         u = ((g - gmin) / rng).clamp(0, 1)
         n = torch.as_tensor(n, dtype=g.dtype)
         pos = n > 0
-        u_up = self._up(u, n.clamp_min(0), pmax, p_up)
-        u_dn = self._down(u, (-n).clamp_min(0), pmax, p_down)
+        u_up = self._move(u, n.clamp_min(0), pmax, p_up, True)
+        u_dn = self._move(u, (-n).clamp_min(0), pmax, p_down, False)
         u_new = torch.where(pos, u_up, torch.where(n < 0, u_dn, u))
         return gmin + u_new * rng
 
@@ -486,6 +585,8 @@ class Device:
         n = torch.as_tensor(n)
         if n.shape != st.g.shape:
             raise ValueError(f"pulse counts have shape {tuple(n.shape)}, the array is {tuple(st.g.shape)}")
+        if n.is_floating_point() and not bool(torch.isfinite(n).all()):
+            raise ValueError("pulse counts must be finite (got NaN or inf); nothing was written")
         flat_n = n.reshape(-1)
         mask = flat_n != 0
         if st.stuck is not None:
@@ -510,10 +611,10 @@ class Device:
             u = ((g - gmin_t) / rng).clamp_(0, 1)
             pmax = _take(st.pmax, sub)
             if direction > 0:
-                u_new = self._up(u, cnt, pmax, _take(st.p_up, sub))
+                u_new = self._move(u, cnt, pmax, _take(st.p_up, sub), True)
             else:
                 cnt = cnt.neg()
-                u_new = self._down(u, cnt, pmax, _take(st.p_down, sub))
+                u_new = self._move(u, cnt, pmax, _take(st.p_down, sub), False)
             c2c = self.card.noise.c2c
             if c2c > 0:
                 z = torch.randn(sub.numel(), generator=generator, dtype=g.dtype, device=g.device)
@@ -555,16 +656,10 @@ class Device:
         """Nominal conductance change (S) of ``n`` signed pulses from conductance ``g``, read off
         the card's nominal curve (no noise, no device-to-device knowledge), elementwise."""
         c = self.card
+        su, sd = self._nominal_shape()
         kw = dict(g_min=c.g_min if g_min is None else g_min, g_max=c.g_max if g_max is None else g_max,
-                  pmax=c.pmax if pmax is None else pmax)
-        if c.model == "exponential":
-            au, ad = self._a
-            kw.update(p_up=au if p_up is None else p_up, p_down=ad if p_down is None else p_down)
-        elif c.model == "power":
-            kw.update(p_up=(c.gamma_up or 1.0) if p_up is None else p_up,
-                      p_down=(c.gamma_down or 1.0) if p_down is None else p_down)
-        else:
-            kw.update(p_up=0.0, p_down=0.0)
+                  pmax=c.pmax if pmax is None else pmax, p_up=su if p_up is None else p_up,
+                  p_down=sd if p_down is None else p_down)
         return self.respond(g, n, **kw) - g
 
     def curve(self, pulses: int | None = None, *, dtype=torch.float64) -> tuple[np.ndarray, np.ndarray]:

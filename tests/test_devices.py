@@ -209,6 +209,9 @@ def test_read_noise_sigma():
     ("colour = 'red'\n", "colour", "unknown field"),
     ("[noise]\nc2c = 1.5\n", "noise.c2c", "out of range"),
     ("[noise]\nshot = 0.1\n", "noise.shot", "unknown field"),
+    # values that validate as numbers but would turn into NaN during a run
+    ("[drift]\nnu = 0.1\nt0 = inf\n", "drift.t0", "must be finite"),
+    ("[pulse]\nwidth_up = nan\n", "pulse.width_up", "NaN is not allowed"),
 ])
 def test_bad_card_errors_name_file_and_field(card_file, extra, field, words):
     p = card_file(BASE_CARD + extra)
@@ -216,6 +219,31 @@ def test_bad_card_errors_name_file_and_field(card_file, extra, field, words):
         load_device(p)
     msg = str(e.value)
     assert str(p) in msg and f"'{field}'" in msg and words in msg
+
+
+@pytest.mark.parametrize("text,field,words", [
+    ('name="x"\nmodel="linear"\nlevels=11\ng_min=0.0\ng_max=1e-300\n', "g_max", "out of range"),
+    ('name="x"\nmodel="exponential"\nlevels=11\ng_min=1e-7\ng_max=1e-5\na_up=1e-300\na_down=0.5\n',
+     "a_up", "out of range"),
+    ('name="x"\nmodel="linear"\nlevels=11\ng_min=1e-5\ng_max=1.000001e-5\n', "g_max", "on/off"),
+])
+def test_cards_that_would_turn_into_nan_are_rejected_at_load(card_file, text, field, words):
+    """Each of these loaded before and produced NaN conductances in float32 at the first pulse."""
+    with pytest.raises(CardError) as e:
+        load_device(card_file(text))
+    assert f"'{field}'" in str(e.value) and words in str(e.value)
+
+
+def test_every_loadable_card_has_a_finite_float32_curve(card_file):
+    """The backstop: a card is loaded only if its nominal curve is finite and monotone in
+    float32; a table whose steps vanish in float32 is refused and named."""
+    up = [1e-6, 1e-6 * (1 + 1e-9), 1e-5]
+    down = [1e-5, 1e-6 * (1 + 2e-9), 1e-6]
+    with pytest.raises(CardError, match=r"'model'.*not finite and monotone in float32"):
+        load_device(card_file(f'name="t"\nmodel="table"\nlevels=3\ng_min=1e-6\ng_max=1e-5\n'
+                              f'potentiation={up}\ndepression={down}\n'))
+    for name in list_devices():
+        load_device(name)
 
 
 def test_bad_card_gmin_ge_gmax(card_file):
