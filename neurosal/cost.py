@@ -209,8 +209,8 @@ def device_energies(card, periphery: PeripheryCost) -> dict:
 
 # ============================================================================ ledger
 _XB_FIELDS = ("forward_reads", "backward_reads", "row_activations", "cell_reads", "dac_conversions",
-              "adc_conversions", "pulses", "pulsed_cells", "update_ops", "verify_reads", "write_cycles",
-              "digital_macs", "buffer_accesses")
+              "adc_conversions", "pulses", "pulsed_cells", "update_ops", "verify_reads", "verify_cycles", "write_cycles",
+              "digital_macs", "buffer_accesses", "clipped_cells")
 _CP_FIELDS = ("transfers_in", "transfers_out", "macs", "ops", "mem_reads", "mem_writes")
 
 

@@ -42,8 +42,22 @@ from torch import nn
 
 from .devices import Device, DeviceCard, DeviceState
 
-__all__ = ["Counters", "Crossbar", "ProgramResult", "AnalogLinear", "AnalogConv2d", "PulseSGD",
-           "analog_layers", "calibrate_adc"]
+__all__ = ["Counters", "Crossbar", "ProgramResult", "AnalogLinear", "AnalogConv2d", "PulseSGD", "PulseError",
+           "analog_layers", "calibrate_adc", "check_pulses"]
+
+
+class PulseError(ValueError):
+    """Pulse counts that no chip can apply (NaN or infinite): nothing was written."""
+
+
+def check_pulses(n: torch.Tensor, what: str) -> None:
+    """Raise :class:`PulseError` naming ``what`` unless every pulse count in ``n`` is finite.
+    Called before any state changes, so that a bad step leaves the chip exactly as it was."""
+    bad = ~torch.isfinite(n)
+    if bool(bad.any()):
+        k = int(bad.sum())
+        raise PulseError(f"{what}: {k} of {n.numel()} pulse counts are not finite (NaN or inf; a NaN or infinite "
+                         "gradient, learning rate or card value upstream); nothing was written")
 
 
 @dataclass
@@ -59,12 +73,15 @@ class Counters:
     pulses: int = 0             # programming pulses applied (sum of |n|)
     pulsed_cells: int = 0       # device updates with at least one pulse
     update_ops: int = 0         # pulse-update operations on the array
-    verify_reads: int = 0       # device reads made by write-and-verify
+    verify_reads: int = 0       # device reads made by write-and-verify (two per pair read)
+    verify_cycles: int = 0      # row-read slots of those reads: a pair's two devices and all columns of a
+                                # row are read at once, rows one at a time per tile, tiles in parallel
     write_cycles: int = 0       # pulse slots of the updates: rows are written one at a time per tile
                                 # (all columns of a row at once, tiles in parallel), a row takes as
                                 # many slots as its largest pulse count
     digital_macs: int = 0       # MACs in the tile's digital unit: weight gradients, off-array errors
-    buffer_accesses: int = 0    # reads + writes of a per-cell digital update buffer (hybrid rule)
+    buffer_accesses: int = 0    # reads + writes of the controller's per-cell digital state (hybrid rule)
+    clipped_cells: int = 0      # buffered updates dropped because the pair was at the end of its range
 
     def reset(self) -> None:
         for f in dataclasses.fields(self):
@@ -151,6 +168,10 @@ class Crossbar:
         self.counters = Counters()
         self.time = 0.0              # chip clock (s), for drift
         self.version = 0             # bumps on every change of the conductances
+        # what a controller knows of the starting state: the weights the chip was initialized
+        # to, as requested (nominal), and whether any pulse has been applied since
+        self.initial_weights = torch.zeros(self.rows, self.cols, dtype=dtype, device=self.torch_device)
+        self.pulsed = False
         self._cache_version = -1
         self._w = None
         self.last_path = None        # 'event' or 'dense': how the last read was computed
@@ -212,6 +233,8 @@ class Crossbar:
         if st.stuck is not None:
             g = torch.where(st.stuck, st.g, g)
         st.g.copy_(g)
+        self.initial_weights = w.clamp(-1, 1).clone()
+        self.pulsed = False
         self.version += 1
 
     # -- reads ---------------------------------------------------------------------------
@@ -477,6 +500,7 @@ class Crossbar:
                 raise ValueError(f"{name} has shape {tuple(n.shape)}, crossbar is {(self.rows, self.cols)}")
         n = torch.stack([torch.as_tensor(n_plus, dtype=self.dtype), torch.as_tensor(n_minus, dtype=self.dtype)])
         n = n.to(self.torch_device)
+        check_pulses(n, f"crossbar {self.rows}x{self.cols}")
         applied, pulsed = self.device.pulse(self._state, n, generator=self.generator, time=self.time,
                                             return_cells=True)
         if pulsed == 0:
@@ -486,14 +510,20 @@ class Crossbar:
         c.pulsed_cells += pulsed
         c.update_ops += 1
         c.write_cycles += self._write_cycles(n)
+        self.pulsed = True
         self.version += 1
         return applied
 
     def _write_cycles(self, n: torch.Tensor) -> int:
         """Pulse slots to apply ``n`` ([2, rows, cols]): per tile, the sum over its rows of the
         row's largest |count| (both devices of a pair are in the same row); tiles in parallel."""
+        return self._row_slots(n.abs().amax(0))
+
+    def _row_slots(self, a: torch.Tensor) -> int:
+        """Row-sequential time slots of an operation that takes ``a[i, j] >= 0`` slots at cell
+        (i, j): per tile, the sum over its rows of the row's largest entry (a row's columns act
+        at once); tiles work in parallel, so the slowest tile sets the time."""
         tr, tc = self.tile
-        a = n.abs().amax(0)                                         # [rows, cols]
         pc = self.n_col_tiles * tc - self.cols
         pr = self.n_row_tiles * tr - self.rows
         if pc or pr:
@@ -526,6 +556,20 @@ class Crossbar:
         dm = self.device.nominal_change(g[1], torch.as_tensor(n_minus, dtype=g.dtype))
         return (dp - dm) / self.g_ref
 
+    def verify_read(self, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Read the conductances of the pairs in ``mask`` (``[rows, cols]`` bool; all pairs by
+        default) as a controller reads them: drift applied, read noise on every device. Counts two
+        device reads per pair (``verify_reads``) and the row-read slots (``verify_cycles``).
+        Returns ``[2, rows, cols]`` (S); entries outside ``mask`` are read too but not counted,
+        so the caller must not use them."""
+        st = self._state
+        g = self.device.read(st, generator=self.generator, time=self.time if st.t_prog is not None else None)
+        if mask is None:
+            mask = torch.ones(self.rows, self.cols, dtype=torch.bool, device=self.torch_device)
+        self.counters.verify_reads += 2 * int(mask.sum().item())
+        self.counters.verify_cycles += self._row_slots(mask.to(self.dtype))
+        return g
+
     def program(self, target: torch.Tensor, tolerance: float = 0.02, max_pulses: int = 1000,
                 max_iterations: int = 500) -> ProgramResult:
         """Write-and-verify: pulse each weight toward ``target`` until ``|w - target| <= tolerance``.
@@ -542,17 +586,14 @@ class Crossbar:
         if not tolerance > 0:
             raise ValueError("tolerance must be > 0")
         st = self._state
+        card = self.device.card
         spent = torch.zeros(self.rows, self.cols, dtype=torch.int64, device=self.torch_device)
         active = torch.ones(self.rows, self.cols, dtype=torch.bool, device=self.torch_device)
         pulses = verify = it = 0
-        gmin = torch.as_tensor(st.g_min, dtype=self.dtype, device=self.torch_device)
-        gmax = torch.as_tensor(st.g_max, dtype=self.dtype, device=self.torch_device)
         while it < max_iterations:
             it += 1
-            g_read = self.device.read(st, generator=self.generator,
-                                      time=self.time if st.t_prog is not None else None)
-            n_act = int(active.sum().item())
-            verify += 2 * n_act
+            g_read = self.verify_read(active)
+            verify += 2 * int(active.sum().item())
             w = (g_read[0] - g_read[1]) / self.g_ref
             err = target - w
             active = active & (err.abs() > tolerance) & (spent < max_pulses)
@@ -560,16 +601,19 @@ class Crossbar:
                 active = active & ~(st.stuck[0] & st.stuck[1])
             if not bool(active.any()):
                 break
-            u = ((st.g - gmin) / (gmax - gmin)).clamp(0, 1)
-            up_step, dn_step = self.step_sizes()        # [2, rows, cols]
+            # plan from what was read, on the card's nominal curve (the controller knows no
+            # device-to-device draws)
+            u = ((g_read - card.g_min) / card.g_range).clamp(0, 1)
             raise_w = err > 0
             # move whichever device of the pair has more room in the needed direction
             # (raise w: G+ up or G- down; lower w: G+ down or G- up); keeps pairs centred
             use_plus = torch.where(raise_w, (1 - u[0]) >= u[1], u[0] >= (1 - u[1]))
+            up_step = self.device.step_size(g_read, +1) / self.g_ref
+            dn_step = self.device.step_size(g_read, -1) / self.g_ref
             step = torch.where(use_plus, torch.where(raise_w, up_step[0], dn_step[0].abs()),
                                torch.where(raise_w, dn_step[1].abs(), up_step[1]))
-            step = step.clamp_min(0.1 / self.device.card.pmax)
-            n = (err.abs() / step).round().clamp(1, max(1, self.device.card.pmax // 4))
+            step = step.clamp_min(0.1 / card.pmax)
+            n = (err.abs() / step).round().clamp(1, max(1, card.pmax // 4))
             n = torch.minimum(n, (max_pulses - spent).clamp_min(0).to(n.dtype))
             n = torch.where(active, n, torch.zeros_like(n))
             sgn = torch.where(raise_w, 1.0, -1.0)
@@ -577,7 +621,6 @@ class Crossbar:
             n_minus = torch.where(use_plus, torch.zeros_like(n), -sgn * n)
             pulses += self.apply_pulses(n_plus, n_minus)
             spent += n.to(torch.int64)
-        self.counters.verify_reads += verify
         w_final = self.weights()
         err = (target - w_final).abs()
         return ProgramResult(pulses=pulses, verify_reads=verify, iterations=it,
@@ -591,7 +634,8 @@ class Crossbar:
                           for k, v in self._state.state_dict().items()},
                 "rng": self.generator.get_state(), "time": self.time, "counters": self.counters.as_dict(),
                 "card": self.device.card.to_dict(), "rows": self.rows, "cols": self.cols,
-                "adc_range": self.adc_range, "adc_range_t": self.adc_range_t}
+                "adc_range": self.adc_range, "adc_range_t": self.adc_range_t,
+                "initial_weights": self.initial_weights.clone(), "pulsed": self.pulsed}
 
     def load_state_dict(self, sd: dict) -> None:
         if (sd["rows"], sd["cols"]) != (self.rows, self.cols):
@@ -602,6 +646,9 @@ class Crossbar:
         self.counters = Counters(**sd["counters"])
         self.adc_range = float(sd.get("adc_range", self.adc_range))
         self.adc_range_t = float(sd.get("adc_range_t", self.adc_range_t))
+        if "initial_weights" in sd:
+            self.initial_weights = sd["initial_weights"].to(self.torch_device, self.dtype)
+        self.pulsed = bool(sd.get("pulsed", True))
         self.version += 1
 
     def __repr__(self) -> str:
@@ -865,8 +912,8 @@ class PulseSGD(torch.optim.Optimizer):
                  seed: int = 0):
         if rounding not in ("round", "stochastic"):
             raise ValueError(f"rounding must be 'round' or 'stochastic', got {rounding!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {lr}")
         super().__init__(params, dict(lr=lr))
         self.rounding = rounding
         self.max_pulses = int(max_pulses)
@@ -874,7 +921,10 @@ class PulseSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One step, atomic: every pulse count and digital update is computed and checked
+        first (:class:`PulseError` on a NaN or infinite one), then everything is written."""
         loss = closure() if closure is not None else None
+        writes, digital = [], []
         for group in self.param_groups:
             lr = group["lr"]
             for p in group["params"]:
@@ -882,13 +932,19 @@ class PulseSGD(torch.optim.Optimizer):
                     continue
                 layer = getattr(p, "_neurosal_layer", None)
                 if layer is None:
-                    p.add_(p.grad, alpha=-lr)
+                    if not bool(torch.isfinite(p.grad).all()):
+                        raise PulseError("a digital parameter's gradient is not finite; nothing was written")
+                    digital.append((p, lr))
                     continue
                 v = p.grad.t() * (-lr / layer.dw_min)          # pulses per cell, [rows, cols]
                 if self.rounding == "round":
                     n = torch.round(v)
                 else:
                     n = torch.floor(v + torch.rand(v.shape, generator=self.generator, dtype=v.dtype))
-                n = n.clamp_(-self.max_pulses, self.max_pulses)
-                layer.crossbar.apply_pulses(n, -n)
+                check_pulses(n, f"{type(layer).__name__} {tuple(p.shape)}")
+                writes.append((layer, n.clamp_(-self.max_pulses, self.max_pulses)))
+        for p, lr in digital:
+            p.add_(p.grad, alpha=-lr)
+        for layer, n in writes:
+            layer.crossbar.apply_pulses(n, -n)
         return loss

@@ -323,3 +323,34 @@ def test_conv_read_by_tile_convolutions_equals_the_im2col_read(device, adc):
             assert torch.equal(ya, yb)
         assert a.crossbar.counters.as_dict() == b.crossbar.counters.as_dict()
         assert torch.equal(a.crossbar.generator.get_state(), b.crossbar.generator.get_state())
+
+
+def test_nan_or_infinite_pulses_leave_the_chip_exactly_as_it_was():
+    """A NaN or infinite pulse count (from a NaN gradient, an infinite learning rate, ...) is a
+    named error raised before any state changes: conductances, counters and noise stream stay."""
+    from neurosal.crossbar import PulseError
+    xb = Crossbar(8, 4, "severe", seed=1)
+    g0, rng0, c0 = xb.state.g.clone(), xb.generator.get_state().clone(), xb.counters.as_dict()
+    n = torch.ones(8, 4)
+    for bad in (float("nan"), float("inf")):
+        m = n.clone()
+        m[3, 2] = bad
+        with pytest.raises(PulseError, match="not finite.*nothing was written"):
+            xb.apply_pulses(n, m)
+    assert torch.equal(xb.state.g, g0) and torch.equal(xb.generator.get_state(), rng0)
+    assert xb.counters.as_dict() == c0
+    # PulseSGD: every layer's counts are checked before the first one is written
+    a, b = AnalogLinear(4, 3, device="moderate", seed=0), AnalogLinear(3, 2, device="moderate", seed=1)
+    opt = PulseSGD(list(a.parameters()) + list(b.parameters()), lr=0.1)
+    x = torch.rand(5, 4)
+    b(a(x)).sum().backward()
+    b.weight.grad[0, 0] = float("nan")                    # the second layer's gradient is bad
+    ga, gb = a.crossbar.state.g.clone(), b.crossbar.state.g.clone()
+    bias = a.bias.detach().clone()
+    with pytest.raises(PulseError):
+        opt.step()
+    assert torch.equal(a.crossbar.state.g, ga) and torch.equal(b.crossbar.state.g, gb)
+    assert torch.equal(a.bias, bias)
+    for lr in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+            PulseSGD(a.parameters(), lr=lr)
