@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from . import coding as coding_mod
 from .cost import COMPONENTS, PHASES, Ledger, cost_report, phase
-from .crossbar import AnalogLinear, PulseSGD, analog_layers, calibrate_adc
+from .crossbar import AnalogLinear, PulseError, PulseSGD, analog_layers, calibrate_adc
 from .neurons import RateNeurons
 from .simulator import Network, Simulator, encoder_for
 
@@ -262,20 +262,69 @@ class DFA(BP):
 
 
 class Hybrid:
-    """Kwon et al.'s hybrid rule: off-array updates, a digital buffer per cell, open-loop
-    pulses from the device's nominal curve (no verify reads)."""
+    r"""Kwon et al.'s hybrid rule: off-array updates, a digital buffer per cell, open-loop
+    pulses from the device's nominal curve, no verify reads.
+
+    The controller knows only what a chip's digital side can know: the device card's nominal
+    curve and what it did itself. Its state per array (all digital, counted as buffer traffic):
+
+    * the update buffer :math:`b` per cell (weight units), :math:`b \mathrel{+}= -\eta\,
+      \partial L/\partial w`;
+    * an estimate :math:`\hat u^\pm` of each device's normalized conductance on the nominal
+      curve. It starts at the state the chip was initialized to (``Crossbar.initial_weights``:
+      :math:`\hat u^\pm = (1 \pm w_0)/2`; a chip that was written before the controller met it
+      is read once, with counted verify reads) and advances by the pulses the controller
+      sends, as the nominal curve says they act. It never sees true conductances or
+      device-to-device draws, so C2C noise and variation make it drift from the truth.
+
+    Write, per cell: to raise :math:`w` (:math:`b > 0`) move :math:`G^+` up or :math:`G^-`
+    down, to lower it :math:`G^+` down or :math:`G^-` up; of the two, the device with more
+    estimated room in its direction (this keeps the pair's common mode near mid-range). It
+    gets :math:`n \le` ``max_pulses`` pulses, the most whose nominal change does not exceed
+    :math:`|b|` (closed form from its position on the nominal curve,
+    :meth:`~neurosal.devices.Device.nominal_pulses`); :math:`b` keeps the rest. A device at
+    its bound is never pulsed further toward it.
+
+    **Saturated pair.** When the request reaches past the chosen device's bound and that
+    device cannot take one more pulse toward it, the pair is at the end of its range
+    (:math:`\hat w \approx \pm 1`: :math:`G^+` at its top and :math:`G^-` at its bottom, or the
+    reverse; the partner has less room still). The request is dropped from the buffer, as a
+    software weight clamp to [-1, 1] would, and counted (``Counters.clipped_cells``).
+
+    **Readback** (``readback=K``, a separate option; off by default): every ``K`` steps the
+    controller reads every pair (two verify reads per pair, counted with their row cycles
+    and energy) and re-anchors its estimates to what it read, through the nominal bounds.
+    """
 
     name = "hybrid"
 
-    def __init__(self, net: Network, *, lr: float, seed: int = 0, max_pulses: int = 16, **_):
-        self.net, self.lr, self.max_pulses = net, float(lr), int(max_pulses)
+    def __init__(self, net: Network, *, lr: float, seed: int = 0, max_pulses: int = 16, readback: int = 0, **_):
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        if readback < 0:
+            raise ValueError(f"readback must be >= 0 steps (0 = never), got {readback}")
+        self.net, self.lr, self.max_pulses, self.readback = net, float(lr), int(max_pulses), int(readback)
         self.layers = analog_layers(net)
         for layer in self.layers:
             layer.digital_backward = True
-        self.buffers = [torch.zeros(layer.crossbar.rows, layer.crossbar.cols, dtype=layer.crossbar.dtype)
-                        for layer in self.layers]
+        self.buffers = [torch.zeros(layer.crossbar.rows, layer.crossbar.cols, dtype=layer.crossbar.dtype,
+                                    device=layer.crossbar.torch_device) for layer in self.layers]
+        self.estimates = [self._initial_estimate(layer.crossbar) for layer in self.layers]
+        self.steps = 0
         analog = {id(layer.weight) for layer in self.layers}
         self.digital = [p for p in net.parameters() if id(p) not in analog]
+
+    @staticmethod
+    def _initial_estimate(xb) -> torch.Tensor:
+        if xb.pulsed:                          # written before: the controller must read it (counted)
+            return Hybrid._read_estimate(xb)
+        w0 = xb.initial_weights
+        return torch.stack([(1 + w0) / 2, (1 - w0) / 2])
+
+    @staticmethod
+    def _read_estimate(xb) -> torch.Tensor:
+        card = xb.device.card
+        return ((xb.verify_read() - card.g_min) / card.g_range).clamp(0, 1).to(xb.dtype)
 
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
         for p in self.net.parameters():
@@ -286,44 +335,67 @@ class Hybrid:
         with phase("backward"):
             loss.backward()
         with torch.no_grad(), phase("update"):
+            # atomic: a NaN or infinite gradient changes nothing (chip, buffers, digital weights)
+            for p in list(self.digital) + [layer.weight for layer in self.layers]:
+                if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                    raise PulseError(f"a gradient of shape {tuple(p.shape)} is not finite (NaN or inf); "
+                                     "nothing was written")
             for p in self.digital:
                 if p.grad is not None:
                     p.add_(p.grad, alpha=-self.lr)
-            for layer, buf in zip(self.layers, self.buffers):
+            self.steps += 1
+            for i, (layer, buf) in enumerate(zip(self.layers, self.buffers)):
+                xb = layer.crossbar
+                if self.readback and self.steps % self.readback == 0:
+                    self.estimates[i] = self._read_estimate(xb)
                 if layer.weight.grad is None:
                     continue
                 buf.add_(layer.weight.grad.t(), alpha=-self.lr / layer.weight_scale)   # crossbar weight units
-                layer.crossbar.counters.buffer_accesses += 2 * buf.numel()          # read-modify-write
-                self._write(layer.crossbar, buf)
+                self._write(xb, buf, self.estimates[i])
         return loss.item()
 
-    def _write(self, xb, buf: torch.Tensor) -> None:
-        st = xb.state
-        gmin = torch.as_tensor(st.g_min, dtype=buf.dtype)
-        gmax = torch.as_tensor(st.g_max, dtype=buf.dtype)
-        u = ((st.g - gmin) / (gmax - gmin)).clamp(0, 1)                  # [2, rows, cols]
-        up, dn = xb.step_sizes()                                         # nominal, weight units
+    def _write(self, xb, buf: torch.Tensor, est: torch.Tensor) -> None:
+        """Turn the buffer into pulses from the estimate ``est`` ([2, rows, cols]); updates
+        ``buf`` and ``est`` in place and applies the pulses."""
+        up_p, up_m = est[0], est[1]
         raise_w = buf > 0
-        # raise w: G+ up or G- down; lower w: G+ down or G- up; use the device with more room
-        use_plus = torch.where(raise_w, (1 - u[0]) >= u[1], u[0] >= (1 - u[1]))
-        step = torch.where(use_plus, torch.where(raise_w, up[0], -dn[0]), torch.where(raise_w, -dn[1], up[1]))
-        step = step.abs().clamp_min(1e-12)
-        n = torch.floor(buf.abs() / step).clamp_(max=self.max_pulses)
-        if not bool((n > 0).any()):
+        room_p = torch.where(raise_w, 1 - up_p, up_p)        # G+ moves with w
+        room_m = torch.where(raise_w, up_m, 1 - up_m)        # G- moves against it
+        use_plus = room_p >= room_m
+        u_sel = torch.where(use_plus, up_p, up_m)
+        goes_up = raise_w == use_plus                       # the chosen device is potentiated
+        mag = buf.abs()
+        n, u_new = xb.device.nominal_pulses(u_sel, mag, goes_up, self.max_pulses)
+        moved = torch.where(goes_up, u_new - u_sel, u_sel - u_new)          # >= 0, nominal travel
+        # at the end of the range: the device with more room cannot take one more pulse toward
+        # its bound, and the request reaches past it
+        saturated = (n == 0) & (mag > 0) & (mag >= torch.maximum(room_p, room_m))
+        buf.sub_(torch.where(raise_w, moved, -moved))
+        n_sat = int(saturated.sum())
+        buf.masked_fill_(saturated, 0.0)
+        hit = n > 0
+        est[0] = torch.where(hit & use_plus, u_new, up_p)
+        est[1] = torch.where(hit & ~use_plus, u_new, up_m)
+        c = xb.counters
+        c.clipped_cells += n_sat
+        # buffer read-modify-write and both estimates read; estimates written where pulsed
+        c.buffer_accesses += 4 * buf.numel() + int(hit.sum())
+        if not bool(hit.any()):
             return
-        sgn = torch.where(raise_w, 1.0, -1.0).to(buf.dtype)
-        n_plus = torch.where(use_plus, sgn * n, torch.zeros_like(n))
-        n_minus = torch.where(use_plus, torch.zeros_like(n), -sgn * n)
-        expected = xb.nominal_change(n_plus, n_minus)                    # what the curve says they do
-        xb.apply_pulses(n_plus, n_minus)
-        buf.sub_(expected)
+        signed = torch.where(goes_up, n, -n)
+        zero = torch.zeros_like(n)
+        xb.apply_pulses(torch.where(use_plus, signed, zero), torch.where(use_plus, zero, signed))
 
     def state_dict(self) -> dict:
-        return {"buffers": [b.clone() for b in self.buffers]}
+        return {"buffers": [b.clone() for b in self.buffers], "estimates": [e.clone() for e in self.estimates],
+                "steps": self.steps}
 
     def load_state_dict(self, sd: dict) -> None:
         for b, s in zip(self.buffers, sd["buffers"]):
             b.copy_(s)
+        for e, s in zip(self.estimates, sd.get("estimates", [])):
+            e.copy_(s)
+        self.steps = int(sd.get("steps", 0))
 
 
 class Verify:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from neurosal.crossbar import Crossbar
+from neurosal.devices import Device
 from neurosal.learning import Hybrid, train
 from neurosal.networks import build, load_checkpoint
 
@@ -40,24 +41,176 @@ def test_verify_pays_in_pulses_and_reads():
     assert r["test_accuracy"] > 0.5 and r["software_accuracy"] >= r["test_accuracy"] - 0.1
 
 
-def test_hybrid_write_is_open_loop_exact_without_noise():
-    """Without C2C noise the device does exactly what the nominal curve predicts, so the buffer
-    keeps only the part below one pulse; with it, the remainder carries the prediction."""
+def _nominal_copy(name, **replace):
     import dataclasses
-    from neurosal.devices import Noise, load_device
-    card = dataclasses.replace(load_device("extreme-nonlinear"), noise=Noise())
+    from neurosal.devices import Faults, Noise, Variation, load_device
+    kw = dict(noise=Noise(), variation=Variation(), faults=Faults())
+    kw.update(replace)
+    return dataclasses.replace(load_device(name), **kw)
+
+
+def test_hybrid_write_is_open_loop_exact_without_noise():
+    """Without noise or variation the device does exactly what the nominal curve predicts: the
+    pulses move w by what the buffer loses (applied + remainder = requested), the remainder is
+    below one pulse of the device used, and the controller's estimate is the true state."""
+    card = _nominal_copy("extreme-nonlinear")
     xb = Crossbar(20, 10, card, seed=0, dtype=torch.float64)
+    xb.initialize(torch.linspace(-0.3, 0.3, 200, dtype=torch.float64).reshape(20, 10))
     buf = (torch.rand(20, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64) - 0.5) * 0.8
     want = buf.clone()
     w0 = xb.weights().clone()
     h = Hybrid.__new__(Hybrid)                                       # only _write is exercised
     h.max_pulses = 64
-    h._write(xb, buf)
+    est = Hybrid._initial_estimate(xb)
+    for _ in range(3):                        # a device that hits its end hands over to its partner
+        h._write(xb, buf, est)
     moved = xb.weights() - w0
+    assert xb.counters.pulses > 0 and xb.counters.verify_reads == 0 and xb.counters.clipped_cells == 0
     assert torch.allclose(moved + buf, want, atol=1e-12)              # applied + remainder = requested
-    up, dn = xb.step_sizes()
-    finest = torch.minimum(torch.minimum(up[0].abs(), dn[0].abs()), torch.minimum(up[1].abs(), dn[1].abs()))
-    assert (buf.abs() <= finest.max() * 2.5).all()
+    u_true = (xb.state.g - card.g_min) / card.g_range
+    assert torch.allclose(est, u_true, atol=1e-12)                    # the estimate tracks the truth here
+    # what is left is below one pulse of the device the controller would use: nothing more to write
+    pulses = xb.counters.pulses
+    h._write(xb, buf, est)
+    assert xb.counters.pulses == pulses and buf.abs().max() > 0
+
+
+def _zero_mean_writes(card, writes=300, seed=0, size=64, sigma=0.02):
+    """A controller fed zero-mean requests: returns (pulses, largest |buffer|, crossbar)."""
+    xb = Crossbar(size, size, card, seed=seed)
+    h = Hybrid.__new__(Hybrid)
+    h.max_pulses = 16
+    est = Hybrid._initial_estimate(xb)
+    buf = torch.zeros(size, size)
+    g = torch.Generator().manual_seed(seed + 1)
+    worst = 0.0
+    for _ in range(writes):
+        buf += torch.randn(size, size, generator=g) * sigma
+        h._write(xb, buf, est)
+        worst = max(worst, float(buf.abs().max()))
+    return xb.counters.pulses, worst, xb
+
+
+@pytest.mark.parametrize("name", ["mild", "moderate", "severe"])
+def test_hybrid_does_not_run_away_with_device_variation(name):
+    """The controller knows only the nominal curve, so device-to-device variation and stuck
+    cells cannot make it pulse more: pulses stay within 1.5x of the same card without variation
+    (they are identical, given the same requests) and buffers within a few nominal steps."""
+    import dataclasses
+    from neurosal.devices import Faults, Variation, load_device
+    card = load_device(name)
+    plain = dataclasses.replace(card, variation=Variation(), faults=Faults())
+    p_var, b_var, _ = _zero_mean_writes(card)
+    p_nom, b_nom, _ = _zero_mean_writes(plain)
+    assert 0 < p_var <= 1.5 * p_nom, (p_var, p_nom)
+    first_step = max(float(Device(card).nominal_change(torch.tensor([card.g_min]), torch.tensor([1.0]))),
+                     float(-Device(card).nominal_change(torch.tensor([card.g_max]), torch.tensor([-1.0])))) / card.g_range
+    assert b_var <= 4 * first_step + 4 * 0.02, (b_var, first_step)   # a few steps plus one request
+
+
+def test_hybrid_decision_ignores_the_true_conductance():
+    """Perturbing the chip's true conductances (same pulse history) leaves the controller's next
+    pulses unchanged: it cannot be reading them."""
+    sent = []
+
+    def run(perturb):
+        xb = Crossbar(32, 16, "severe", seed=3)
+        if perturb:
+            with torch.no_grad():
+                xb.state.g.mul_(1 + 0.3 * torch.rand(xb.state.g.shape, generator=torch.Generator().manual_seed(9)))
+        rec = []
+        orig = xb.apply_pulses
+        xb.apply_pulses = lambda a, b: (rec.append((a.clone(), b.clone())), orig(a, b))[1]
+        h = Hybrid.__new__(Hybrid)
+        h.max_pulses = 16
+        est = Hybrid._initial_estimate(xb)
+        buf = (torch.rand(32, 16, generator=torch.Generator().manual_seed(4)) - 0.5) * 0.3
+        for _ in range(3):
+            h._write(xb, buf, est)
+            buf += (torch.rand(32, 16, generator=torch.Generator().manual_seed(5)) - 0.5) * 0.1
+        sent.append(rec)
+        return xb
+    a = run(False)
+    b = run(True)
+    assert not torch.equal(a.state.g, b.state.g)
+    assert len(sent[0]) == len(sent[1]) == 3
+    for (p0, m0), (p1, m1) in zip(*sent):
+        assert torch.equal(p0, p1) and torch.equal(m0, m1)
+
+
+def test_hybrid_saturated_pair_drops_the_request_and_stops_pulsing():
+    """Asked to raise w past +1, the pair's devices go to their ends (G+ top, G- bottom), the
+    excess is dropped and counted, and no further pulses are sent."""
+    xb = Crossbar(4, 4, _nominal_copy("extreme-nonlinear"), seed=0, dtype=torch.float64)
+    h = Hybrid.__new__(Hybrid)
+    h.max_pulses = 16
+    est = Hybrid._initial_estimate(xb)
+    buf = torch.zeros(4, 4, dtype=torch.float64)
+    for _ in range(20):
+        buf += 0.5
+        h._write(xb, buf, est)
+    pulses = xb.counters.pulses
+    assert xb.counters.clipped_cells > 0
+    assert torch.allclose(est[0], torch.ones(4, 4, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(est[1], torch.zeros(4, 4, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(xb.weights(), torch.ones(4, 4, dtype=torch.float64), atol=1e-3)
+    for _ in range(5):
+        buf += 0.5
+        h._write(xb, buf, est)
+    assert xb.counters.pulses == pulses and (buf == 0).all()
+    buf -= 0.3                                                        # and it comes back down
+    h._write(xb, buf, est)
+    assert xb.counters.pulses > pulses and xb.weights().max() < 0.8
+
+
+def test_hybrid_readback_is_a_counted_option():
+    """readback=K re-anchors the estimates every K steps by reading every pair: two verify reads
+    per pair each time, none without the option."""
+    from neurosal.networks import mlp
+    x = torch.rand(8, 64, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % 10
+    for k, want in ((0, 0), (2, 2)):
+        net = mlp([64, 20, 10], device="severe", coding="rate", seed=0)
+        rule = Hybrid(net, lr=0.1, readback=k)
+        for s in range(4):
+            rule.step(x, y, coding="rate", steps=1, seed=s)
+        reads = [layer.crossbar.counters.verify_reads for layer in net.layers]
+        assert reads == [want * 2 * 64 * 20, want * 2 * 20 * 10]
+    xb = net.layers[0].crossbar
+    u_true = (xb.state.g - xb.device.card.g_min) / xb.device.card.g_range
+    est = Hybrid._read_estimate(xb)
+    sr = xb.device.card.noise.read * float((torch.as_tensor(xb.state.g_max) - torch.as_tensor(xb.state.g_min)).max()) \
+        / xb.device.card.g_range
+    assert (est - u_true.clamp(0, 1)).abs().max() < 6 * sr
+    with pytest.raises(ValueError, match="readback"):
+        Hybrid(net, lr=0.1, readback=-1)
+
+
+@pytest.mark.parametrize("rule", ["bp", "hybrid"])
+def test_a_nan_gradient_changes_nothing(rule):
+    """A training step whose gradient is NaN raises a named error and leaves the chip, the
+    controller's buffers and estimates, and the digital weights exactly as they were."""
+    from neurosal.crossbar import PulseError
+    from neurosal.learning import make_rule
+    from neurosal.networks import mlp
+    net = mlp([16, 8, 4], device="moderate", coding="rate", seed=0)
+    r = make_rule(rule, net, lr=0.1)
+    x = torch.rand(4, 16, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(4)
+    r.step(x, y, coding="rate", steps=1, seed=0)                # a good step first
+    before = [layer.crossbar.state.g.clone() for layer in net.layers]
+    params = [p for p in net.parameters() if not hasattr(p, "_neurosal_layer")]      # not the mirrors
+    digital = [p.detach().clone() for p in params]
+    state = {k: [t.clone() for t in v] for k, v in r.state_dict().items() if isinstance(v, list)}
+    x[1, 3] = float("nan")
+    with pytest.raises(PulseError, match="not finite"):
+        r.step(x, y, coding="rate", steps=1, seed=1)
+    assert all(torch.equal(layer.crossbar.state.g, g) for layer, g in zip(net.layers, before))
+    assert params and all(torch.equal(p, q) for p, q in zip(params, digital))
+    for k, v in state.items():
+        assert all(torch.equal(a, b) for a, b in zip(r.state_dict()[k], v)), k
+    with pytest.raises(ValueError, match="lr must be a finite"):
+        make_rule(rule, net, lr=float("inf"))
 
 
 def test_checkpoint_resumes_the_same_chip(tmp_path):
