@@ -1,10 +1,17 @@
-"""One on-chip training step of sanet-resnet20 against the same network trained digitally in
-plain torch, in one run (medians, interleaved).
+"""On-chip training against the same network trained digitally in plain torch, in one run
+(medians, interleaved).
 
-CIFAR-shaped random input (batch 128, 3x32x32), device ``moderate``. neurosal: forward on
-the crossbars (8-bit ADC periphery of the recipe), backward, and the rule's pulse update
-(``hybrid`` and ``bp``). Plain torch: the same ResNet-20 + SE written with ``nn.Conv2d``, one
-SGD step. Run: ``python benchmarks/bench_train.py``.
+``--case mlp``: one epoch of ``mlp-784-400-400-10`` (rate coding, 8-bit ADC periphery of the
+recipe) over 8,000 MNIST images at batch 32, with ``hybrid`` on ``ag-a-si`` and
+``extreme-nonlinear`` and ``bp`` (stochastic rounding) on ``ag-a-si``; plain torch: the same
+MLP (``nn.Linear``, bounded activation) with SGD. Real MNIST from ``--data-dir`` (the IDX
+files); without it MNIST-shaped random images (the pulse activity then differs).
+
+``--case resnet``: one training step of sanet-resnet20 on CIFAR-shaped random input (batch
+128, 3x32x32), device ``moderate``, ``hybrid`` and ``bp``; plain torch: the same ResNet-20 + SE
+written with ``nn.Conv2d``, one SGD step.
+
+Run: ``python benchmarks/bench_train.py [--case mlp|resnet|all] [--data-dir DIR]``.
 """
 
 from __future__ import annotations
@@ -62,13 +69,50 @@ class PlainSAnet20(nn.Module):
         return self.fc(self.stages(self.bn(self.stem(x)).clamp(0, 1)).mean((2, 3)))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+def bench_mlp(args) -> None:
+    from neurosal.datasets import load
+    from neurosal.learning import make_rule
+    from neurosal.networks import build
+    n = args.samples
+    if args.data_dir:
+        data = load("mnist", data_dir=args.data_dir, limit_train=n, limit_test=16)
+        x, y, what = data.x_train, data.y_train, f"MNIST ({args.data_dir})"
+    else:
+        g = torch.Generator().manual_seed(0)
+        x, y, what = torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g), "random 28x28"
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(784, 400), nn.Hardtanh(0, 1), nn.Linear(400, 400), nn.Hardtanh(0, 1),
+                          nn.Linear(400, 10))
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    b = args.mlp_batch
+
+    def plain_epoch():
+        for i in range(0, n, b):
+            opt.zero_grad()
+            F.cross_entropy(plain(x[i:i + b]), y[i:i + b]).backward()
+            opt.step()
+
+    epochs = {"plain torch (digital SGD)": plain_epoch}
+    for rule, dev, rounding in (("hybrid", "ag-a-si", None), ("hybrid", "extreme-nonlinear", None),
+                                ("bp", "ag-a-si", "stochastic")):
+        net = build("mlp-784-400-400-10", device=dev, coding="rate", input_shape=(1, 28, 28), classes=10)
+        r = make_rule(rule, net, lr=0.1, **({"rounding": rounding} if rounding else {}))
+
+        def ep(r=r):
+            for i in range(0, n, b):
+                r.step(x[i:i + b], y[i:i + b], coding="rate", steps=1, seed=i)
+        epochs[f"neurosal {rule} ({dev})"] = ep
+    med = interleaved(epochs, args.repeats)
+    base = med["plain torch (digital SGD)"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; mlp-784-400-400-10 (rate, 8-bit ADC), "
+          f"one epoch of {n} samples at batch {b}, {what} (median of {args.repeats} interleaved epochs)")
+    print(f"  {'one epoch':<42} {'seconds':>9} {'x plain':>8}")
+    for k, t in med.items():
+        print(f"  {k:<42} {t:>9.3f} {t / base:>7.2f}x")
+    print("  target for hybrid: <= 2x plain torch")
+
+
+def bench_resnet(args) -> None:
     from neurosal.learning import make_rule
     from neurosal.networks import build
     g = torch.Generator().manual_seed(0)
@@ -96,6 +140,23 @@ def main() -> None:
     for k, t in med.items():
         print(f"  {k:<36} {t:>9.3f} {t / base:>7.2f}x")
     print("  target: <= 1.5x plain torch on CPU")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", default="all", choices=("mlp", "resnet", "all"))
+    ap.add_argument("--batch", type=int, default=128, help="resnet batch")
+    ap.add_argument("--mlp-batch", type=int, default=32)
+    ap.add_argument("--samples", type=int, default=8000, help="mlp: samples per epoch")
+    ap.add_argument("--data-dir", default=None, help="mlp: folder with the MNIST IDX files (default: random images)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.case in ("mlp", "all"):
+        bench_mlp(args)
+    if args.case in ("resnet", "all"):
+        bench_resnet(args)
 
 
 if __name__ == "__main__":

@@ -175,6 +175,7 @@ class Crossbar:
         self._cache_version = -1
         self._w = None
         self.last_path = None        # 'event' or 'dense': how the last read was computed
+        self.last_write = None       # (version, cells) of the last write, for sparse mirror refreshes
 
     # -- geometry ----------------------------------------------------------------------
     @property
@@ -499,25 +500,48 @@ class Crossbar:
             if tuple(n.shape) != (self.rows, self.cols):
                 raise ValueError(f"{name} has shape {tuple(n.shape)}, crossbar is {(self.rows, self.cols)}")
         n = torch.stack([torch.as_tensor(n_plus, dtype=self.dtype), torch.as_tensor(n_minus, dtype=self.dtype)])
-        n = n.to(self.torch_device)
+        n = n.to(self.torch_device).reshape(-1)
         check_pulses(n, f"crossbar {self.rows}x{self.cols}")
-        applied, pulsed = self.device.pulse(self._state, n, generator=self.generator, time=self.time,
-                                            return_cells=True)
+        idx = (n != 0).nonzero().squeeze(1)
+        return self.apply_pulses_at(idx, n[idx])
+
+    def apply_pulses_at(self, idx: torch.Tensor, n: torch.Tensor) -> int:
+        """Sparse :meth:`apply_pulses`: signed counts ``n`` for the devices at flat indices ``idx``
+        (ascending) into the ``[2, rows, cols]`` array (``d * rows * cols + row * cols + col``,
+        ``d`` 0 for G+, 1 for G-). Same result, counters and noise stream as the dense call."""
+        check_pulses(n, f"crossbar {self.rows}x{self.cols}")
+        applied, pulsed = self.device.pulse_at(self._state, idx, n, generator=self.generator, time=self.time,
+                                               return_cells=True)
         if pulsed == 0:
             return 0
         c = self.counters
         c.pulses += applied
         c.pulsed_cells += pulsed
         c.update_ops += 1
-        c.write_cycles += self._write_cycles(n)
+        c.write_cycles += self._write_cycles_at(idx, n)
         self.pulsed = True
+        fresh = self._w is not None and self._cache_version == self.version and self._state.t_prog is None
         self.version += 1
+        if fresh:   # refresh the weight cache at the written cells only (no drift to apply)
+            cells = idx % (self.rows * self.cols)
+            g = self._state.g.view(2, -1)
+            self._w.view(-1)[cells] = (g[0, cells] - g[1, cells]) / self.g_ref
+            self._cache_version = self.version
+            self.last_write = (self.version, cells)
         return applied
 
-    def _write_cycles(self, n: torch.Tensor) -> int:
-        """Pulse slots to apply ``n`` ([2, rows, cols]): per tile, the sum over its rows of the
-        row's largest |count| (both devices of a pair are in the same row); tiles in parallel."""
-        return self._row_slots(n.abs().amax(0))
+    def _write_cycles_at(self, idx: torch.Tensor, n: torch.Tensor) -> int:
+        """Pulse slots of sparse counts: per tile, the sum over its rows of the row's largest
+        |count| (both devices of a pair are in the same row, all its columns are pulsed at
+        once); tiles work in parallel."""
+        cell = idx % (self.rows * self.cols)
+        row, col = cell // self.cols, cell % self.cols
+        tr, tc = self.tile
+        nct = self.n_col_tiles
+        slot = row * nct + col // tc
+        row_max = torch.zeros(self.n_row_tiles * tr * nct, dtype=n.dtype, device=n.device)
+        row_max.scatter_reduce_(0, slot, n.abs(), reduce="amax")
+        return int(row_max.view(self.n_row_tiles, tr, nct).sum(1).amax().item())
 
     def _row_slots(self, a: torch.Tensor) -> int:
         """Row-sequential time slots of an operation that takes ``a[i, j] >= 0`` slots at cell
@@ -772,7 +796,18 @@ class _AnalogBase(nn.Module):
                 f"{type(self).__name__}.weight was modified in place (e.g. by a torch optimizer). "
                 "Analog weights change only through device pulses: use neurosal.crossbar.PulseSGD "
                 "(or a learning rule from neurosal.learning) for analog layers.")
-        if self.crossbar.version != self._synced[0]:
+        xb = self.crossbar
+        if xb.version == self._synced[0]:
+            return
+        last = xb.last_write
+        if last is not None and last[0] == xb.version == self._synced[0] + 1:
+            # one sparse write since the last sync: copy only its cells into the [out, in] mirror
+            cells = last[1]
+            with torch.no_grad():
+                self.weight.view(-1)[(cells % xb.cols) * xb.rows + cells // xb.cols] = \
+                    xb.weights().view(-1)[cells] * self.weight_scale
+            self._synced = (xb.version, self.weight._version)
+        else:
             self._sync()
 
     @property

@@ -350,7 +350,7 @@ def _exp_consts(shape, like: torch.Tensor):
     if isinstance(shape, tuple):
         return shape
     if isinstance(shape, torch.Tensor):
-        a = shape.to(like.dtype)
+        a = shape.to(like.dtype) if like is not None else shape
         c = 1.0 / torch.expm1(1.0 / a)
         return a, c, torch.log1p(c)
     a = float(shape)
@@ -516,49 +516,82 @@ class Device:
             return (c.gamma_up if c.gamma_up is not None else 1.0, c.gamma_down if c.gamma_down is not None else 1.0)
         return (0.0, 0.0)
 
-    def nominal_pulses(self, u: torch.Tensor, du: torch.Tensor, up: torch.Tensor, max_pulses: int):
+    def _geometric(self, shape, pmax: float):
+        """(b, log r) when one pulse moves a fixed fraction of the distance to an asymptote,
+        ``v' = b - (b - v) r`` (exponential: ``b = 1/(1 - e^{-1/a})``, ``r = e^{-1/(a Pmax)}``;
+        soft-bounds: ``b = 1``, ``r = 1 - 2/Pmax``); ``None`` for the other families."""
+        m = self.card.model
+        if m == "soft-bounds":
+            return 1.0, math.log1p(-2.0 / self.card.pmax) * (self.card.pmax / pmax)
+        if m == "exponential" and math.isfinite(shape):
+            a, c, _ = _exp_consts(shape, None)
+            return 1.0 + c, -1.0 / (a * pmax)
+        return None
+
+    def nominal_step(self, v: torch.Tensor, up: bool) -> torch.Tensor:
+        """Nominal travel of one pulse from travel ``v`` (0 at the bound), potentiating if ``up``."""
+        c = self.card
+        shape = self._nominal_shape()[0 if up else 1]
+        geo = self._geometric(shape, c.pmax)
+        if geo is not None:                       # b - (b - v) r - v = (b - v)(1 - r)
+            b, log_r = geo
+            dist = b - v
+            # as nominal_pulses: no pulse when less than one is left before the bound
+            to_end = torch.log1p(-(1 - v) / dist) / log_r
+            step = (dist * -math.expm1(log_r)).minimum(1 - v)
+            return torch.where(to_end + 1e-4 >= 1, step, torch.zeros_like(step))
+        t = torch.full_like(v, up, dtype=torch.bool)
+        return self.nominal_pulses(v, torch.ones_like(v), t, 1)[1] - v
+
+    def nominal_pulses(self, v: torch.Tensor, dv: torch.Tensor, up: torch.Tensor, max_pulses: int):
         r"""What an open-loop controller plans from the card's *nominal* curve (no variation,
-        no noise): the largest pulse count :math:`n \le` ``max_pulses`` whose nominal change
-        from normalized conductance ``u`` does not exceed ``du >= 0``, in the direction ``up``
-        (bool tensor: potentiate, else depress), and the normalized conductance it then
-        expects. Elementwise; closed form (:math:`n = \lfloor F^{-1}(v + du) - F^{-1}(v)\rfloor`)
-        except for ``power``, which is stepped pulse by pulse. Returns ``(n, u_new)``.
+        no noise). ``v`` is a device's travel from the bound it moves away from (``u`` to
+        potentiate, ``1 - u`` to depress; ``up``: bool tensor, the direction per element).
+        Returns ``(n, v_new)``: the largest pulse count :math:`n \le` ``max_pulses`` whose
+        nominal travel does not exceed ``dv >= 0`` (nor the bound), and the travel it then
+        expects. Elementwise and in closed form: for the exponential and soft-bounds curves one
+        pulse moves a fixed fraction :math:`1 - r` of the distance to the asymptote :math:`b`, so
+        :math:`n = \lfloor \ln(1 - \Delta/(b - v)) / \ln r \rfloor` and
+        :math:`v_n = b - (b - v) r^n`; linear: :math:`n = \lfloor \Delta P_{max} \rfloor`; table:
+        through the positions on the curve; power: stepped pulse by pulse.
         """
         c = self.card
-        v = torch.where(up, u, 1 - u)
         su, sd = self._nominal_shape()
-        target = (v + du).clamp(max=1.0)
+        target = (v + dv).clamp(max=1.0)
+        gu, gd = self._geometric(su, c.pmax), self._geometric(sd, c.pmax)
+        lin_u = c.model == "linear" or (c.model == "exponential" and math.isinf(su))
+        lin_d = c.model == "linear" or (c.model == "exponential" and math.isinf(sd))
+        if lin_u and lin_d:
+            n = torch.floor((target - v) * c.pmax + 1e-4).clamp_(0, max_pulses)
+            return n, (v + n / c.pmax).clamp(max=1.0)
+        if gu is not None and gd is not None:
+            t = lambda z: torch.tensor(z, dtype=v.dtype, device=v.device)  # noqa: E731
+            b, log_r = (gu[0], gu[1]) if gu == gd else (torch.where(up, t(gu[0]), t(gd[0])),
+                                                        torch.where(up, t(gu[1]), t(gd[1])))
+            dist = b - v
+            # a hair of tolerance: a request of exactly k steps is k pulses despite rounding
+            n = torch.floor(torch.log1p(-(target - v) / dist) / log_r + 1e-4).clamp_(0, max_pulses)
+            n = torch.where(torch.isfinite(n), n, torch.zeros_like(n))
+            return n, (b - dist * torch.exp(n * log_r)).clamp(max=1.0)
         if c.model == "power":
-            shape = torch.where(up, torch.as_tensor(su, dtype=u.dtype), torch.as_tensor(sd, dtype=u.dtype))
-            alpha = torch.pow(torch.tensor(2.0, dtype=u.dtype), shape) / c.pmax
-            n = torch.zeros_like(u)
+            shape = torch.where(up, torch.as_tensor(su, dtype=v.dtype), torch.as_tensor(sd, dtype=v.dtype))
+            alpha = torch.pow(torch.tensor(2.0, dtype=v.dtype), shape) / c.pmax
+            n = torch.zeros_like(v)
             vv = v.clone()
             tol = 1e-6 * alpha
             for _ in range(int(max_pulses)):
                 nxt = (vv + alpha * (1 - vv).clamp_min(0) ** shape).clamp(0, 1)
                 ok = (nxt <= target + tol) & (nxt > vv)
                 vv = torch.where(ok, nxt, vv)
-                n = n + ok.to(u.dtype)
-            v_new = vv
-        else:
-            shape = None
-            if c.model in ("linear", "soft-bounds") or (c.model == "exponential" and su == sd):
-                shape = su
-            elif c.model == "exponential" and math.isfinite(su) and math.isfinite(sd):
-                # one evaluation with each cell's direction constants selected (a, c, log1p c)
-                t = lambda z: torch.tensor(z, dtype=u.dtype, device=u.device)  # noqa: E731
-                shape = tuple(torch.where(up, t(x), t(y)) for x, y in zip(_exp_consts(su, u), _exp_consts(sd, u)))
+                n = n + ok.to(v.dtype)
+            return n, vv
 
-            def both(fn, x):
-                if shape is not None:
-                    return fn(x, c.pmax, shape, True)
-                return torch.where(up, fn(x, c.pmax, su, True), fn(x, c.pmax, sd, False))
-            q = both(self._position, v)
-            # a hair of tolerance: a request of exactly k steps is k pulses despite rounding
-            n = torch.floor(both(self._position, target) - q + 1e-4).clamp_(0, max_pulses)
-            n = torch.where(torch.isfinite(n), n, torch.zeros_like(n))
-            v_new = both(self._travel, q + n)
-        return n, torch.where(up, v_new, 1 - v_new)
+        def both(fn, x):          # table, or an exponential with one linear direction
+            return torch.where(up, fn(x, c.pmax, su, True), fn(x, c.pmax, sd, False))
+        q = both(self._position, v)
+        n = torch.floor(both(self._position, target) - q + 1e-4).clamp_(0, max_pulses)
+        n = torch.where(torch.isfinite(n), n, torch.zeros_like(n))
+        return n, both(self._travel, q + n)
 
     # -- public API ----------------------------------------------------------------
     def respond(self, g, n, *, g_min, g_max, pmax, p_up, p_down):
@@ -585,16 +618,27 @@ class Device:
         n = torch.as_tensor(n)
         if n.shape != st.g.shape:
             raise ValueError(f"pulse counts have shape {tuple(n.shape)}, the array is {tuple(st.g.shape)}")
-        if n.is_floating_point() and not bool(torch.isfinite(n).all()):
-            raise ValueError("pulse counts must be finite (got NaN or inf); nothing was written")
         flat_n = n.reshape(-1)
-        mask = flat_n != 0
+        idx = (flat_n != 0).nonzero().squeeze(1)
+        return self.pulse_at(st, idx, flat_n[idx], generator=generator, time=time, return_cells=return_cells)
+
+    def pulse_at(self, st: DeviceState, idx: torch.Tensor, n: torch.Tensor, *,
+                 generator: torch.Generator | None = None, time: float | None = None, return_cells: bool = False):
+        """Apply signed pulse counts ``n`` to the cells at flat indices ``idx`` (into ``st.g``,
+        ascending), in place: the sparse form of :meth:`pulse`, with the same result and noise
+        stream. Counts must be finite (checked before anything changes)."""
+        if idx.shape != n.shape or idx.dim() != 1:
+            raise ValueError("pulse_at: idx and n must be 1-D tensors of equal length")
+        nn = n.to(st.g.dtype)
+        if not bool(torch.isfinite(nn).all()):
+            raise ValueError("pulse counts must be finite (got NaN or inf); nothing was written")
+        keep = nn != 0
         if st.stuck is not None:
-            mask &= ~st.stuck.reshape(-1)
-        idx = mask.nonzero().squeeze(1)
+            keep &= ~st.stuck.reshape(-1)[idx]
+        if not bool(keep.all()):
+            idx, nn = idx[keep], nn[keep]
         if idx.numel() == 0:
             return (0, 0) if return_cells else 0
-        nn = flat_n[idx].to(st.g.dtype)
         g_flat = st.g.view(-1)
         up = nn > 0
         total = 0

@@ -38,7 +38,7 @@ from .crossbar import AnalogLinear, PulseError, PulseSGD, analog_layers, calibra
 from .neurons import RateNeurons
 from .simulator import Network, Simulator, encoder_for
 
-__all__ = ["RULES", "BP", "DFA", "Hybrid", "Verify", "make_rule", "forward", "evaluate", "train", "calibrate",
+__all__ = ["RULES", "BP", "DFA", "Hybrid", "HybridController", "Verify", "make_rule", "forward", "evaluate", "train", "calibrate",
            "crossbars"]
 
 RULES = ("bp", "dfa", "hybrid", "verify")
@@ -261,12 +261,124 @@ class DFA(BP):
         return loss.item()
 
 
+class HybridController:
+    r"""The digital write controller of one array under the :class:`Hybrid` rule.
+
+    State (digital, all on the controller; counted as buffer traffic): the update buffer
+    ``buffer`` ``[rows, cols]`` (weight units), the estimates ``estimate`` ``[2, rows, cols]``
+    of both devices' normalized conductances on the card's nominal curve, and, derived from
+    them, ``thresholds`` ``[2, rows, cols]``: the smallest nominal one-pulse step available
+    to raise / to lower each weight (a tiny positive number where the pair cannot move that
+    way at all). A step looks only at cells whose buffer reaches its threshold: the rest
+    cannot be written and cost one comparison.
+    """
+
+    def __init__(self, xb, *, max_pulses: int = 16, estimate: Optional[torch.Tensor] = None):
+        self.xb, self.max_pulses = xb, int(max_pulses)
+        self.buffer = torch.zeros(xb.rows, xb.cols, dtype=xb.dtype, device=xb.torch_device)
+        if estimate is None:
+            if xb.pulsed:                      # written before: the controller must read it (counted)
+                estimate = self.read_estimate(xb)
+            else:                              # what the chip was initialized to, as requested
+                w0 = xb.initial_weights
+                estimate = torch.stack([(1 + w0) / 2, (1 - w0) / 2])
+        self.estimate = estimate.to(xb.dtype).clone()
+        self.thresholds = torch.stack(self._thresholds(self.estimate[0], self.estimate[1]))
+
+    @staticmethod
+    def read_estimate(xb) -> torch.Tensor:
+        """Estimates from a verify read of every pair (counted), through the nominal bounds."""
+        card = xb.device.card
+        return ((xb.verify_read() - card.g_min) / card.g_range).clamp(0, 1).to(xb.dtype)
+
+    def reanchor(self) -> None:
+        """Readback: replace the estimates by what a (counted) read of the array shows."""
+        self.estimate = self.read_estimate(self.xb)
+        self.thresholds = torch.stack(self._thresholds(self.estimate[0], self.estimate[1]))
+
+    def _thresholds(self, u_p, u_m):
+        dev = self.xb.device
+        # raising w: G+ up (travel u+) or G- down (travel 1 - u-); lowering: G+ down or G- up
+        steps = (dev.nominal_step(u_p, True), dev.nominal_step(1 - u_m, False),
+                 dev.nominal_step(1 - u_p, False), dev.nominal_step(u_m, True))
+        tiny = torch.finfo(u_p.dtype).tiny
+        out = []
+        for a, b in (steps[:2], steps[2:]):
+            inf = torch.full_like(a, math.inf)
+            m = torch.minimum(torch.where(a > 0, a, inf), torch.where(b > 0, b, inf))
+            out.append(torch.where(torch.isinf(m), torch.full_like(m, tiny), m))
+        return out
+
+    def plan(self, b: torch.Tensor, u_p: torch.Tensor, u_m: torch.Tensor):
+        """Plan the pulses for buffers ``b`` from estimates ``u_p, u_m`` (any shape, elementwise).
+
+        Returns ``(use_plus, goes_up, n, moved, saturated)``: which device of each pair, whether
+        it is potentiated, how many pulses, the nominal travel they make, and whether the pair is
+        at the end of its range for this request."""
+        raise_w = b > 0
+        mag = b.abs()
+        dev = self.xb.device
+        # the two candidates, as travel from the bound each leaves: raising w moves G+ up (from
+        # Gmin: travel u+) or G- down (from Gmax: travel 1 - u-); lowering the reverse
+        v_p = torch.where(raise_w, u_p, 1 - u_p)
+        v_m = torch.where(raise_w, 1 - u_m, u_m)
+        n_p, new_p = dev.nominal_pulses(v_p, mag, raise_w, self.max_pulses)
+        n_m, new_m = dev.nominal_pulses(v_m, mag, ~raise_w, self.max_pulses)
+        rem_p, rem_m = mag - (new_p - v_p), mag - (new_m - v_m)
+        # best fit: the device whose pulses leave the smaller remainder; on a tie the one with
+        # more room (G+ when raising with u+ + u- <= 1, lowering with u+ + u- >= 1)
+        s = u_p + u_m
+        more_room = torch.where(raise_w, s <= 1, s >= 1)
+        use_plus = torch.where((rem_p - rem_m).abs() <= 1e-7, more_room, rem_p < rem_m)
+        goes_up = raise_w == use_plus                       # the chosen device is potentiated
+        n = torch.where(use_plus, n_p, n_m)
+        moved = torch.where(use_plus, new_p - v_p, new_m - v_m)      # >= 0, nominal travel of n pulses
+        # the end of the range: the request reaches past both devices' bounds and neither can
+        # take one more pulse toward its bound
+        saturated = (n_p == 0) & (n_m == 0) & (mag > 0) & (mag >= 1 - v_p) & (mag >= 1 - v_m)
+        return use_plus, goes_up, n, moved, saturated
+
+    def write(self) -> int:
+        """Turn the buffer into pulses: plan the cells whose buffer reaches a threshold, apply
+        their pulses (sparse), keep the remainders. Returns the pulses sent."""
+        xb, buf, est = self.xb, self.buffer, self.estimate
+        rc = buf.numel()
+        cand = (buf >= self.thresholds[0]) | (buf <= -self.thresholds[1])
+        idx = cand.view(-1).nonzero().squeeze(1)
+        c = xb.counters
+        # every cell: buffer read-modify-write and its two thresholds compared; a planned cell:
+        # both estimates read, buffer, one estimate and both thresholds written
+        c.buffer_accesses += 4 * rc + 6 * int(idx.numel())
+        if idx.numel() == 0:
+            return 0
+        flat_b, flat_p, flat_m = buf.view(-1), est[0].view(-1), est[1].view(-1)
+        b, u_p, u_m = flat_b[idx], flat_p[idx], flat_m[idx]
+        use_plus, goes_up, n, moved, saturated = self.plan(b, u_p, u_m)
+        b = (b - torch.copysign(moved, b)).masked_fill_(saturated, 0.0)
+        hit = n > 0
+        dv = torch.where(goes_up, moved, -moved)           # change of the chosen device's u
+        u_p = u_p + dv * (hit & use_plus)
+        u_m = u_m + dv * (hit & ~use_plus)
+        flat_b[idx], flat_p[idx], flat_m[idx] = b, u_p, u_m
+        thr_r, thr_l = self._thresholds(u_p, u_m)
+        self.thresholds[0].view(-1)[idx], self.thresholds[1].view(-1)[idx] = thr_r, thr_l
+        c.clipped_cells += int(saturated.sum())
+        if not bool(hit.any()):
+            return 0
+        signed = torch.where(goes_up, n, -n)[hit]
+        cells, plus = idx[hit], use_plus[hit]
+        # G+ devices first, then G-: ascending flat indices into [2, rows, cols]
+        order = torch.cat([plus.nonzero().squeeze(1), (~plus).nonzero().squeeze(1)])
+        flat = (cells + rc * (~plus).to(cells.dtype))[order]
+        return xb.apply_pulses_at(flat, signed[order])
+
+
 class Hybrid:
     r"""Kwon et al.'s hybrid rule: off-array updates, a digital buffer per cell, open-loop
     pulses from the device's nominal curve, no verify reads.
 
-    The controller knows only what a chip's digital side can know: the device card's nominal
-    curve and what it did itself. Its state per array (all digital, counted as buffer traffic):
+    The controller (:class:`HybridController`, one per array) knows only what a chip's
+    digital side can know: the device card's nominal curve and what it did itself. Its state:
 
     * the update buffer :math:`b` per cell (weight units), :math:`b \mathrel{+}= -\eta\,
       \partial L/\partial w`;
@@ -278,18 +390,20 @@ class Hybrid:
       device-to-device draws, so C2C noise and variation make it drift from the truth.
 
     Write, per cell: to raise :math:`w` (:math:`b > 0`) move :math:`G^+` up or :math:`G^-`
-    down, to lower it :math:`G^+` down or :math:`G^-` up; of the two, the device with more
-    estimated room in its direction (this keeps the pair's common mode near mid-range). It
-    gets :math:`n \le` ``max_pulses`` pulses, the most whose nominal change does not exceed
+    down, to lower it :math:`G^+` down or :math:`G^-` up. For each candidate the controller
+    plans :math:`n \le` ``max_pulses`` pulses, the most whose nominal change does not exceed
     :math:`|b|` (closed form from its position on the nominal curve,
-    :meth:`~neurosal.devices.Device.nominal_pulses`); :math:`b` keeps the rest. A device at
-    its bound is never pulsed further toward it.
+    :meth:`~neurosal.devices.Device.nominal_pulses`), and uses the one that leaves the smaller
+    remainder (best fit: on a nonlinear curve one device of the pair usually has the finer
+    step); on a tie, the one with more room in its direction, which keeps the pair's common
+    mode near mid-range. :math:`b` keeps the remainder. A device at its bound is never pulsed
+    further toward it.
 
-    **Saturated pair.** When the request reaches past the chosen device's bound and that
-    device cannot take one more pulse toward it, the pair is at the end of its range
-    (:math:`\hat w \approx \pm 1`: :math:`G^+` at its top and :math:`G^-` at its bottom, or the
-    reverse; the partner has less room still). The request is dropped from the buffer, as a
-    software weight clamp to [-1, 1] would, and counted (``Counters.clipped_cells``).
+    **Saturated pair.** When the request reaches past both devices' bounds and neither can
+    take one more pulse toward it, the pair is at the end of its range (:math:`\hat w
+    \approx \pm 1`: :math:`G^+` at its top and :math:`G^-` at its bottom, or the reverse). The
+    request is dropped from the buffer, as a software weight clamp to [-1, 1] would, and
+    counted (``Counters.clipped_cells``).
 
     **Readback** (``readback=K``, a separate option; off by default): every ``K`` steps the
     controller reads every pair (two verify reads per pair, counted with their row cycles
@@ -307,24 +421,14 @@ class Hybrid:
         self.layers = analog_layers(net)
         for layer in self.layers:
             layer.digital_backward = True
-        self.buffers = [torch.zeros(layer.crossbar.rows, layer.crossbar.cols, dtype=layer.crossbar.dtype,
-                                    device=layer.crossbar.torch_device) for layer in self.layers]
-        self.estimates = [self._initial_estimate(layer.crossbar) for layer in self.layers]
+        self.controllers = [HybridController(layer.crossbar, max_pulses=max_pulses) for layer in self.layers]
         self.steps = 0
         analog = {id(layer.weight) for layer in self.layers}
         self.digital = [p for p in net.parameters() if id(p) not in analog]
 
-    @staticmethod
-    def _initial_estimate(xb) -> torch.Tensor:
-        if xb.pulsed:                          # written before: the controller must read it (counted)
-            return Hybrid._read_estimate(xb)
-        w0 = xb.initial_weights
-        return torch.stack([(1 + w0) / 2, (1 - w0) / 2])
-
-    @staticmethod
-    def _read_estimate(xb) -> torch.Tensor:
-        card = xb.device.card
-        return ((xb.verify_read() - card.g_min) / card.g_range).clamp(0, 1).to(xb.dtype)
+    @property
+    def buffers(self) -> list:
+        return [c.buffer for c in self.controllers]
 
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
         for p in self.net.parameters():
@@ -335,66 +439,35 @@ class Hybrid:
         with phase("backward"):
             loss.backward()
         with torch.no_grad(), phase("update"):
-            # atomic: a NaN or infinite gradient changes nothing (chip, buffers, digital weights)
+            # atomic: a NaN or infinite gradient changes nothing (chip, buffers, digital weights);
+            # a sum is finite only if every term is
             for p in list(self.digital) + [layer.weight for layer in self.layers]:
-                if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                if p.grad is not None and not bool(torch.isfinite(p.grad.sum())):
                     raise PulseError(f"a gradient of shape {tuple(p.shape)} is not finite (NaN or inf); "
                                      "nothing was written")
             for p in self.digital:
                 if p.grad is not None:
                     p.add_(p.grad, alpha=-self.lr)
             self.steps += 1
-            for i, (layer, buf) in enumerate(zip(self.layers, self.buffers)):
-                xb = layer.crossbar
+            for layer, ctl in zip(self.layers, self.controllers):
                 if self.readback and self.steps % self.readback == 0:
-                    self.estimates[i] = self._read_estimate(xb)
+                    ctl.reanchor()
                 if layer.weight.grad is None:
                     continue
-                buf.add_(layer.weight.grad.t(), alpha=-self.lr / layer.weight_scale)   # crossbar weight units
-                self._write(xb, buf, self.estimates[i])
+                ctl.buffer.add_(layer.weight.grad.t(), alpha=-self.lr / layer.weight_scale)   # weight units
+                ctl.write()
         return loss.item()
 
-    def _write(self, xb, buf: torch.Tensor, est: torch.Tensor) -> None:
-        """Turn the buffer into pulses from the estimate ``est`` ([2, rows, cols]); updates
-        ``buf`` and ``est`` in place and applies the pulses."""
-        up_p, up_m = est[0], est[1]
-        raise_w = buf > 0
-        room_p = torch.where(raise_w, 1 - up_p, up_p)        # G+ moves with w
-        room_m = torch.where(raise_w, up_m, 1 - up_m)        # G- moves against it
-        use_plus = room_p >= room_m
-        u_sel = torch.where(use_plus, up_p, up_m)
-        goes_up = raise_w == use_plus                       # the chosen device is potentiated
-        mag = buf.abs()
-        n, u_new = xb.device.nominal_pulses(u_sel, mag, goes_up, self.max_pulses)
-        moved = torch.where(goes_up, u_new - u_sel, u_sel - u_new)          # >= 0, nominal travel
-        # at the end of the range: the device with more room cannot take one more pulse toward
-        # its bound, and the request reaches past it
-        saturated = (n == 0) & (mag > 0) & (mag >= torch.maximum(room_p, room_m))
-        buf.sub_(torch.where(raise_w, moved, -moved))
-        n_sat = int(saturated.sum())
-        buf.masked_fill_(saturated, 0.0)
-        hit = n > 0
-        est[0] = torch.where(hit & use_plus, u_new, up_p)
-        est[1] = torch.where(hit & ~use_plus, u_new, up_m)
-        c = xb.counters
-        c.clipped_cells += n_sat
-        # buffer read-modify-write and both estimates read; estimates written where pulsed
-        c.buffer_accesses += 4 * buf.numel() + int(hit.sum())
-        if not bool(hit.any()):
-            return
-        signed = torch.where(goes_up, n, -n)
-        zero = torch.zeros_like(n)
-        xb.apply_pulses(torch.where(use_plus, signed, zero), torch.where(use_plus, zero, signed))
-
     def state_dict(self) -> dict:
-        return {"buffers": [b.clone() for b in self.buffers], "estimates": [e.clone() for e in self.estimates],
-                "steps": self.steps}
+        return {"buffers": [c.buffer.clone() for c in self.controllers],
+                "estimates": [c.estimate.clone() for c in self.controllers], "steps": self.steps}
 
     def load_state_dict(self, sd: dict) -> None:
-        for b, s in zip(self.buffers, sd["buffers"]):
-            b.copy_(s)
-        for e, s in zip(self.estimates, sd.get("estimates", [])):
-            e.copy_(s)
+        for c, b in zip(self.controllers, sd["buffers"]):
+            c.buffer.copy_(b)
+        for c, e in zip(self.controllers, sd.get("estimates", [])):
+            c.estimate.copy_(e)
+            c.thresholds = torch.stack(c._thresholds(c.estimate[0], c.estimate[1]))
         self.steps = int(sd.get("steps", 0))
 
 

@@ -354,3 +354,19 @@ def test_nan_or_infinite_pulses_leave_the_chip_exactly_as_it_was():
     for lr in (float("inf"), float("nan"), 0.0):
         with pytest.raises(ValueError, match="lr must be a finite number > 0"):
             PulseSGD(a.parameters(), lr=lr)
+
+
+def test_sparse_writes_keep_the_weight_cache_and_mirror_exact():
+    """Writes refresh the cached weights and the layer's [out, in] mirror at the written cells
+    only; both must equal a full recomputation from the conductances after every write."""
+    layer = AnalogLinear(24, 10, device="moderate", seed=0, weight_scale=1.0)
+    xb = layer.crossbar
+    g = torch.Generator().manual_seed(0)
+    for k in range(4):
+        idx = torch.randperm(2 * 24 * 10, generator=g)[:37].sort().values
+        n = torch.randint(-3, 4, (37,), generator=g).float()
+        xb.apply_pulses_at(idx, n)
+        layer(torch.rand(2, 24))                              # syncs the mirror
+        full = (xb.state.g[0] - xb.state.g[1]) / xb.g_ref
+        assert torch.equal(xb.weights(), full)
+        assert torch.equal(layer.weight.detach(), (full.t() * layer.weight_scale))

@@ -274,3 +274,34 @@ def test_bad_card_wrong_model_parameter_and_missing(card_file):
         load_device(card_file("name = \n"))
     with pytest.raises(CardError, match="no shipped device card"):
         load_device("no-such-device")
+
+
+@pytest.mark.parametrize("name", ["ideal", "ag-a-si", "extreme-nonlinear", "mild"])
+def test_nominal_pulses_is_the_device_without_noise(name):
+    """An open-loop controller's plan: n = the most pulses whose nominal travel stays within the
+    request, and the travel they make is exactly what the noise-free device does with n pulses;
+    one more pulse would overshoot. nominal_step is the travel of n = 1."""
+    import dataclasses
+    from neurosal.devices import Faults, Noise, Variation
+    card = dataclasses.replace(load_device(name), noise=Noise(), variation=Variation(), faults=Faults())
+    d = Device(card)
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(400, generator=g, dtype=torch.float64)
+    dv = torch.rand(400, generator=g, dtype=torch.float64) * 0.3
+    for up in (True, False):
+        t = torch.full_like(u, up, dtype=torch.bool)
+        v = u if up else 1 - u
+        n, v_new = d.nominal_pulses(v, dv, t, 1000)
+        st = d.init_state((400,), u0=u, dtype=torch.float64)
+        d.pulse(st, n if up else -n)
+        u_dev = (st.g - card.g_min) / card.g_range
+        torch.testing.assert_close(v_new, u_dev if up else 1 - u_dev, rtol=0, atol=1e-9)
+        assert (v_new - v <= dv + 1e-9).all()
+        more, _ = d.nominal_pulses(v, dv + 1.0, t, 1000)
+        st1 = d.init_state((400,), u0=u, dtype=torch.float64)
+        d.pulse(st1, (n + 1) if up else -(n + 1))
+        u1 = (st1.g - card.g_min) / card.g_range
+        over = ((u1 if up else 1 - u1) - v > dv + 1e-9) | (more == n)       # or at the bound already
+        assert over.all()
+        one, v1 = d.nominal_pulses(v, torch.ones_like(v), t, 1)
+        torch.testing.assert_close(d.nominal_step(v, up), v1 - v, rtol=0, atol=1e-12)

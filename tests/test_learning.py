@@ -6,7 +6,7 @@ import torch
 
 from neurosal.crossbar import Crossbar
 from neurosal.devices import Device
-from neurosal.learning import Hybrid, train
+from neurosal.learning import Hybrid, HybridController, train
 from neurosal.networks import build, load_checkpoint
 
 
@@ -59,11 +59,11 @@ def test_hybrid_write_is_open_loop_exact_without_noise():
     buf = (torch.rand(20, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64) - 0.5) * 0.8
     want = buf.clone()
     w0 = xb.weights().clone()
-    h = Hybrid.__new__(Hybrid)                                       # only _write is exercised
-    h.max_pulses = 64
-    est = Hybrid._initial_estimate(xb)
+    ctl = HybridController(xb, max_pulses=64)
+    ctl.buffer.copy_(buf)
+    buf, est = ctl.buffer, ctl.estimate
     for _ in range(3):                        # a device that hits its end hands over to its partner
-        h._write(xb, buf, est)
+        ctl.write()
     moved = xb.weights() - w0
     assert xb.counters.pulses > 0 and xb.counters.verify_reads == 0 and xb.counters.clipped_cells == 0
     assert torch.allclose(moved + buf, want, atol=1e-12)              # applied + remainder = requested
@@ -71,23 +71,20 @@ def test_hybrid_write_is_open_loop_exact_without_noise():
     assert torch.allclose(est, u_true, atol=1e-12)                    # the estimate tracks the truth here
     # what is left is below one pulse of the device the controller would use: nothing more to write
     pulses = xb.counters.pulses
-    h._write(xb, buf, est)
+    ctl.write()
     assert xb.counters.pulses == pulses and buf.abs().max() > 0
 
 
 def _zero_mean_writes(card, writes=300, seed=0, size=64, sigma=0.02):
     """A controller fed zero-mean requests: returns (pulses, largest |buffer|, crossbar)."""
     xb = Crossbar(size, size, card, seed=seed)
-    h = Hybrid.__new__(Hybrid)
-    h.max_pulses = 16
-    est = Hybrid._initial_estimate(xb)
-    buf = torch.zeros(size, size)
+    ctl = HybridController(xb, max_pulses=16)
     g = torch.Generator().manual_seed(seed + 1)
     worst = 0.0
     for _ in range(writes):
-        buf += torch.randn(size, size, generator=g) * sigma
-        h._write(xb, buf, est)
-        worst = max(worst, float(buf.abs().max()))
+        ctl.buffer += torch.randn(size, size, generator=g) * sigma
+        ctl.write()
+        worst = max(worst, float(ctl.buffer.abs().max()))
     return xb.counters.pulses, worst, xb
 
 
@@ -119,15 +116,13 @@ def test_hybrid_decision_ignores_the_true_conductance():
             with torch.no_grad():
                 xb.state.g.mul_(1 + 0.3 * torch.rand(xb.state.g.shape, generator=torch.Generator().manual_seed(9)))
         rec = []
-        orig = xb.apply_pulses
-        xb.apply_pulses = lambda a, b: (rec.append((a.clone(), b.clone())), orig(a, b))[1]
-        h = Hybrid.__new__(Hybrid)
-        h.max_pulses = 16
-        est = Hybrid._initial_estimate(xb)
-        buf = (torch.rand(32, 16, generator=torch.Generator().manual_seed(4)) - 0.5) * 0.3
+        orig = xb.apply_pulses_at
+        xb.apply_pulses_at = lambda a, b: (rec.append((a.clone(), b.clone())), orig(a, b))[1]
+        ctl = HybridController(xb, max_pulses=16)
+        ctl.buffer += (torch.rand(32, 16, generator=torch.Generator().manual_seed(4)) - 0.5) * 0.3
         for _ in range(3):
-            h._write(xb, buf, est)
-            buf += (torch.rand(32, 16, generator=torch.Generator().manual_seed(5)) - 0.5) * 0.1
+            ctl.write()
+            ctl.buffer += (torch.rand(32, 16, generator=torch.Generator().manual_seed(5)) - 0.5) * 0.1
         sent.append(rec)
         return xb
     a = run(False)
@@ -142,13 +137,11 @@ def test_hybrid_saturated_pair_drops_the_request_and_stops_pulsing():
     """Asked to raise w past +1, the pair's devices go to their ends (G+ top, G- bottom), the
     excess is dropped and counted, and no further pulses are sent."""
     xb = Crossbar(4, 4, _nominal_copy("extreme-nonlinear"), seed=0, dtype=torch.float64)
-    h = Hybrid.__new__(Hybrid)
-    h.max_pulses = 16
-    est = Hybrid._initial_estimate(xb)
-    buf = torch.zeros(4, 4, dtype=torch.float64)
+    ctl = HybridController(xb, max_pulses=16)
+    buf, est = ctl.buffer, ctl.estimate
     for _ in range(20):
         buf += 0.5
-        h._write(xb, buf, est)
+        ctl.write()
     pulses = xb.counters.pulses
     assert xb.counters.clipped_cells > 0
     assert torch.allclose(est[0], torch.ones(4, 4, dtype=torch.float64), atol=1e-3)
@@ -156,10 +149,10 @@ def test_hybrid_saturated_pair_drops_the_request_and_stops_pulsing():
     assert torch.allclose(xb.weights(), torch.ones(4, 4, dtype=torch.float64), atol=1e-3)
     for _ in range(5):
         buf += 0.5
-        h._write(xb, buf, est)
+        ctl.write()
     assert xb.counters.pulses == pulses and (buf == 0).all()
     buf -= 0.3                                                        # and it comes back down
-    h._write(xb, buf, est)
+    ctl.write()
     assert xb.counters.pulses > pulses and xb.weights().max() < 0.8
 
 
@@ -178,7 +171,7 @@ def test_hybrid_readback_is_a_counted_option():
         assert reads == [want * 2 * 64 * 20, want * 2 * 20 * 10]
     xb = net.layers[0].crossbar
     u_true = (xb.state.g - xb.device.card.g_min) / xb.device.card.g_range
-    est = Hybrid._read_estimate(xb)
+    est = HybridController.read_estimate(xb)
     sr = xb.device.card.noise.read * float((torch.as_tensor(xb.state.g_max) - torch.as_tensor(xb.state.g_min)).max()) \
         / xb.device.card.g_range
     assert (est - u_true.clamp(0, 1)).abs().max() < 6 * sr
