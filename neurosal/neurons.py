@@ -36,11 +36,13 @@ Firing schemes:
   :math:`t_0 + (V_{th} - v_0)/g`).
 
 **DSTD** (differentiable spike-time discretization): spike times are put on a grid
-:math:`T_m = m\Delta\tau - \text{offset}` by a hat kernel
-:math:`s_{jm} = \max(0, 1 - |T_m - t_j|/\Delta\tau)`, accumulated
-:math:`S_{jm} = \sum_{q \le m} s_{jq}`, and the exact recursion runs on the grid (two
-matmuls per grid step). Gradients reach spike times and weights through the hat weights,
-with no surrogate. The error is :math:`O(\Delta\tau^2/|E|)`.
+:math:`T_m = m\Delta\tau - \text{offset}` (clipped to the phase, so with an offset the
+first and last intervals are shorter) by the hat kernel of that grid,
+:math:`s_{jm} = \max(0, 1 - |T_m - t_j|/h)` with :math:`h` the length of the interval
+holding :math:`t_j` on the side of :math:`T_m`, accumulated :math:`S_{jm} = \sum_{q \le m}
+s_{jq}`, and the exact recursion runs on the grid (two matmuls per grid step). Gradients
+reach spike times and weights through the hat weights, with no surrogate. Ideal summation
+is exact for any offset; the error is :math:`O(\Delta\tau^2/|E|)`, for random offsets too.
 """
 
 from __future__ import annotations
@@ -87,6 +89,24 @@ def _check(t_in: torch.Tensor, w: torch.Tensor):
                          f"{tuple(w.shape)}")
 
 
+def _crossing_time(v: torch.Tensor, g: torch.Tensor, f: torch.Tensor, v_th: float) -> torch.Tensor:
+    r"""Time until :math:`v` reaches :math:`V_{th}` under :math:`dv/dt = -f v + g` (``inf`` if it
+    never does): with :math:`D = (V_{th} - v)/(g - f V_{th})` and :math:`x = f D`,
+
+    .. math:: t = \ln\frac{g/f - v}{g/f - V_{th}}\Big/f = D\,\frac{\ln(1 + x)}{x},
+
+    which is exact for every :math:`f \ge 0` and, unlike the ratio of the first form, keeps
+    its precision in float32 as :math:`f \to 0` (:math:`|E| \to \infty`: :math:`t \to D`)."""
+    den = g - f * v_th
+    can = (v < v_th) & (den > 0)
+    one = torch.ones_like(v)
+    d = torch.where(can, (v_th - v) / torch.where(can, den, one), one)
+    x = f * d
+    small = x.abs() < 1e-4
+    ratio = torch.where(small, 1 - x / 2 + x * x / 3, torch.log1p(x) / torch.where(small, one, x))
+    return torch.where(can, d * ratio, torch.full_like(v, math.inf))
+
+
 def _exact_walk(t_in, w, e_plus, e_minus, alpha, t_end, v_th=None):
     """Event-driven exact integration; returns v(t_end) and, with v_th, the first crossing time."""
     _check(t_in, w)
@@ -104,16 +124,9 @@ def _exact_walk(t_in, w, e_plus, e_minus, alpha, t_end, v_th=None):
         t_next = ts[:, k:k + 1].clamp(max=t_end) if k < n_in else torch.full((B, 1), float(t_end), dtype=w.dtype)
         t_next = torch.maximum(t_next, t_prev)
         dt = t_next - t_prev
-        if v_th is not None:
-            # crossing inside [t_prev, t_next)? (f = 0: v_inf = +-huge, the linear branch is used)
-            v_inf = g / f.clamp_min(1e-30)
-            can = (v < v_th) & (v_inf > v_th) & torch.isinf(t_fire)
-            lin = f <= 1e-12
-            t_lin = t_prev + (v_th - v) / g.clamp_min(1e-30)
-            ratio = ((v_inf - v) / (v_inf - v_th)).clamp_min(1.0)
-            t_exp = t_prev + torch.log(ratio) / f.clamp_min(1e-30)
-            t_cross = torch.where(lin, t_lin, t_exp)
-            hit = can & (t_cross <= t_next)
+        if v_th is not None:                                # a crossing inside [t_prev, t_next)?
+            t_cross = t_prev + _crossing_time(v, g, f, v_th)
+            hit = torch.isinf(t_fire) & (t_cross <= t_next)
             t_fire = torch.where(hit, t_cross, t_fire)
         v = charge_step(v, g, f, dt)
         t_prev = t_next
@@ -144,6 +157,17 @@ def rc_spike_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math.
 
 
 def _dstd_grid(t_in, t_end, steps, offset, generator):
+    r"""The DSTD grid and the cumulative hat weights of the input spikes on it.
+
+    Grid points :math:`T_m = m\Delta\tau - \text{offset}` inside the phase, plus its ends 0 and
+    ``t_end``: with an offset the first and last intervals are shorter than :math:`\Delta\tau`.
+    Each spike spreads onto the two points around it by the hat (piecewise-linear) basis *of
+    this grid*, so a spike's weight on an interval is exactly the part of the interval after
+    it: ideal charge summation (:math:`|E| \to \infty`) is exact for any offset, and the error
+    is :math:`O(\Delta\tau^2)` for finite :math:`|E|`. Returns the points (Python floats,
+    ``K + 1`` of them for ``K`` intervals) and ``S`` ``[..., K]``: the input level on each
+    interval. Spikes before 0 count as at 0; at or after ``t_end`` (or ``inf``) they do nothing.
+    """
     dtau = t_end / steps
     if offset is None:
         off = 0.0
@@ -151,23 +175,28 @@ def _dstd_grid(t_in, t_end, steps, offset, generator):
         off = float(torch.rand((), generator=generator)) * dtau
     else:
         off = float(offset)
-    m = torch.arange(steps + 2, dtype=t_in.dtype)       # one extra point covers a shifted grid
-    grid = m * dtau - off                                    # T_m
-    # hat kernel: each finite spike spreads onto its two neighbouring grid points
-    tt = torch.where(torch.isfinite(t_in), t_in, torch.full_like(t_in, 1e9))
-    s = (1 - (grid.view(1, 1, -1) - tt.unsqueeze(-1)).abs() / dtau).clamp_min(0)   # [B, n_in, M+1]
-    S = torch.cumsum(s, dim=-1)                                                    # cumulative steps
-    if off == 0.0:
-        S = S[..., :-1]
-    return grid, S, dtau
+    pts = [0.0]
+    for m in range(1, steps + 1):
+        p = m * dtau - off
+        if p - pts[-1] > 1e-6 * dtau and t_end - p > 1e-6 * dtau:
+            pts.append(p)
+    pts.append(float(t_end))
+    P = torch.tensor(pts, dtype=t_in.dtype, device=t_in.device)
+    lo = torch.cat([P[:1] - 1.0, P[:-1]])                  # neighbours (outside the ends: 1 away)
+    hi = torch.cat([P[1:], P[-1:] + 1.0])
+    tt = torch.where(torch.isfinite(t_in), t_in, torch.full_like(t_in, 1e9)).clamp_min(0).unsqueeze(-1)
+    rise, fall = (tt - lo) / (P - lo), (hi - tt) / (hi - P)
+    s = torch.minimum(rise, fall).clamp(0, 1)              # [..., K+1] hat weights
+    S = torch.cumsum(s, dim=-1)[..., :-1]                  # level on interval m = [P_m, P_{m+1}]
+    return pts, S
 
 
 def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator, v_th=None, read=None):
     _check(t_in, w)
     bw = beta_of(w, e_plus, e_minus)
-    grid, S, dtau = _dstd_grid(t_in, t_end, steps, offset, generator)
+    pts, S = _dstd_grid(t_in, t_end, steps, offset, generator)
     B, n_out = t_in.shape[0], w.shape[1]
-    # all grid steps at once: two matmuls [B*K, n_in] @ [n_in, n_out] instead of 2K small ones
+    # all grid intervals at once: two matmuls [B*K, n_in] @ [n_in, n_out] instead of 2K small ones
     St = S.transpose(1, 2)                                   # [B, K, n_in]
     if read is None:
         G = St @ w                                           # g on every grid interval
@@ -176,23 +205,12 @@ def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator,
     Fm = alpha + St @ bw                                     # f on every grid interval
     v = torch.zeros(B, n_out, dtype=w.dtype)
     t_fire = torch.full((B, n_out), math.inf, dtype=w.dtype)
-    # interval m runs from T_m to T_{m+1}; the phase ends at t_end (partial last interval)
-    for m_ in range(S.shape[-1]):
-        t0 = max(float(grid[m_]), 0.0)
-        t1 = min(float(grid[m_ + 1]), t_end) if m_ + 1 < grid.numel() else t_end
-        if t1 <= t0:
-            continue
-        g = G[:, m_]
-        f = Fm[:, m_]
+    for m_ in range(len(pts) - 1):
+        t0, t1 = pts[m_], pts[m_ + 1]
+        g, f = G[:, m_], Fm[:, m_]
         if v_th is not None:
-            v_inf = g / f.clamp_min(1e-12)
-            lin = f <= 1e-12
-            can = (v < v_th) & torch.where(lin, g > 0, v_inf > v_th) & torch.isinf(t_fire)
-            t_lin = t0 + (v_th - v) / torch.where(can & lin, g, torch.ones_like(g))
-            ratio = torch.where(can & ~lin, (v_inf - v) / (v_inf - v_th), torch.full_like(v, 2.0))
-            t_exp = t0 + torch.log(ratio.clamp_min(1.0)) / torch.where(lin, torch.ones_like(f), f)
-            t_cross = torch.where(lin, t_lin, t_exp)
-            hit = can & (t_cross <= t1)
+            t_cross = t0 + _crossing_time(v, g, f, v_th)
+            hit = torch.isinf(t_fire) & (t_cross <= t1)
             t_fire = torch.where(hit, t_cross, t_fire)
         v = charge_step(v, g, f, t1 - t0)
     return v, t_fire
@@ -208,7 +226,7 @@ def dstd_rc_membrane(t_in: torch.Tensor, read_g, read_f, *, alpha: float = 0.0, 
     convolution through a crossbar and its beta-weighted twin). The exact recursion runs on
     the grid, elementwise over the outputs.
     """
-    grid, S, dtau = _dstd_grid(t_in, t_end, steps, offset, generator)        # S [B, ..., K]
+    pts, S = _dstd_grid(t_in, t_end, steps, offset, generator)               # S [B, ..., K]
     B, K = t_in.shape[0], S.shape[-1]
     Sk = S.movedim(-1, 1).reshape(B * K, *t_in.shape[1:])
     G = read_g(Sk)
@@ -216,10 +234,7 @@ def dstd_rc_membrane(t_in: torch.Tensor, read_g, read_f, *, alpha: float = 0.0, 
     Fm = alpha + read_f(Sk).reshape(G.shape)
     v = torch.zeros_like(G[:, 0])
     for m_ in range(K):
-        t0 = max(float(grid[m_]), 0.0)
-        t1 = min(float(grid[m_ + 1]), t_end) if m_ + 1 < grid.numel() else t_end
-        if t1 > t0:
-            v = charge_step(v, G[:, m_], Fm[:, m_], t1 - t0)
+        v = charge_step(v, G[:, m_], Fm[:, m_], pts[m_ + 1] - pts[m_])
     return v
 
 
