@@ -1,7 +1,7 @@
 """The cost model's evidence tables (issue 5), measured from the events of real runs.
 
-1. ``sanet-resnet20`` (CIFAR-shaped random input, a fresh chip on ``moderate``): energy per
-   inference, rate vs spike coding.
+1. ``sanet-resnet20`` (CIFAR-shaped random input) and ``mlp-784-400-400-10`` (MNIST-shaped),
+   fresh chips on ``moderate``: energy per inference, rate vs spike coding.
 2. The digital share of ``sanet-resnet20``: attention at every stage, at the last stage only,
    and detached after training (inference and one hybrid training step).
 3. BP vs DFA training-step latency of ``mlp-784-400-400-10`` (MNIST-shaped random input,
@@ -40,18 +40,21 @@ def _fmt(j, unit="nJ"):
 
 
 def table_coding(batch):
-    data = _random_split((3, 32, 32), batch)
-    print("\n1. sanet-resnet20, CIFAR-shaped random input, fresh chip on moderate: energy per inference")
-    print(f"{'coding':<8} {'T':>3} {'nJ/inference':>13} {'analog nJ':>10} {'digital nJ':>11} {'digital %':>9} "
-          f"{'ADC nJ':>8} {'array nJ':>9} {'neuron nJ':>10} {'latency us':>11}")
-    for coding in ("rate", "spike"):
-        r = measure("sanet-resnet20", "moderate", coding=coding, rule=None, batch=batch, data=data)
-        rep, one = r["inference"], r["inference_per_sample"]
-        n = rep.samples
-        print(f"{coding:<8} {r['steps']:>3} {rep.energy_j / n * 1e9:>13.4g} {rep.analog_energy_j / n * 1e9:>10.4g} "
-              f"{rep.digital_energy_j / n * 1e9:>11.4g} {100 * rep.digital_energy_j / rep.energy_j:>9.1f} "
-              f"{rep.energy(component='adc') / n * 1e9:>8.4g} {rep.energy(component='array') / n * 1e9:>9.4g} "
-              f"{rep.energy(component='neuron') / n * 1e9:>10.4g} {one.latency['forward'] * 1e6:>11.4g}")
+    print("\n1. energy per inference, rate vs spike coding, fresh chips on moderate (isaac-32nm: bit-serial inputs, "
+          "8 cycles per analog value)")
+    print(f"{'network':<20} {'coding':<8} {'T':>3} {'nJ/inference':>13} {'analog nJ':>10} {'digital nJ':>11} "
+          f"{'digital %':>9} {'ADC nJ':>8} {'array nJ':>9} {'neuron nJ':>10} {'latency us':>11}")
+    for network, shape in (("sanet-resnet20", (3, 32, 32)), ("mlp-784-400-400-10", (1, 28, 28))):
+        data = _random_split(shape, batch)
+        for coding in ("rate", "spike"):
+            r = measure(network, "moderate", coding=coding, rule=None, batch=batch, data=data)
+            rep, one = r["inference"], r["inference_per_sample"]
+            n = rep.samples
+            print(f"{network:<20} {coding:<8} {r['steps']:>3} {rep.energy_j / n * 1e9:>13.4g} "
+                  f"{rep.analog_energy_j / n * 1e9:>10.4g} {rep.digital_energy_j / n * 1e9:>11.4g} "
+                  f"{100 * rep.digital_energy_j / rep.energy_j:>9.1f} {rep.energy(component='adc') / n * 1e9:>8.4g} "
+                  f"{rep.energy(component='array') / n * 1e9:>9.4g} {rep.energy(component='neuron') / n * 1e9:>10.4g} "
+                  f"{one.latency['forward'] * 1e6:>11.4g}")
 
 
 def table_attach(batch):

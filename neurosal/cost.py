@@ -24,22 +24,32 @@ source. Read and write energies of the memory devices come from the device cards
 ``array`` (cell reads), ``dac``, ``adc``, ``neuron`` (updates and spikes), ``write``
 (pulses), ``verify`` (a device read and a conversion each) — the *analog* share; ``digital``
 (the tiles' digital units and update buffers) and ``coprocessor`` — the *digital* share. An
-ADC of ``b`` bits costs :math:`e_{ADC}\,2^{b - b_0}` (constant Walden figure of merit); a
-``b``-bit input is ``b`` bit-serial conversions of the 1-bit DAC (ISAAC's input streaming).
+ADC of ``b`` bits costs :math:`e_{ADC}\,2^{b - b_0}` (constant Walden figure of merit). The
+periphery card says how analog inputs are applied: ``bit-serial`` (ISAAC's 1-bit DACs) streams
+a ``b``-bit input one bit per array cycle, so each analog vector (activations in rate coding,
+every backpropagated error) costs ``b`` array cycles, ``b`` conversions per column and ``b``
+1-bit DAC conversions per input, and its rows draw current in the cycles where their bit is 1
+(``bit_density`` of them, an assumption); spikes are one bit and one cycle, and inputs that
+are small non-negative integers (sums of spikes: 0, 1, 2) as many cycles as their largest
+value has bits, each nonzero one driving its row in one of them. ``multi-bit``: one read and
+one conversion per vector.
 
 **Latency** follows the structure of the hardware. A layer's tiles work in parallel, so one
 input vector takes :math:`t_{vec} = \max(t_{read},\ \lceil c/n_{ADC}\rceil\,t_{conv})`
-(array read and the column conversions of one tile, pipelined); a layer's phase time is its
-vectors times :math:`t_{vec}` plus its digital work at the card's throughput, its write slots
-times the pulse width, and its verify reads (a tile row at a time). In the forward pass (and
-backprop's backward pass) the layers form a pipeline: the slowest layer's time plus one
-vector of every other layer (the fill); an attention block waits for its whole feature map (a
-global pooling), so it adds its full time. Updates: backprop, hybrid and write-and-verify
-update layer after layer (the sum); DFA updates every layer at once (the maximum), and its
-feedback errors reach all layers at once too.
+(array read and the column conversions of one tile, pipelined) per array cycle; a layer's
+phase time is its vectors times their cycles times :math:`t_{vec}`, plus its digital work at
+the card's throughput, its write slots times the pulse width, and its verify cycles (a
+pair's two devices and a row's columns read at once, rows one at a time per tile, tiles in
+parallel) times :math:`t_{vec}`. In the forward pass the layers form a pipeline: the slowest
+layer's time plus one vector of every other layer (the fill); an attention block waits for
+its whole feature map (a global pooling), so it adds its full time. Backward and update:
+backprop, hybrid and write-and-verify pass the error layer after layer and write one layer
+after another (the sum over layers; a layer's weight gradient needs its whole batch of
+errors); DFA gives every layer its error :math:`e B_l` at once and updates every layer at
+once (the maximum).
 
-**Area:** per layer, tiles x (two device arrays, the ADCs, a 1-bit DAC per row, the neuron
-unit), plus the digital update buffer of the hybrid rule; one co-processor when the network
+**Area:** per layer, tiles x (two device arrays, the ADCs, a DAC per row, the neuron
+unit), plus the hybrid controller's state (buffer, two estimates, two thresholds per cell); one co-processor when the network
 has attention blocks.
 """
 
@@ -101,9 +111,20 @@ class ADCCost:
 
 @dataclass(frozen=True)
 class DACCost:
-    energy_pj: float = spec(0.0039, lo=0, unit="pJ", doc="per 1-bit conversion")
-    area_mm2: float = spec(1.67e-7, lo=0, unit="mm2", doc="per 1-bit DAC (one per tile row)")
+    """Input drivers. ``bit-serial`` (ISAAC): a ``b``-bit input streams through a 1-bit DAC
+    one bit per array cycle, so an analog vector costs ``b`` array reads, ``b`` conversions
+    per column and ``b`` read cycles (partial sums shifted and added digitally); a row is
+    driven in the cycles where its bit is 1 (``bit_density`` of them). ``multi-bit``: one
+    conversion per input and one array read per vector."""
+
+    scheme: str = spec("bit-serial", choices=("bit-serial", "multi-bit"), doc="how analog inputs are applied")
+    energy_pj: float = spec(0.0039, lo=0, hi=1e6, unit="pJ",
+                            doc="per conversion: one bit (bit-serial) or one input (multi-bit)")
+    area_mm2: float = spec(1.67e-7, lo=0, hi=1e3, unit="mm2", doc="per DAC (one per tile row)")
     default_bits: int = spec(8, lo=1, hi=24, doc="bits assumed for analog inputs where the DAC is ideal")
+    bit_density: float = spec(0.5, lo=0, lo_open=True, hi=1.0,
+                              doc="bit-serial: mean fraction of the bit cycles in which a nonzero input's row "
+                                  "is driven (0.5: uniform codes; an assumption)")
     source: str = spec("")
 
 
@@ -210,7 +231,9 @@ def device_energies(card, periphery: PeripheryCost) -> dict:
 # ============================================================================ ledger
 _XB_FIELDS = ("forward_reads", "backward_reads", "row_activations", "cell_reads", "dac_conversions",
               "adc_conversions", "pulses", "pulsed_cells", "update_ops", "verify_reads", "verify_cycles", "write_cycles",
-              "digital_macs", "buffer_accesses", "clipped_cells")
+              "digital_macs", "buffer_accesses", "clipped_cells", "analog_reads", "analog_cell_reads",
+              "analog_adc_conversions", "code_reads", "code_cycles", "code_cell_reads", "code_adc_conversions",
+              "code_dac_conversions")
 _CP_FIELDS = ("transfers_in", "transfers_out", "macs", "ops", "mem_reads", "mem_writes")
 
 
@@ -410,11 +433,13 @@ def cost_report(ledger: Ledger, *, periphery="isaac-32nm", coprocessor="puma-vfu
             n_tiles = xb.n_row_tiles * xb.n_col_tiles
             a = n_tiles * (2 * per.array.area_mm2 * (tr * tc) / (128 * 128) + per.adc.per_tile * per.adc.area_mm2
                            + tr * per.dac.area_mm2 + per.neuron.area_mm2) + per.digital.area_mm2
-            if rule == "hybrid":
-                a += xb.rows * xb.cols * per.digital.buffer_bits * per.digital.buffer_bit_area_mm2
+            if rule == "hybrid":              # buffer, two device estimates, two write thresholds
+                a += 5 * xb.rows * xb.cols * per.digital.buffer_bits * per.digital.buffer_bit_area_mm2
             area[u.name] = a
             e_adc = _adc_energy(per, xb.adc_bits)
             dac_bits = xb.dac_bits or per.dac.default_bits
+            serial = per.dac.scheme == "bit-serial"
+            cycles = dac_bits if serial else 1          # array cycles of one analog vector
             t_fwd = max(per.array.read_ns, math.ceil(tc / per.adc.per_tile) * per.adc.conversion_ns) * 1e-9
             t_bwd = max(per.array.read_ns, math.ceil(tr / per.adc.per_tile) * per.adc.conversion_ns) * 1e-9
         elif u.kind == "attention":
@@ -424,21 +449,32 @@ def cost_report(ledger: Ledger, *, periphery="isaac-32nm", coprocessor="puma-vfu
             comp = dict.fromkeys(COMPONENTS, 0.0)
             lat = vec = 0.0
             if xb is not None:
-                # analog inputs stream bit-serially through 1-bit DACs; spikes are one bit
-                n_dac = c.get("dac_conversions", 0)
-                comp["array"] = c.get("cell_reads", 0) * de["read_j"]
-                comp["dac"] = n_dac * dac_bits * per.dac.energy_pj * 1e-12
-                comp["adc"] = c.get("adc_conversions", 0) * e_adc
+                # bit-serial: an analog value takes `dac_bits` array cycles (its rows driven in
+                # `bit_density` of them), a k-bit code k cycles (a 0/1/2 code drives its row in one),
+                # a spike one; every cycle reads the array and converts every column
+                g = c.get
+                n_dac, a_cells, a_adc = g("dac_conversions", 0), g("analog_cell_reads", 0), \
+                    g("analog_adc_conversions", 0)
+                k_code = g("code_cycles", 0) / max(1, g("code_reads", 0)) if serial else 1.0   # mean code bits
+                a_fwd = max(0, g("analog_reads", 0) - g("backward_reads", 0))         # errors are analog
+                cell_reads = g("cell_reads", 0) + a_cells * ((cycles * per.dac.bit_density) - 1 if serial else 0)
+                comp["array"] = cell_reads * de["read_j"]
+                dac_1 = (n_dac - g("code_dac_conversions", 0)) * cycles + g("code_dac_conversions", 0) * k_code
+                comp["dac"] = dac_1 * per.dac.energy_pj * 1e-12
+                comp["adc"] = (g("adc_conversions", 0) + (cycles - 1) * a_adc
+                               + (k_code - 1) * g("code_adc_conversions", 0)) * e_adc
                 comp["write"] = c.get("pulses", 0) * de["write_j"]
                 comp["verify"] = c.get("verify_reads", 0) * (de["read_j"] / 2 + e_adc)
                 comp["digital"] = (c.get("digital_macs", 0) * per.digital.mac_pj
                                    + c.get("buffer_accesses", 0) * per.digital.buffer_pj) * 1e-12
-                reads_t = c.get("forward_reads", 0) * t_fwd + c.get("backward_reads", 0) * t_bwd
+                reads_t = ((g("forward_reads", 0) + (cycles - 1) * a_fwd + (k_code - 1) * g("code_reads", 0)) * t_fwd
+                           + g("backward_reads", 0) * cycles * t_bwd)
                 lat = (reads_t + c.get("digital_macs", 0) / per.digital.macs_per_ns * 1e-9
                        + c.get("buffer_accesses", 0) / per.digital.buffer_words_per_ns * 1e-9
                        + c.get("write_cycles", 0) * de["pulse_s"]
-                       + c.get("verify_reads", 0) / tc * t_fwd)
-                vec = t_fwd if ph == "forward" else t_bwd
+                       + c.get("verify_cycles", 0) * t_fwd)
+                vec = (t_fwd if ph == "forward" else t_bwd) * (cycles if (ph != "forward" or a_fwd) else
+                                                               k_code if g("code_reads", 0) else 1)
             if u.neurons is not None:
                 comp["neuron"] = (c.get("neuron_updates", 0) * per.neuron.update_pj
                                   + c.get("spikes", 0) * per.neuron.spike_pj) * 1e-12
@@ -459,9 +495,11 @@ def cost_report(ledger: Ledger, *, periphery="isaac-32nm", coprocessor="puma-vfu
         ts = times[ph]
         if not ts:
             latency[ph] = 0.0
-        elif ph == "update" or (ph == "backward" and rule == "dfa"):
+        elif ph in ("update", "backward"):
+            # DFA: every layer gets its error (e B_l) and its update at once; the others pass the
+            # error layer after layer and write one layer after another
             latency[ph] = max(t for t, _ in ts) if rule == "dfa" else sum(t for t, _ in ts)
-        else:                                              # pipelined layers
+        else:                                              # forward: pipelined layers
             i = max(range(len(ts)), key=lambda k: ts[k][0])
             latency[ph] = ts[i][0] + sum(min(v, t) for k, (t, v) in enumerate(ts) if k != i)
     if any(u.kind == "attention" for u in ledger.units):

@@ -70,6 +70,16 @@ class Counters:
     cell_reads: int = 0         # active rows x columns (device currents summed)
     dac_conversions: int = 0    # input DAC conversions (nonzero analog inputs, per tile)
     adc_conversions: int = 0    # column ADC conversions (per tile column per vector)
+    # non-spike reads by kind; how their cost scales with the input bits is the periphery's
+    # (bit-serial or multi-bit DAC), so the cost model needs them apart:
+    analog_reads: int = 0       # vectors of analog values (activations in rate coding, every error)
+    analog_cell_reads: int = 0
+    analog_adc_conversions: int = 0
+    code_reads: int = 0         # vectors of small non-negative integer codes (spike maps, sums of spikes)
+    code_cycles: int = 0        # their bits summed over vectors (a 0/1/2 code is 2 bits)
+    code_cell_reads: int = 0
+    code_adc_conversions: int = 0
+    code_dac_conversions: int = 0
     pulses: int = 0             # programming pulses applied (sum of |n|)
     pulsed_cells: int = 0       # device updates with at least one pulse
     update_ops: int = 0         # pulse-update operations on the array
@@ -113,6 +123,15 @@ def _count_nonzero(x: torch.Tensor) -> int:
     if x.is_contiguous() and x.dtype in (torch.float32, torch.float64):
         return int(torch.count_nonzero(x.view(torch.int32 if x.dtype == torch.float32 else torch.int64)).item())
     return int(torch.count_nonzero(x).item())
+
+
+def _code_bits(x: torch.Tensor) -> int:
+    """Bits of the largest value if ``x`` holds non-negative integers below 256 (spike maps, sums
+    of spikes: inputs a bit-serial periphery streams in that many cycles), else 0 (values)."""
+    lo, hi = torch.aminmax(x)
+    if float(lo) < 0 or float(hi) > 255 or not torch.equal(x, torch.round(x)):
+        return 0
+    return max(1, int(float(hi)).bit_length())
 
 
 def _quantize_sym(x: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
@@ -309,8 +328,7 @@ class Crossbar:
         if spikes:
             c.adc_conversions += tiles * n_out        # a tile with no active row converts nothing
         else:
-            c.adc_conversions += batch * n_out * nt_in
-            c.dac_conversions += nnz * nt_out
+            self._count_analog(batch, nnz, n_out, nt_in, nt_out, 0 if transposed else _code_bits(x))
         # ---- DAC: analog inputs are scaled to full scale per vector (a digital gain, undone
         # after the ADC) whenever a converter is finite, so small vectors (e.g. backpropagated
         # errors) use the ADC's range instead of rounding to zero; spikes are full scale already
@@ -386,8 +404,7 @@ class Crossbar:
         nnz = int(F.conv2d(nzc, ones, stride=stride, padding=padding).round().to(torch.int64).sum().item())
         c.row_activations += nnz * nt_out
         c.cell_reads += nnz * n_out
-        c.adc_conversions += n * n_out * nt_in
-        c.dac_conversions += nnz * nt_out
+        self._count_analog(n, nnz, n_out, nt_in, nt_out, _code_bits(x))
         self.last_path = "dense"
         w4 = self.weights().t().reshape(n_out, ch, kh, kw)
         sr = self.read_noise
@@ -414,6 +431,25 @@ class Crossbar:
                 l2[k] = F.conv2d(xs * xs, mask, stride=stride, padding=padding).clamp_min(0).sqrt().permute(0, 2, 3, 1)
         y = self._periphery(part.view(nt_in, n, n_out), None if l2 is None else l2.view(nt_in, n, 1), adc_fs)
         return y.view(b, ho, wo, n_out).permute(0, 3, 1, 2)
+
+    def _count_analog(self, vectors: int, nnz: int, n_out: int, nt_in: int, nt_out: int, code_bits: int) -> None:
+        """Conversions of a non-spike read: every column of every row tile per vector, a DAC per
+        nonzero input and tile; kept apart by kind (values, or small integer codes of
+        ``code_bits`` bits) so that the cost model can charge a bit-serial periphery its cycles."""
+        c = self.counters
+        adc, dac = vectors * n_out * nt_in, nnz * nt_out
+        c.adc_conversions += adc
+        c.dac_conversions += dac
+        if code_bits:
+            c.code_reads += vectors
+            c.code_cycles += vectors * code_bits
+            c.code_cell_reads += nnz * n_out
+            c.code_adc_conversions += adc
+            c.code_dac_conversions += dac
+        else:
+            c.analog_reads += vectors
+            c.analog_cell_reads += nnz * n_out
+            c.analog_adc_conversions += adc
 
     def forward_events(self, vec: torch.Tensor, row: torch.Tensor, n_vectors: int) -> torch.Tensor:
         """Event-driven read of address events: input spike ``k`` drives row ``row[k]`` of

@@ -43,18 +43,20 @@ def test_inference_and_training_totals_equal_a_hand_count_times_the_card():
     with torch.no_grad():
         h = net.layers[0].synapse(x).clamp(0, 1)
     e_adc = per.adc.energy_pj * 1e-12 * 2.0 ** (per.adc.default_bits - per.adc.bits)
+    bits = per.dac.default_bits                      # ISAAC streams an analog input bit by bit
+    assert per.dac.scheme == "bit-serial" and bits == 8
     want = 0.0
     for inp, n_out in ((x, 20), (h, 10)):
         nnz = int((inp != 0).sum())
-        want += nnz * n_out * de["read_j"]                                   # array: active rows x columns
-        want += nnz * per.dac.default_bits * per.dac.energy_pj * 1e-12       # bit-serial 1-bit DAC
-        want += 8 * n_out * e_adc                                            # one conversion per column
-        want += 8 * n_out * per.neuron.update_pj * 1e-12                     # neuron updates
+        want += nnz * n_out * bits * per.dac.bit_density * de["read_j"]   # active rows x columns, per 1-bit
+        want += nnz * bits * per.dac.energy_pj * 1e-12                    # 1-bit DAC, every cycle
+        want += 8 * n_out * bits * e_adc                                  # every column, every bit cycle
+        want += 8 * n_out * per.neuron.update_pj * 1e-12                  # neuron updates
     assert rep.energy_j == pytest.approx(want, rel=1e-9)
     assert rep.digital_energy_j == 0 and rep.analog_energy_j == pytest.approx(want, rel=1e-9)
-    # latency: 1 vector per sample per layer, tiles in parallel, layers pipelined
+    # latency: 8 bit cycles per vector per layer, tiles in parallel, layers pipelined
     t_vec = max(per.array.read_ns, 128 / per.adc.per_tile * per.adc.conversion_ns) * 1e-9
-    assert rep.latency["forward"] == pytest.approx(8 * t_vec + t_vec, rel=1e-9)
+    assert rep.latency["forward"] == pytest.approx(8 * bits * t_vec + bits * t_vec, rel=1e-9)
     # a bp step: the update phase is exactly the pulses times the device's write energy
     rule = BP(net, lr=0.5, seed=0)
     tled = Ledger(net, samples=8)
@@ -69,6 +71,51 @@ def test_inference_and_training_totals_equal_a_hand_count_times_the_card():
     assert tled.total("digital_macs", "backward") == macs
     assert t.energy("backward", "digital") == pytest.approx(macs * per.digital.mac_pj * 1e-12, rel=1e-9)
     assert cp.mac_pj > 0
+
+
+def test_bit_serial_inputs_cost_one_read_and_conversion_per_bit(tmp_path):
+    """The periphery card decides how analog inputs are applied. Bit-serial 1-bit DACs (ISAAC):
+    an 8-bit analog vector is 8 array cycles and 8 conversions per column; a multi-bit DAC: one.
+    Spikes are one bit either way, so only the analog (rate) side changes, by the bit count."""
+    base = (tmp_path / "serial.toml")
+    base.write_text('name = "serial"\n[dac]\nscheme = "bit-serial"\ndefault_bits = 6\nbit_density = 0.25\n')
+    multi = (tmp_path / "multi.toml")
+    multi.write_text('name = "multi"\n[dac]\nscheme = "multi-bit"\nenergy_pj = 0.5\n')
+    reps = {}
+    for coding in ("rate", "spike"):
+        net = mlp([64, 32, 10], device="moderate", coding=coding, seed=0, steps=4)
+        x = torch.rand(8, 64, generator=torch.Generator().manual_seed(0))
+        led = Ledger(net, samples=8)
+        with torch.no_grad(), led.phase("forward"):
+            forward(net, x, coding=coding, steps=4, seed=0)
+        for card in (base, multi):
+            reps[coding, card.stem] = cost_report(led, periphery=card)
+    s, m = reps["rate", "serial"], reps["rate", "multi"]
+    assert s.energy(component="adc") == pytest.approx(6 * m.energy(component="adc"), rel=1e-12)
+    assert s.energy(component="array") == pytest.approx(6 * 0.25 * m.energy(component="array"), rel=1e-12)
+    assert s.latency["forward"] == pytest.approx(6 * m.latency["forward"], rel=1e-12)
+    n_dac = led.total("dac_conversions")
+    assert n_dac == 0                                          # the last ledger is the spiking run
+    for comp in ("adc", "array"):                              # spikes: one bit, the scheme does not matter
+        assert reps["spike", "serial"].energy(component=comp) == \
+            pytest.approx(reps["spike", "multi"].energy(component=comp), rel=1e-12)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[dac]\nscheme = "pwm"\n')
+    with pytest.raises(CardError, match=r"dac\.scheme.*one of 'bit-serial', 'multi-bit'"):
+        load_periphery(bad)
+
+
+def test_write_energy_uses_each_direction_own_pulse():
+    """Potentiation and depression pulses have their own voltage and width: a write energy of
+    V_up^2 G t_up per up pulse and V_down^2 G t_down per down pulse (on average over the two)."""
+    import dataclasses
+    from neurosal.devices import Pulse
+    card = dataclasses.replace(load_device("ag-a-si"), pulse=Pulse(v_up=3.0, v_down=-1.0, width_up=2e-6,
+                                                                   width_down=5e-7, v_read=0.2))
+    e = device_energies(card, load_periphery())
+    g = 0.5 * (card.g_min + card.g_max)
+    assert e["write_j"] == pytest.approx(0.5 * (9.0 * 2e-6 + 1.0 * 5e-7) * g, rel=1e-12)
+    assert e["pulse_s"] == 2e-6
 
 
 def test_spike_energy_scales_with_the_number_of_input_spikes():
@@ -208,3 +255,61 @@ def test_charge_networks_count_their_neurons():
     assert [c[k]["neuron_updates"] for k in ("layers.0", "layers.1", "layers.2")] == [5 * 400, 5 * 400, 5 * 10]
     assert 0 < c["layers.0"]["spikes"] <= 5 * 400 and c["layers.2"]["spikes"] == 0    # the readout never fires
     assert cost_report(led).energy(component="neuron") > 0
+
+
+def test_verify_reads_take_one_row_cycle_per_row_of_a_tile():
+    """A verify read reads a pair's two devices and a row's columns at once, rows one at a time
+    per tile and tiles in parallel: reading a 256x64 array in 128x64 tiles takes 128 row cycles
+    (not 2 x 256 x 64 / 64), and its latency is those cycles times one vector's read time."""
+    from neurosal.crossbar import Crossbar
+    xb = Crossbar(256, 64, "moderate", tile=(128, 64), seed=0)
+    xb.verify_read()
+    assert xb.counters.verify_reads == 2 * 256 * 64 and xb.counters.verify_cycles == 128
+    mask = torch.zeros(256, 64, dtype=torch.bool)
+    mask[:10, 3] = True                                   # 10 rows of the first tile
+    mask[128:133, :] = True                               # 5 rows of the second
+    xb.verify_read(mask)
+    assert xb.counters.verify_cycles == 128 + 10
+    r = xb.program(torch.full((256, 64), 0.2), tolerance=0.05, max_iterations=3)
+    assert xb.counters.verify_reads == 2 * 256 * 64 + 2 * (10 + 5 * 64) + r.verify_reads
+
+
+def test_backprop_passes_its_error_layer_after_layer_dfa_at_once():
+    """Backward latency: the sum of the layers' backward times for BP (the error passes one layer
+    after another), their maximum for DFA (e B_l reaches every layer at once)."""
+    x = torch.rand(16, 64, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(16) % 10
+    for name, cls in (("bp", BP), ("dfa", DFA)):
+        net = mlp([64, 48, 32, 10], device="moderate", coding="rate", seed=0)
+        rule = cls(net, lr=0.1, seed=0)
+        led = Ledger(net, samples=16)
+        with led.active():
+            rule.step(x, y, coding="rate", steps=1, seed=0)
+        rep = cost_report(led, rule=name)
+        per_layer = [la["phases"]["backward"]["latency_s"] for la in rep.per_layer()]
+        assert all(t > 0 for t in per_layer)
+        want = max(per_layer) if name == "dfa" else sum(per_layer)
+        assert rep.latency["backward"] == pytest.approx(want, rel=1e-12)
+
+
+def test_small_integer_inputs_are_streamed_in_their_own_bits():
+    """Sums of spikes (0, 1, 2) are 2-bit codes: a bit-serial periphery streams them in 2 cycles,
+    not in the DAC's 8; values (fractions, negatives) take the DAC's bits."""
+    from neurosal.crossbar import Crossbar
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 3, (5, 40), generator=g).float()
+    xb = Crossbar(40, 16, "ideal")
+    xb.forward(codes)
+    c = xb.counters
+    assert (c.code_reads, c.code_cycles, c.analog_reads) == (5, 10, 0)
+    assert c.code_cell_reads == int((codes != 0).sum()) * 16 and c.code_adc_conversions == 5 * 16
+    xb.forward(codes * 0.5)                                        # 0, 0.5, 1: values
+    xb.forward(codes - 1)                                          # -1, 0, 1: values (negative)
+    assert (c.code_reads, c.analog_reads) == (5, 10)
+    led = Ledger(mlp([40, 16], device="ideal", coding="rate"), samples=5)
+    layer = led.units[0].crossbar
+    with torch.no_grad(), led.phase("forward"):
+        layer.forward(codes)
+    rep = cost_report(led)
+    per = load_periphery()
+    assert rep.energy(component="adc") == pytest.approx(2 * 5 * 16 * per.adc.energy_pj * 1e-12, rel=1e-12)
