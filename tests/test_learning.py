@@ -301,3 +301,35 @@ def test_dfa_on_a_resnet_is_layer_local():
     assert layers["stages.0.0.conv2"].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="rate coding"):
         DFA(build("resnet8", device="ideal", coding="spike", input_shape=(1, 8, 8), classes=10, steps=2), lr=0.1)
+
+
+def test_dfa_gradient_is_the_projected_error_times_the_activation_derivative():
+    """DFA on a rate MLP: layer l gets delta_l = (e B_l) * f'(a_l) with f = clamp(., 0, 1), i.e.
+    f' = 1 strictly inside (0, 1) and 0 outside; dW_l = delta_l^T h_{l-1} / B; the output layer
+    gets the true error e = softmax(y) - onehot. Checked against a hand computation on an ideal
+    chip with pre-activations on both sides of the linear range."""
+    from neurosal.learning import DFA
+    from neurosal.networks import NetworkCard, mlp
+    card = NetworkCard(name="m", sizes=(16, 12, 8, 4), init_gain=6.0)
+    net = mlp([16, 12, 8, 4], device="ideal", coding="rate", seed=0, card=card)
+    rule = DFA(net, lr=0.1, seed=0)
+    rule.opt.step = lambda: None                                 # look at the gradients only
+    x = torch.rand(32, 16, generator=torch.Generator().manual_seed(1)) * 3
+    y = torch.arange(32) % 4
+    rule.step(x, y, coding="rate", steps=1, seed=0)
+    with torch.no_grad():
+        hs, acts = [x], []
+        for layer in net.layers:
+            a = layer.synapse(hs[-1])
+            acts.append(a)
+            hs.append(a.clamp(0, 1))
+        e = torch.softmax(acts[-1], 1) - torch.nn.functional.one_hot(y, 4).float()
+        for li, layer in enumerate(net.layers):
+            if li < len(net.layers) - 1:
+                a = acts[li]
+                assert ((a < 0).any() and (a > 1).any() and ((a > 0) & (a < 1)).any()), li   # all three regimes
+                delta = (e @ rule.feedback[li]) * ((a > 0) & (a < 1)).float()
+            else:
+                delta = e
+            torch.testing.assert_close(layer.synapse.weight.grad, delta.t() @ hs[li] / 32, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(layer.synapse.bias.grad, delta.mean(0), rtol=1e-4, atol=1e-6)
