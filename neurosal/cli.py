@@ -173,7 +173,7 @@ def _cmd_train(args) -> int:
     r = train(args.network, args.device, rule=args.rule, coding=args.coding, dataset=args.dataset,
               data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, lr=args.lr, batch=args.batch,
               steps=args.steps, rounding=args.rounding, out=args.out, limit_train=args.limit_train,
-              limit_test=args.limit_test, progress=not args.json, array=args.array)
+              limit_test=args.limit_test, progress=not args.json, array=args.array, readback=args.readback)
     if args.json:
         _print_json(r)
         return 0
@@ -183,7 +183,8 @@ def _cmd_train(args) -> int:
         print(f"  epoch {h['epoch']:>3}: loss {h['loss']:.4f}  test accuracy {h['test_accuracy']:.4f}")
     extra = f", software accuracy before programming {r['software_accuracy']:.4f}" if "software_accuracy" in r else ""
     print(f"test accuracy {r['test_accuracy']:.4f}{extra}")
-    print(f"pulses {r['pulses']:,d}, verify reads {r['verify_reads']:,d}")
+    dropped = f", updates dropped at the end of a pair's range {r['clipped_cells']:,d}" if r["rule"] == "hybrid" else ""
+    print(f"pulses {r['pulses']:,d}, verify reads {r['verify_reads']:,d}{dropped}")
     ct, ci = r["cost"]["training"], r["cost"]["inference"]
     print(f"energy (cost cards {r['cost']['periphery']}, {r['cost']['coprocessor']}): training {ct['energy_j']:.4g} J "
           f"({100 * ct['digital_energy_j'] / max(ct['energy_j'], 1e-300):.1f} % digital; forward "
@@ -357,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradient -> pulses rounding of bp and dfa")
     t.add_argument("--array", default="all", choices=("all", "first"),
                    help="layers on crossbars: all, or only the first (the rest in software)")
+    t.add_argument("--readback", type=int, default=0, metavar="K",
+                   help="hybrid: every K steps read the arrays (counted verify reads) to re-anchor the "
+                        "controller's estimates; 0 (default): pure open loop")
     t.add_argument("--out", default=None, help="checkpoint file (chip + network + rule state)")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--json", action="store_true")

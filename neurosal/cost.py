@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Optional
 
 from .cards import CardError, from_dict, list_cards, load_toml, resolve_card, spec, to_dict
+from .crossbar import Counters
 
 __all__ = ["PHASES", "COMPONENTS", "ANALOG", "DIGITAL", "Ledger", "phase", "PeripheryCost", "CoprocessorCost",
            "load_periphery", "load_coprocessor", "device_energies", "CostReport", "cost_report",
@@ -229,11 +230,7 @@ def device_energies(card, periphery: PeripheryCost) -> dict:
 
 
 # ============================================================================ ledger
-_XB_FIELDS = ("forward_reads", "backward_reads", "row_activations", "cell_reads", "dac_conversions",
-              "adc_conversions", "pulses", "pulsed_cells", "update_ops", "verify_reads", "verify_cycles", "write_cycles",
-              "digital_macs", "buffer_accesses", "clipped_cells", "analog_reads", "analog_cell_reads",
-              "analog_adc_conversions", "code_reads", "code_cycles", "code_cell_reads", "code_adc_conversions",
-              "code_dac_conversions")
+_XB_FIELDS = tuple(f.name for f in dataclasses.fields(Counters))       # every crossbar counter
 _CP_FIELDS = ("transfers_in", "transfers_out", "macs", "ops", "mem_reads", "mem_writes")
 
 

@@ -38,8 +38,8 @@ from .crossbar import AnalogLinear, PulseError, PulseSGD, analog_layers, calibra
 from .neurons import RateNeurons
 from .simulator import Network, Simulator, encoder_for
 
-__all__ = ["RULES", "BP", "DFA", "Hybrid", "HybridController", "Verify", "make_rule", "forward", "evaluate", "train", "calibrate",
-           "crossbars"]
+__all__ = ["RULES", "BP", "DFA", "Hybrid", "HybridController", "Verify", "make_rule", "forward", "evaluate", "train",
+           "calibrate", "crossbars"]
 
 RULES = ("bp", "dfa", "hybrid", "verify")
 
@@ -516,13 +516,14 @@ class Verify:
                 w.copy_(s)
 
 
-def make_rule(name: str, net: Network, *, lr: float, rounding: str = "stochastic", seed: int = 0):
+def make_rule(name: str, net: Network, *, lr: float, rounding: str = "stochastic", seed: int = 0,
+              readback: int = 0):
     if name == "bp":
         return BP(net, lr=lr, rounding=rounding, seed=seed)
     if name == "dfa":
         return DFA(net, lr=lr, rounding=rounding, seed=seed)
     if name == "hybrid":
-        return Hybrid(net, lr=lr, seed=seed)
+        return Hybrid(net, lr=lr, seed=seed, readback=readback)
     if name == "verify":
         return Verify(net, lr=lr, seed=seed)
     raise ValueError(f"unknown rule {name!r}; allowed: {', '.join(RULES)}")
@@ -533,7 +534,8 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
           data_dir=None, epochs: int = 1, seed: int = 0, lr: float = 0.1, batch: int = 8,
           steps: Optional[int] = None, rounding: str = "stochastic", out: Optional[str | Path] = None,
           limit_train: Optional[int] = None, limit_test: Optional[int] = None, progress: bool = True,
-          return_net: bool = False, array: str = "all", periphery="isaac-32nm", coprocessor="puma-vfu-32nm"):
+          return_net: bool = False, array: str = "all", periphery="isaac-32nm", coprocessor="puma-vfu-32nm",
+          readback: int = 0):
     """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts,
     and the energy of the training and of the final test run from the cost ledger
     (:mod:`neurosal.cost`, with the ``periphery`` and ``coprocessor`` cost cards); and the
@@ -551,7 +553,9 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     net = build(card, device=dev, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
                 classes=data.classes, array=array)
     T = net.meta["steps"]
-    r = make_rule(rule, net, lr=lr, rounding=rounding, seed=seed)
+    if readback and rule != "hybrid":
+        raise ValueError(f"readback is an option of the hybrid rule, not of {rule!r}")
+    r = make_rule(rule, net, lr=lr, rounding=rounding, seed=seed, readback=readback)
     g = torch.Generator().manual_seed(seed)
     history = []
     t0 = time.perf_counter()
@@ -605,7 +609,9 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
               "epochs": epochs, "seed": seed, "lr": lr, "batch": batch, "steps": T, "rounding": rounding,
               "test_accuracy": history[-1]["test_accuracy"], "history": history, "seconds": seconds,
               "pulses": sum(c["pulses"] for c in counters.values()),
-              "verify_reads": sum(c["verify_reads"] for c in counters.values()), "layers": counters}
+              "verify_reads": sum(c["verify_reads"] for c in counters.values()),
+              "clipped_cells": sum(c["clipped_cells"] for c in counters.values()), "readback": readback,
+              "layers": counters}
     tr = cost_report(ledger, periphery=periphery, coprocessor=coprocessor, rule=rule)
     te = cost_report(test_ledger, periphery=periphery, coprocessor=coprocessor, rule=rule)
     result["energy_j"] = tr.energy_j

@@ -154,3 +154,19 @@ def test_compare_coding(tmp_path, capsys):
     assert spike["synaptic_events_per_sample"] > 0 and rate["synaptic_events_per_sample"] > 0
     assert rate["energy_per_sample_j"] > 0 and spike["energy_per_sample_j"] > 0 and spike["train_energy_j"] > 0
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_hybrid_readback_is_counted_and_only_for_hybrid(capsys):
+    """--readback K: the hybrid controller reads every array every K steps (2 verify reads per
+    pair); the pure open-loop default reads nothing; other rules refuse the option."""
+    base = ["train", "--network", "mlp-64-100-10", "--device", "moderate", "--coding", "rate", "--batch", "8",
+            "--limit-train", "80", "--limit-test", "20", "--json"]
+    reads = {}
+    for k in (0, 5):
+        assert main(base + ["--rule", "hybrid", "--readback", str(k)]) == 0
+        r = json.loads(capsys.readouterr().out)
+        reads[k] = r["verify_reads"]
+        assert r["readback"] == k and "clipped_cells" in r
+    assert reads[0] == 0 and reads[5] == (80 // 8 // 5) * 2 * (64 * 100 + 100 * 10)
+    assert main(base + ["--rule", "bp", "--readback", "5"]) == 2
+    assert "readback is an option of the hybrid rule" in capsys.readouterr().err
