@@ -63,7 +63,7 @@ def _phi(z: torch.Tensor) -> torch.Tensor:
     """(1 - e^{-z}) / z, equal to 1 at z = 0, stable for small z."""
     small = z.abs() < 1e-6
     zs = torch.where(small, torch.ones_like(z), z)
-    return torch.where(small, 1 - z / 2, -torch.expm1(-zs) / zs)
+    return torch.where(small, 1 - z / 2 + z * z / 6, -torch.expm1(-zs) / zs)
 
 
 def beta_of(w: torch.Tensor, e_plus: float, e_minus: float) -> torch.Tensor:

@@ -17,14 +17,20 @@ from neurosal.networks import build, mlp
 from neurosal.simulator import Simulator
 
 
+def approx(x, rel=1e-6):
+    """pytest.approx without its default absolute tolerance of 1e-12, which would swallow
+    every energy here (a device read is ~1e-16 J)."""
+    return pytest.approx(x, rel=rel, abs=0)
+
+
 def test_device_energies_follow_the_pulse_conditions():
     per = load_periphery()
     card = load_device("ag-a-si")
     e = device_energies(card, per)
     g = 0.5 * (card.g_min + card.g_max)
     p = card.pulse
-    assert e["write_j"] == pytest.approx(0.5 * (p.v_up ** 2 + p.v_down ** 2) * p.width_up * g, rel=1e-12)
-    assert e["read_j"] == pytest.approx(2 * p.v_read ** 2 * g * per.array.read_pulse_ns * 1e-9, rel=1e-12)
+    assert e["write_j"] == approx(0.5 * (p.v_up ** 2 + p.v_down ** 2) * p.width_up * g, rel=1e-12)
+    assert e["read_j"] == approx(2 * p.v_read ** 2 * g * per.array.read_pulse_ns * 1e-9, rel=1e-12)
     assert e["pulse_s"] == p.width_up
 
 
@@ -36,10 +42,12 @@ def test_inference_and_training_totals_equal_a_hand_count_times_the_card():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, 64, generator=g) * (torch.rand(8, 64, generator=g) < 0.5)   # half the inputs zero
     led = Ledger(net, samples=8)
+    noise = net.layers[0].crossbar.generator.get_state()
     with torch.no_grad(), led.phase("forward"):
         forward(net, x, coding="rate", steps=1)
     rep = cost_report(led)
     de = device_energies(load_device("moderate"), per)
+    net.layers[0].crossbar.generator.set_state(noise)       # the same read-noise draws as the run
     with torch.no_grad():
         h = net.layers[0].synapse(x).clamp(0, 1)
     e_adc = per.adc.energy_pj * 1e-12 * 2.0 ** (per.adc.default_bits - per.adc.bits)
@@ -52,11 +60,11 @@ def test_inference_and_training_totals_equal_a_hand_count_times_the_card():
         want += nnz * bits * per.dac.energy_pj * 1e-12                    # 1-bit DAC, every cycle
         want += 8 * n_out * bits * e_adc                                  # every column, every bit cycle
         want += 8 * n_out * per.neuron.update_pj * 1e-12                  # neuron updates
-    assert rep.energy_j == pytest.approx(want, rel=1e-9)
-    assert rep.digital_energy_j == 0 and rep.analog_energy_j == pytest.approx(want, rel=1e-9)
+    assert rep.energy_j == approx(want, rel=1e-9)
+    assert rep.digital_energy_j == 0 and rep.analog_energy_j == approx(want, rel=1e-9)
     # latency: 8 bit cycles per vector per layer, tiles in parallel, layers pipelined
     t_vec = max(per.array.read_ns, 128 / per.adc.per_tile * per.adc.conversion_ns) * 1e-9
-    assert rep.latency["forward"] == pytest.approx(8 * bits * t_vec + bits * t_vec, rel=1e-9)
+    assert rep.latency["forward"] == approx(8 * bits * t_vec + bits * t_vec, rel=1e-9)
     # a bp step: the update phase is exactly the pulses times the device's write energy
     rule = BP(net, lr=0.5, seed=0)
     tled = Ledger(net, samples=8)
@@ -65,11 +73,11 @@ def test_inference_and_training_totals_equal_a_hand_count_times_the_card():
     t = cost_report(tled)
     pulses = tled.total("pulses")
     assert pulses > 0
-    assert t.energy("update") == pytest.approx(pulses * de["write_j"], rel=1e-9)
+    assert t.energy("update") == approx(pulses * de["write_j"], rel=1e-9)
     # backward: transposed reads of fc2 (fc1's input needs no error) + weight-gradient MACs
     macs = 8 * (64 * 20 + 20 * 10)
     assert tled.total("digital_macs", "backward") == macs
-    assert t.energy("backward", "digital") == pytest.approx(macs * per.digital.mac_pj * 1e-12, rel=1e-9)
+    assert t.energy("backward", "digital") == approx(macs * per.digital.mac_pj * 1e-12, rel=1e-9)
     assert cp.mac_pj > 0
 
 
@@ -91,14 +99,14 @@ def test_bit_serial_inputs_cost_one_read_and_conversion_per_bit(tmp_path):
         for card in (base, multi):
             reps[coding, card.stem] = cost_report(led, periphery=card)
     s, m = reps["rate", "serial"], reps["rate", "multi"]
-    assert s.energy(component="adc") == pytest.approx(6 * m.energy(component="adc"), rel=1e-12)
-    assert s.energy(component="array") == pytest.approx(6 * 0.25 * m.energy(component="array"), rel=1e-12)
-    assert s.latency["forward"] == pytest.approx(6 * m.latency["forward"], rel=1e-12)
+    assert s.energy(component="adc") == approx(6 * m.energy(component="adc"), rel=1e-12)
+    assert s.energy(component="array") == approx(6 * 0.25 * m.energy(component="array"), rel=1e-12)
+    assert s.latency["forward"] == approx(6 * m.latency["forward"], rel=1e-12)
     n_dac = led.total("dac_conversions")
     assert n_dac == 0                                          # the last ledger is the spiking run
     for comp in ("adc", "array"):                              # spikes: one bit, the scheme does not matter
         assert reps["spike", "serial"].energy(component=comp) == \
-            pytest.approx(reps["spike", "multi"].energy(component=comp), rel=1e-12)
+            approx(reps["spike", "multi"].energy(component=comp), rel=1e-12)
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\n[dac]\nscheme = "pwm"\n')
     with pytest.raises(CardError, match=r"dac\.scheme.*one of 'bit-serial', 'multi-bit'"):
@@ -114,7 +122,7 @@ def test_write_energy_uses_each_direction_own_pulse():
                                                                    width_down=5e-7, v_read=0.2))
     e = device_energies(card, load_periphery())
     g = 0.5 * (card.g_min + card.g_max)
-    assert e["write_j"] == pytest.approx(0.5 * (9.0 * 2e-6 + 1.0 * 5e-7) * g, rel=1e-12)
+    assert e["write_j"] == approx(0.5 * (9.0 * 2e-6 + 1.0 * 5e-7) * g, rel=1e-12)
     assert e["pulse_s"] == 2e-6
 
 
@@ -132,7 +140,7 @@ def test_spike_energy_scales_with_the_number_of_input_spikes():
         energies.append(cost_report(led).energy(component="array"))
     ratio = energies[1] / energies[0]
     # the array energy is exactly proportional to the input spikes (cell reads = spikes x columns)
-    assert ratio == pytest.approx(int(half.sum()) / int(s.sum()), rel=1e-9)
+    assert ratio == approx(int(half.sum()) / int(s.sum()), rel=1e-9)
     assert abs(ratio - 0.5) < 5 * math.sqrt(0.25 / float(s.sum()))      # Binomial(kept, 1/2) within 5 SE
 
 
@@ -149,13 +157,13 @@ def test_removing_the_attention_removes_exactly_its_digital_share():
     full = report()
     attn = {u: full.energy(unit=u) for u in ("attn.1", "attn.2", "attn.3")}
     assert all(v > 0 for v in attn.values())
-    assert full.digital_energy_j == pytest.approx(sum(attn.values()), rel=1e-12)
+    assert full.digital_energy_j == approx(sum(attn.values()), rel=1e-12)
     net.detach()
     off = report()
     assert off.digital_energy_j == 0.0 and off.energy(component="coprocessor") == 0.0
     net.attach([3])
     last = report()
-    assert last.digital_energy_j == pytest.approx(attn["attn.3"], rel=1e-12)
+    assert last.digital_energy_j == approx(attn["attn.3"], rel=1e-12)
 
 
 def _saturating_step(rule_cls, net, x, y):
@@ -186,7 +194,7 @@ def test_dfa_training_step_latency_is_backprop_over_n_when_updates_dominate(tmp_
         assert cycles == [128 * 64] * 3                  # every row: the 64-pulse limit
         lat[name] = cost_report(led, rule=name).latency_s
     n = 3
-    assert lat["dfa"] == pytest.approx(lat["bp"] / n, rel=0.01)
+    assert lat["dfa"] == approx(lat["bp"] / n, rel=0.01)
 
 
 def test_phase_marks_do_nothing_without_a_ledger():
@@ -223,7 +231,7 @@ def test_cost_cli_json_and_plot(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     for k in ("energy_j", "latency_s", "area_mm2", "analog_energy_j", "digital_energy_j", "layers", "training_step"):
         assert k in out
-    assert out["energy_j"] == pytest.approx(out["analog_energy_j"] + out["digital_energy_j"])
+    assert out["energy_j"] == approx(out["analog_energy_j"] + out["digital_energy_j"])
     assert [la["name"] for la in out["layers"]] == ["fc1", "fc2"]
     assert png.stat().st_size > 10_000
     bad = tmp_path / "bad.toml"
@@ -237,7 +245,7 @@ def test_measured_energies_in_a_device_card_take_precedence(tmp_path):
     card.write_text('name = "dev"\nmodel = "linear"\nlevels = 64\ng_min = 1e-7\ng_max = 1e-5\n'
                     '[energy]\nwrite_pj = 12.5\nread_fj = 3.0\nsource = "a measurement"\n')
     e = device_energies(load_device(card), load_periphery())
-    assert e["write_j"] == pytest.approx(12.5e-12) and e["read_j"] == pytest.approx(3.0e-15)
+    assert e["write_j"] == approx(12.5e-12) and e["read_j"] == approx(3.0e-15)
     assert e["derived"] == {"write": False, "read": False}
     card.write_text('name = "dev"\nmodel = "linear"\nlevels = 64\ng_min = 1e-7\ng_max = 1e-5\n'
                     '[energy]\nwrite_pj = -1\n')
@@ -289,7 +297,7 @@ def test_backprop_passes_its_error_layer_after_layer_dfa_at_once():
         per_layer = [la["phases"]["backward"]["latency_s"] for la in rep.per_layer()]
         assert all(t > 0 for t in per_layer)
         want = max(per_layer) if name == "dfa" else sum(per_layer)
-        assert rep.latency["backward"] == pytest.approx(want, rel=1e-12)
+        assert rep.latency["backward"] == approx(want, rel=1e-12)
 
 
 def test_small_integer_inputs_are_streamed_in_their_own_bits():
@@ -312,4 +320,23 @@ def test_small_integer_inputs_are_streamed_in_their_own_bits():
         layer.forward(codes)
     rep = cost_report(led)
     per = load_periphery()
-    assert rep.energy(component="adc") == pytest.approx(2 * 5 * 16 * per.adc.energy_pj * 1e-12, rel=1e-12)
+    assert rep.energy(component="adc") == approx(2 * 5 * 16 * per.adc.energy_pj * 1e-12, rel=1e-12)
+
+
+def test_adc_energy_scales_as_two_to_the_bits():
+    """Constant Walden figure of merit: a b-bit conversion costs e_ADC 2^(b - b0) with the card's
+    b0 = 8 bits: a 6-bit ADC a quarter, a 10-bit one four times, per conversion."""
+    per = load_periphery()
+    x = torch.rand(4, 32, generator=torch.Generator().manual_seed(0))
+    e = {}
+    from neurosal.networks import NetworkCard, PeripheryCard
+    for bits in (6, 8, 10):
+        card = NetworkCard(name="m", sizes=(32, 16), periphery=PeripheryCard(adc_bits=bits))
+        net = mlp([32, 16], device="ideal", coding="rate", seed=0, card=card)
+        led = Ledger(net, samples=4)
+        with torch.no_grad(), led.phase("forward"):
+            forward(net, x, coding="rate", steps=1)
+        e[bits] = cost_report(led).energy(component="adc") / led.total("adc_conversions")
+    # x holds values: 8 bit-serial cycles, each converting every column
+    assert e[8] == approx(per.adc.energy_pj * 1e-12 * per.dac.default_bits, rel=1e-12)
+    assert e[6] == approx(e[8] / 4, rel=1e-12) and e[10] == approx(4 * e[8], rel=1e-12)

@@ -402,3 +402,48 @@ def test_sparse_writes_keep_the_weight_cache_and_mirror_exact():
         full = (xb.state.g[0] - xb.state.g[1]) / xb.g_ref
         assert torch.equal(xb.weights(), full)
         assert torch.equal(layer.weight.detach(), (full.t() * layer.weight_scale))
+
+
+@pytest.mark.parametrize("bits", [3, 5])
+def test_adc_has_two_to_the_bits_minus_one_levels(bits):
+    """A b-bit signed ADC on [-R, R] has 2^(b-1) - 1 levels per side: every output is a whole
+    multiple of R / (2^(b-1) - 1), inside [-R, R], and a dense sweep of partial sums uses every
+    one of the 2^b - 1 codes."""
+    rows, R = 64, 4.0
+    xb = Crossbar(rows, 1, "ideal", adc_bits=bits, adc_range=R, seed=0, dtype=torch.float64)
+    xb.initialize(torch.linspace(-0.99, 0.99, rows, dtype=torch.float64).view(rows, 1))
+    x = (torch.rand(4000, rows, generator=torch.Generator().manual_seed(0), dtype=torch.float64) < 0.5).double()
+    x[:, rows // 2:] *= (torch.rand(4000, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64) < 0.5)
+    y = xb.forward(x, spikes=True).view(-1)
+    step = R / (2 ** (bits - 1) - 1)
+    codes = y / step
+    assert torch.allclose(codes, codes.round(), atol=1e-9) and (y.abs() <= R + 1e-12).all()
+    assert codes.round().unique().numel() == 2 ** bits - 1
+
+
+@pytest.mark.parametrize("bits", [3, 6])
+def test_dac_has_two_to_the_bits_minus_one_levels(bits):
+    """A b-bit signed DAC quantizes x / max|x| to 2^(b-1) - 1 levels per side: with the largest
+    input at full scale, a second input t reads as round(t L) / L, L = 2^(b-1) - 1."""
+    xb = Crossbar(2, 1, "ideal", dac_bits=bits, seed=0, dtype=torch.float64)
+    xb.initialize(torch.tensor([[0.0], [0.5]], dtype=torch.float64))
+    t = torch.linspace(0, 1, 501, dtype=torch.float64)
+    y = xb.forward(torch.stack([torch.ones_like(t), t], 1)).view(-1) / 0.5
+    L = 2 ** (bits - 1) - 1
+    torch.testing.assert_close(y, torch.round(t * L) / L, rtol=0, atol=1e-9)
+
+
+def test_one_pulse_pair_is_the_weight_step_pulsesgd_plans_with():
+    """dw_min is the nominal change of one push-pull pair (+1 on G+, -1 on G-): 2/Pmax times the
+    gain. On a linear device PulseSGD with deterministic rounding moves each weight by the
+    requested -lr grad to within half of that step."""
+    layer = AnalogLinear(30, 20, bias=False, device="ideal", weight_scale=1.0, seed=0)
+    assert layer.dw_min == pytest.approx(2.0 / layer.crossbar.device.card.pmax)
+    opt = PulseSGD(layer.parameters(), lr=1.0, rounding="round")
+    grad = (torch.rand(20, 30, generator=torch.Generator().manual_seed(2)) - 0.5) * 0.02
+    layer.weight.grad = grad.clone()
+    w0 = layer.crossbar.weights().clone()
+    opt.step()
+    dw = (layer.crossbar.weights() - w0).t()
+    assert (dw + grad).abs().max() <= layer.dw_min / 2 + 1e-6
+    assert (dw != 0).float().mean() > 0.5

@@ -112,6 +112,16 @@ def test_charge_step_small_f_limit():
         torch.testing.assert_close(out, torch.as_tensor(exact, dtype=out.dtype), rtol=1e-9, atol=1e-12)
 
 
+def test_phi_is_exact_across_its_series_switch(dtype):
+    """phi(z) = (1 - e^-z)/z, computed by a series below |z| = 1e-6 and by expm1 above: both sides
+    of the switch agree with the exact value to the dtype's resolution."""
+    from neurosal.neurons import _phi
+    zs = [1e-9, 3e-7, 9.9e-7, 1.01e-6, 1e-4, 0.5, 3.0]
+    got = _phi(torch.tensor(zs))
+    want = torch.tensor([-math.expm1(-z) / z for z in zs])
+    torch.testing.assert_close(got, want, rtol=(1e-14 if dtype == torch.float64 else 1e-6), atol=0)
+
+
 def test_ttfs_crossing_time_against_fine_integration():
     g = torch.Generator().manual_seed(3)
     t_in = torch.rand(2, 10, generator=g) * 0.5
@@ -230,6 +240,24 @@ def test_dstd_random_offset_converges_at_second_order(tol):
     assert worst[0] < 0.02
 
 
+def test_crossing_time_is_exact_on_both_sides_of_its_series_switch(f64_only):
+    """t = D log1p(x)/x, by a series below |x| = 1e-4: against the closed form
+    ln((g/f - v)/(g/f - V_th))/f on both sides of the switch, and (V_th - v)/g at f = 0."""
+    from decimal import Decimal, getcontext
+    from neurosal.neurons import _crossing_time
+    getcontext().prec = 40                                   # the closed form, without cancellation
+    v, g = torch.tensor([0.2]), torch.tensor([3.0])
+    for f in (0.0, 1e-6, 2.9e-4, 3.1e-4, 0.05, 1.0):
+        t = _crossing_time(v, g, torch.tensor([f]), 1.0).item()
+        if f == 0:
+            want = 0.8 / 3.0
+        else:
+            F, G = Decimal(f), Decimal(3)
+            want = float(((G / F - Decimal("0.2")) / (G / F - 1)).ln() / F)
+        assert t == pytest.approx(want, rel=1e-12, abs=0), f
+    assert math.isinf(_crossing_time(v, torch.tensor([0.5]), torch.tensor([1.0]), 1.0).item())   # g/f < V_th
+
+
 def test_ttfs_crossing_time_is_exact_for_large_reversal_potentials(dtype):
     """One input at t = 0 with w = 0.5 reaches threshold 1 at t = 2 under ideal summation; at
     E = 1e8 the exact crossing differs from 2 by ~1e-8. The crossing time must stay right in
@@ -257,15 +285,19 @@ def test_lif_step_is_norse_step():
     assert torch.equal(z, z2) and torch.equal(v, st.v)
 
 
-def test_lif_euler_solution_below_threshold():
-    """Constant input, no spikes: v_k = I (1 - (1 - dt/tau)^k), norse's forward Euler exactly."""
+@pytest.mark.parametrize("dt", [1e-3, 2.5e-4])
+def test_lif_euler_solution_below_threshold(dt):
+    """Constant input, no spikes: v_k = I (1 - (1 - dt/tau)^k), norse's forward Euler exactly,
+    in the fused inference path and the autograd path alike."""
     p = LIFParameters(tau_mem=10e-3, v_th=100.0)
-    n = LIFNeurons(p, dt=1e-3)
+    n = LIFNeurons(p, dt=dt)
     cur = torch.full((50, 1, 3), 0.8)
-    z, v, _ = n(cur, n.init_state(1, 3))
     k = torch.arange(1, 51).view(-1, 1, 1)
-    assert z.sum() == 0
-    assert torch.allclose(v, 0.8 * (1 - 0.9 ** k), atol=1e-12)
+    want = 0.8 * (1 - (1 - dt / 10e-3) ** k)
+    for c in (cur, cur.clone().requires_grad_()):
+        z, v, _ = n(c, n.init_state(1, 3))
+        assert z.sum() == 0
+        assert torch.allclose(v, want.to(v.dtype), rtol=1e-5, atol=1e-12)
 
 
 def test_lif_fires_and_resets_at_the_analytic_period():
