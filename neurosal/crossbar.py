@@ -357,16 +357,25 @@ class Crossbar:
         else:
             # per-tile partial sums [nt_in, batch, n_out]: one matmul per tile on column slices
             # of x (no padding or transposed copies), and each tile's input norm for its noise
-            # (large inputs); one batched matmul over zero-padded tiles for small ones, where the
-            # per-call overhead dominates
+            # (large inputs); for small ones, where the per-call overhead dominates, one batched
+            # matmul over the full tiles (views of x and W, nothing copied) and one for the rest
             wm = w.t() if transposed else w
             if x.numel() <= (1 << 20):
-                if nt_in * t_in != n_in:
-                    x = F.pad(x, (0, nt_in * t_in - n_in))
-                    wm = F.pad(wm, (0, 0, 0, nt_in * t_in - n_in))
-                xt = x.reshape(batch, nt_in, t_in).transpose(0, 1)
-                part = torch.bmm(xt, wm.reshape(nt_in, t_in, n_out))
-                l2 = torch.linalg.vector_norm(xt, dim=-1, keepdim=True) if sr > 0 else None
+                k_full = n_in // t_in
+                cut = k_full * t_in
+                part = torch.empty(nt_in, batch, n_out, dtype=x.dtype, device=x.device)
+                xt = x[:, :cut].reshape(batch, k_full, t_in).transpose(0, 1)
+                if k_full:
+                    torch.bmm(xt, wm[:cut].reshape(k_full, t_in, n_out), out=part[:k_full])
+                if cut < n_in:
+                    torch.matmul(x[:, cut:], wm[cut:], out=part[k_full])
+                l2 = None
+                if sr > 0:
+                    l2 = torch.empty(nt_in, batch, 1, dtype=x.dtype, device=x.device)
+                    if k_full:
+                        l2[:k_full] = torch.linalg.vector_norm(xt, dim=-1, keepdim=True)
+                    if cut < n_in:
+                        l2[k_full] = torch.linalg.vector_norm(x[:, cut:], dim=-1, keepdim=True)
             else:
                 part = torch.empty(nt_in, batch, n_out, dtype=x.dtype, device=x.device)
                 l2 = torch.empty(nt_in, batch, 1, dtype=x.dtype, device=x.device) if sr > 0 else None
@@ -734,7 +743,7 @@ class _AnalogMatmul(torch.autograd.Function):
         macs = x.shape[0] * layer.crossbar.rows * layer.crossbar.cols
         if ctx.needs_input_grad[0]:
             if layer.digital_backward:     # errors computed off-array in full precision (hybrid rule)
-                gx = gy @ (layer.crossbar.weights().t() * layer.weight_scale)
+                gx = (gy @ layer.crossbar.weights().t()) * layer.weight_scale
                 layer.crossbar.counters.digital_macs += macs
             else:
                 gx = layer.crossbar.backward(gy) * layer.weight_scale

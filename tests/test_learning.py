@@ -153,6 +153,10 @@ def test_hybrid_saturated_pair_drops_the_request_and_stops_pulsing():
     assert xb.counters.pulses == pulses and (buf == 0).all()
     buf -= 0.3                                                        # and it comes back down
     ctl.write()
+    # a request below one pulse, with room either way, is kept, not dropped as saturated
+    mid = torch.full((3,), 0.5, dtype=torch.float64)
+    *_, n, _, sat = ctl.plan(torch.tensor([1e-4, -1e-4, 0.0], dtype=torch.float64), mid, mid)
+    assert (n == 0).all() and not sat.any()
     assert xb.counters.pulses > pulses and xb.weights().max() < 0.8
 
 

@@ -220,6 +220,20 @@ def test_dstd_random_offset_exact_for_ideal_summation(tol):
         torch.testing.assert_close(out, exact, rtol=0, atol=tol(1e-12))
 
 
+def test_dstd_with_leak_converges_to_the_exact_leaky_neuron(tol):
+    """A leak alpha > 0 enters every grid interval's f: DSTD converges to the exact event-driven
+    membrane of the same leaky neuron (and misses it by far more without the leak)."""
+    from neurosal.neurons import _dstd_walk, _exact_walk
+    g = torch.Generator().manual_seed(9)
+    t_in = torch.rand(8, 20, generator=g)
+    w = torch.randn(20, 6, generator=g) * 0.3
+    exact, _ = _exact_walk(t_in, w, 2.0, -2.0, 0.7, 1.0)
+    approx, _ = _dstd_walk(t_in, w, 2.0, -2.0, 0.7, 1.0, 64, "random", g)
+    no_leak, _ = _exact_walk(t_in, w, 2.0, -2.0, 0.0, 1.0)
+    err = (approx - exact).abs().max().item()
+    assert err < 2e-4 and (no_leak - exact).abs().max().item() > 100 * err
+
+
 def test_dstd_random_offset_converges_at_second_order(tol):
     """Finite |E| with random offsets (the training mode): the worst error over offsets and its
     mean over offsets both fall like dtau^2, i.e. at least 100x from M = 4 to M = 64 (a grid
