@@ -40,24 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .devices import Device, DeviceCard, DeviceState
+from .devices import Device, DeviceCard, DeviceState, PulseError, check_pulses
 
 __all__ = ["Counters", "Crossbar", "ProgramResult", "AnalogLinear", "AnalogConv2d", "PulseSGD", "PulseError",
            "analog_layers", "calibrate_adc", "check_pulses"]
-
-
-class PulseError(ValueError):
-    """Pulse counts that no chip can apply (NaN or infinite): nothing was written."""
-
-
-def check_pulses(n: torch.Tensor, what: str) -> None:
-    """Raise :class:`PulseError` naming ``what`` unless every pulse count in ``n`` is finite.
-    Called before any state changes, so that a bad step leaves the chip exactly as it was."""
-    bad = ~torch.isfinite(n)
-    if bool(bad.any()):
-        k = int(bad.sum())
-        raise PulseError(f"{what}: {k} of {n.numel()} pulse counts are not finite (NaN or inf; a NaN or infinite "
-                         "gradient, learning rate or card value upstream); nothing was written")
 
 
 @dataclass
@@ -98,12 +84,15 @@ class Counters:
             setattr(self, f.name, 0)
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in _COUNTER_NAMES}       # flat ints: no deep copy
 
     def __iadd__(self, other: "Counters") -> "Counters":
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
+
+
+_COUNTER_NAMES = tuple(f.name for f in dataclasses.fields(Counters))
 
 
 @dataclass
@@ -546,17 +535,15 @@ class Crossbar:
                 raise ValueError(f"{name} has shape {tuple(n.shape)}, crossbar is {(self.rows, self.cols)}")
         n = torch.stack([torch.as_tensor(n_plus, dtype=self.dtype), torch.as_tensor(n_minus, dtype=self.dtype)])
         n = n.to(self.torch_device).reshape(-1)
-        check_pulses(n, f"crossbar {self.rows}x{self.cols}")
-        idx = (n != 0).nonzero().squeeze(1)
+        idx = (n != 0).nonzero().squeeze(1)            # NaN != 0: a bad count is passed on and refused
         return self.apply_pulses_at(idx, n[idx])
 
     def apply_pulses_at(self, idx: torch.Tensor, n: torch.Tensor) -> int:
         """Sparse :meth:`apply_pulses`: signed counts ``n`` for the devices at flat indices ``idx``
         (ascending) into the ``[2, rows, cols]`` array (``d * rows * cols + row * cols + col``,
         ``d`` 0 for G+, 1 for G-). Same result, counters and noise stream as the dense call."""
-        check_pulses(n, f"crossbar {self.rows}x{self.cols}")
         applied, pulsed = self.device.pulse_at(self._state, idx, n, generator=self.generator, time=self.time,
-                                               return_cells=True)
+                                               return_cells=True, what=f"crossbar {self.rows}x{self.cols}")
         if pulsed == 0:
             return 0
         c = self.counters

@@ -70,11 +70,26 @@ import torch
 from .cards import CardError, from_dict, load_toml, list_cards, resolve_card, spec, to_dict
 
 __all__ = [
-    "MODELS", "DeviceCard", "Noise", "Variation", "Faults", "Drift", "Pulse", "Device", "DeviceState",
+    "PulseError", "check_pulses", "MODELS", "DeviceCard", "Noise", "Variation", "Faults", "Drift", "Pulse", "Device",
+    "DeviceState",
     "load_device", "list_devices", "nl_to_a", "a_to_nl",
 ]
 
 MODELS = ("linear", "soft-bounds", "exponential", "power", "table")
+
+
+class PulseError(ValueError):
+    """Pulse counts that no chip can apply (NaN or infinite): nothing was written."""
+
+
+def check_pulses(n: torch.Tensor, what: str) -> None:
+    """Raise :class:`PulseError` naming ``what`` unless every pulse count in ``n`` is finite.
+    Called before any state changes, so that a bad step leaves the chip exactly as it was."""
+    bad = ~torch.isfinite(n)
+    if bool(bad.any()):
+        k = int(bad.sum())
+        raise PulseError(f"{what}: {k} of {n.numel()} pulse counts are not finite (NaN or inf; a NaN or infinite "
+                         "gradient, learning rate or card value upstream); nothing was written")
 
 
 # --------------------------------------------------------------------------- NL <-> A
@@ -507,6 +522,26 @@ class Device:
             v = (v + frac * alpha * (1 - v).clamp_min(0) ** gamma_t).clamp(0, 1)
         return v
 
+    def _geometric_move(self, v, n, up, pmax, a_up, a_down):
+        r"""Travel after ``n`` pulses from travel ``v``, direction ``up`` per element, for the
+        families where a pulse moves a fixed fraction of the distance to an asymptote :math:`b`:
+        :math:`v_n = \min(b - (b - v) r^n, 1)` (exponential: :math:`b = 1/(1 - e^{-1/a})`,
+        :math:`r = e^{-1/(a P_{max})}`, the same curve as :meth:`_travel`; soft-bounds:
+        :math:`b = 1`, :math:`r = 1 - 2/P_{max}`), and :math:`\min(v + n/P_{max}, 1)` (linear).
+        ``pmax``, ``a_up``, ``a_down``: numbers or per-element tensors."""
+        m = self.card.model
+        if m == "soft-bounds":
+            return 1 - (1 - v) * torch.exp(n * (math.log1p(-2.0 / self.card.pmax) * (self.card.pmax / pmax)))
+        if m == "linear" or all(not isinstance(a, torch.Tensor) and math.isinf(a) for a in (a_up, a_down)):
+            return (v + n / pmax).clamp(max=1.0)
+        t = lambda z: z if isinstance(z, torch.Tensor) else torch.tensor(float(z), dtype=v.dtype)  # noqa: E731
+        a = torch.where(up, t(a_up), t(a_down))
+        lin = torch.isinf(a)
+        a = torch.where(lin, torch.ones_like(a), a)
+        b = 1 + 1 / torch.expm1(1 / a)
+        geo = (b - (b - v) * torch.exp(-n / (a * pmax))).clamp(max=1.0)
+        return torch.where(lin, (v + n / pmax).clamp(max=1.0), geo) if bool(lin.any()) else geo
+
     def _nominal_shape(self) -> tuple:
         """(up, down) curve shapes of the card's nominal device: a (exponential), gamma (power)."""
         c = self.card
@@ -623,15 +658,16 @@ class Device:
         return self.pulse_at(st, idx, flat_n[idx], generator=generator, time=time, return_cells=return_cells)
 
     def pulse_at(self, st: DeviceState, idx: torch.Tensor, n: torch.Tensor, *,
-                 generator: torch.Generator | None = None, time: float | None = None, return_cells: bool = False):
+                 generator: torch.Generator | None = None, time: float | None = None, return_cells: bool = False,
+                 what: str = "device array"):
         """Apply signed pulse counts ``n`` to the cells at flat indices ``idx`` (into ``st.g``,
         ascending), in place: the sparse form of :meth:`pulse`, with the same result and noise
-        stream. Counts must be finite (checked before anything changes)."""
+        stream. Counts must be finite: :class:`PulseError` (naming ``what``) before anything
+        changes."""
         if idx.shape != n.shape or idx.dim() != 1:
             raise ValueError("pulse_at: idx and n must be 1-D tensors of equal length")
         nn = n.to(st.g.dtype)
-        if not bool(torch.isfinite(nn).all()):
-            raise ValueError("pulse counts must be finite (got NaN or inf); nothing was written")
+        check_pulses(nn, what)
         keep = nn != 0
         if st.stuck is not None:
             keep &= ~st.stuck.reshape(-1)[idx]
@@ -641,6 +677,25 @@ class Device:
             return (0, 0) if return_cells else 0
         g_flat = st.g.view(-1)
         up = nn > 0
+        if self.card.model in ("linear", "soft-bounds", "exponential"):
+            # both directions in one pass: one pulse moves a fixed fraction of the distance to
+            # the asymptote (linear: a fixed step), with each cell's own parameters
+            gmin = torch.as_tensor(_take(st.g_min, idx), dtype=nn.dtype)
+            rng = torch.as_tensor(_take(st.g_max, idx), dtype=nn.dtype) - gmin
+            u = ((g_flat[idx] - gmin) / rng).clamp_(0, 1)
+            cnt = nn.abs()
+            v = torch.where(up, u, 1 - u)
+            v_new = self._geometric_move(v, cnt, up, _take(st.pmax, idx), _take(st.p_up, idx), _take(st.p_down, idx))
+            c2c = self.card.noise.c2c
+            u_new = torch.where(up, v_new, 1 - v_new)
+            if c2c > 0:
+                z = torch.randn(idx.numel(), generator=generator, dtype=u.dtype, device=u.device)
+                u_new = (u_new + c2c * cnt.sqrt() * z).clamp_(0, 1)
+            g_flat[idx] = gmin + u_new * rng
+            if st.t_prog is not None and time is not None:
+                st.t_prog.view(-1)[idx] = time
+            total = int(round(float(cnt.sum())))
+            return (total, int(idx.numel())) if return_cells else total
         total = 0
         # each direction on its own subset: only one branch of the response is evaluated
         for sel, direction in ((up, 1), (~up, -1)):

@@ -261,16 +261,59 @@ class DFA(BP):
         return loss.item()
 
 
+def _thresholds(device, u_p: torch.Tensor, u_m: torch.Tensor):
+    """The smallest nominal one-pulse step to raise and to lower each weight from the estimates
+    (a tiny positive number where neither device of the pair can move that way), elementwise."""
+    # raising w: G+ up (travel u+) or G- down (travel 1 - u-); lowering: G+ down or G- up
+    steps = (device.nominal_step(u_p, True), device.nominal_step(1 - u_m, False),
+             device.nominal_step(1 - u_p, False), device.nominal_step(u_m, True))
+    tiny = torch.finfo(u_p.dtype).tiny
+    out = []
+    for a, b in (steps[:2], steps[2:]):
+        m = torch.minimum(torch.where(a > 0, a, math.inf), torch.where(b > 0, b, math.inf))
+        out.append(torch.where(torch.isinf(m), tiny, m))
+    return out
+
+
+def _plan(device, max_pulses: int, b: torch.Tensor, u_p: torch.Tensor, u_m: torch.Tensor):
+    """Plan the pulses for buffers ``b`` from estimates ``u_p, u_m`` (any shape, elementwise).
+
+    Returns ``(use_plus, goes_up, n, moved, saturated)``: which device of each pair, whether it
+    is potentiated, how many pulses, the nominal travel they make, and whether the pair is at
+    the end of its range for this request."""
+    raise_w = b > 0
+    mag = b.abs()
+    # the two candidates, as travel from the bound each leaves: raising w moves G+ up (from
+    # Gmin: travel u+) or G- down (from Gmax: travel 1 - u-); lowering the reverse
+    v_p = torch.where(raise_w, u_p, 1 - u_p)
+    v_m = torch.where(raise_w, 1 - u_m, u_m)
+    n_p, new_p = device.nominal_pulses(v_p, mag, raise_w, max_pulses)
+    n_m, new_m = device.nominal_pulses(v_m, mag, ~raise_w, max_pulses)
+    rem_p, rem_m = mag - (new_p - v_p), mag - (new_m - v_m)
+    # best fit: the device whose pulses leave the smaller remainder; on a tie the one with
+    # more room (G+ when raising with u+ + u- <= 1, lowering with u+ + u- >= 1)
+    s = u_p + u_m
+    more_room = torch.where(raise_w, s <= 1, s >= 1)
+    use_plus = torch.where((rem_p - rem_m).abs() <= 1e-7, more_room, rem_p < rem_m)
+    goes_up = raise_w == use_plus                       # the chosen device is potentiated
+    n = torch.where(use_plus, n_p, n_m)
+    moved = torch.where(use_plus, new_p - v_p, new_m - v_m)      # >= 0, nominal travel of n pulses
+    # the end of the range: the request reaches past both devices' bounds and neither can
+    # take one more pulse toward its bound
+    saturated = (n_p == 0) & (n_m == 0) & (mag > 0) & (mag >= 1 - v_p) & (mag >= 1 - v_m)
+    return use_plus, goes_up, n, moved, saturated
+
+
 class HybridController:
     r"""The digital write controller of one array under the :class:`Hybrid` rule.
 
     State (digital, all on the controller; counted as buffer traffic): the update buffer
     ``buffer`` ``[rows, cols]`` (weight units), the estimates ``estimate`` ``[2, rows, cols]``
     of both devices' normalized conductances on the card's nominal curve, and, derived from
-    them, ``thresholds`` ``[2, rows, cols]``: the smallest nominal one-pulse step available
-    to raise / to lower each weight (a tiny positive number where the pair cannot move that
-    way at all). A step looks only at cells whose buffer reaches its threshold: the rest
-    cannot be written and cost one comparison.
+    them, the write thresholds: the smallest nominal one-pulse step available to raise
+    (``thresholds[0]``) and to lower (``-thresholds[1]``, kept negated) each weight, a tiny
+    number where the pair cannot move that way at all. A step plans only the cells whose
+    buffer reaches a threshold: the rest cannot be written and cost one comparison.
     """
 
     def __init__(self, xb, *, max_pulses: int = 16, estimate: Optional[torch.Tensor] = None):
@@ -283,7 +326,7 @@ class HybridController:
                 w0 = xb.initial_weights
                 estimate = torch.stack([(1 + w0) / 2, (1 - w0) / 2])
         self.estimate = estimate.to(xb.dtype).clone()
-        self.thresholds = torch.stack(self._thresholds(self.estimate[0], self.estimate[1]))
+        self._retarget()
 
     @staticmethod
     def read_estimate(xb) -> torch.Tensor:
@@ -291,78 +334,42 @@ class HybridController:
         card = xb.device.card
         return ((xb.verify_read() - card.g_min) / card.g_range).clamp(0, 1).to(xb.dtype)
 
+    def _retarget(self) -> None:
+        up, down = _thresholds(self.xb.device, self.estimate[0], self.estimate[1])
+        self.thresholds = torch.stack([up, -down])
+
     def reanchor(self) -> None:
         """Readback: replace the estimates by what a (counted) read of the array shows."""
         self.estimate = self.read_estimate(self.xb)
-        self.thresholds = torch.stack(self._thresholds(self.estimate[0], self.estimate[1]))
-
-    def _thresholds(self, u_p, u_m):
-        dev = self.xb.device
-        # raising w: G+ up (travel u+) or G- down (travel 1 - u-); lowering: G+ down or G- up
-        steps = (dev.nominal_step(u_p, True), dev.nominal_step(1 - u_m, False),
-                 dev.nominal_step(1 - u_p, False), dev.nominal_step(u_m, True))
-        tiny = torch.finfo(u_p.dtype).tiny
-        out = []
-        for a, b in (steps[:2], steps[2:]):
-            inf = torch.full_like(a, math.inf)
-            m = torch.minimum(torch.where(a > 0, a, inf), torch.where(b > 0, b, inf))
-            out.append(torch.where(torch.isinf(m), torch.full_like(m, tiny), m))
-        return out
+        self._retarget()
 
     def plan(self, b: torch.Tensor, u_p: torch.Tensor, u_m: torch.Tensor):
-        """Plan the pulses for buffers ``b`` from estimates ``u_p, u_m`` (any shape, elementwise).
+        """:func:`_plan` with this array's device and pulse limit."""
+        return _plan(self.xb.device, self.max_pulses, b, u_p, u_m)
 
-        Returns ``(use_plus, goes_up, n, moved, saturated)``: which device of each pair, whether
-        it is potentiated, how many pulses, the nominal travel they make, and whether the pair is
-        at the end of its range for this request."""
-        raise_w = b > 0
-        mag = b.abs()
-        dev = self.xb.device
-        # the two candidates, as travel from the bound each leaves: raising w moves G+ up (from
-        # Gmin: travel u+) or G- down (from Gmax: travel 1 - u-); lowering the reverse
-        v_p = torch.where(raise_w, u_p, 1 - u_p)
-        v_m = torch.where(raise_w, 1 - u_m, u_m)
-        n_p, new_p = dev.nominal_pulses(v_p, mag, raise_w, self.max_pulses)
-        n_m, new_m = dev.nominal_pulses(v_m, mag, ~raise_w, self.max_pulses)
-        rem_p, rem_m = mag - (new_p - v_p), mag - (new_m - v_m)
-        # best fit: the device whose pulses leave the smaller remainder; on a tie the one with
-        # more room (G+ when raising with u+ + u- <= 1, lowering with u+ + u- >= 1)
-        s = u_p + u_m
-        more_room = torch.where(raise_w, s <= 1, s >= 1)
-        use_plus = torch.where((rem_p - rem_m).abs() <= 1e-7, more_room, rem_p < rem_m)
-        goes_up = raise_w == use_plus                       # the chosen device is potentiated
-        n = torch.where(use_plus, n_p, n_m)
-        moved = torch.where(use_plus, new_p - v_p, new_m - v_m)      # >= 0, nominal travel of n pulses
-        # the end of the range: the request reaches past both devices' bounds and neither can
-        # take one more pulse toward its bound
-        saturated = (n_p == 0) & (n_m == 0) & (mag > 0) & (mag >= 1 - v_p) & (mag >= 1 - v_m)
-        return use_plus, goes_up, n, moved, saturated
-
-    def write(self) -> int:
-        """Turn the buffer into pulses: plan the cells whose buffer reaches a threshold, apply
-        their pulses (sparse), keep the remainders. Returns the pulses sent."""
-        xb, buf, est = self.xb, self.buffer, self.estimate
-        rc = buf.numel()
-        cand = (buf >= self.thresholds[0]) | (buf <= -self.thresholds[1])
-        idx = cand.view(-1).nonzero().squeeze(1)
-        c = xb.counters
+    def candidates(self):
+        """Flat indices of the cells whose buffer reaches a write threshold, and their buffer and
+        estimates (counted as buffer traffic)."""
+        buf, est = self.buffer, self.estimate
+        idx = ((buf >= self.thresholds[0]) | (buf <= self.thresholds[1])).view(-1).nonzero().squeeze(1)
         # every cell: buffer read-modify-write and its two thresholds compared; a planned cell:
         # both estimates read, buffer, one estimate and both thresholds written
-        c.buffer_accesses += 4 * rc + 6 * int(idx.numel())
-        if idx.numel() == 0:
-            return 0
-        flat_b, flat_p, flat_m = buf.view(-1), est[0].view(-1), est[1].view(-1)
-        b, u_p, u_m = flat_b[idx], flat_p[idx], flat_m[idx]
-        use_plus, goes_up, n, moved, saturated = self.plan(b, u_p, u_m)
+        self.xb.counters.buffer_accesses += 4 * buf.numel() + 6 * int(idx.numel())
+        return idx, buf.view(-1)[idx], est[0].view(-1)[idx], est[1].view(-1)[idx]
+
+    def commit(self, idx, b, u_p, u_m, planned, thresholds) -> int:
+        """Keep the remainders and advanced estimates of the cells ``idx`` and send their pulses
+        (sparse); ``planned`` is :func:`_plan`'s result for them. Returns the pulses sent."""
+        xb, rc = self.xb, self.buffer.numel()
+        use_plus, goes_up, n, moved, saturated = planned
         b = (b - torch.copysign(moved, b)).masked_fill_(saturated, 0.0)
         hit = n > 0
         dv = torch.where(goes_up, moved, -moved)           # change of the chosen device's u
-        u_p = u_p + dv * (hit & use_plus)
-        u_m = u_m + dv * (hit & ~use_plus)
-        flat_b[idx], flat_p[idx], flat_m[idx] = b, u_p, u_m
-        thr_r, thr_l = self._thresholds(u_p, u_m)
-        self.thresholds[0].view(-1)[idx], self.thresholds[1].view(-1)[idx] = thr_r, thr_l
-        c.clipped_cells += int(saturated.sum())
+        self.buffer.view(-1)[idx] = b
+        self.estimate[0].view(-1)[idx] = u_p + dv * (hit & use_plus)
+        self.estimate[1].view(-1)[idx] = u_m + dv * (hit & ~use_plus)
+        self.thresholds[0].view(-1)[idx], self.thresholds[1].view(-1)[idx] = thresholds[0], -thresholds[1]
+        xb.counters.clipped_cells += int(saturated.sum())
         if not bool(hit.any()):
             return 0
         signed = torch.where(goes_up, n, -n)[hit]
@@ -371,6 +378,38 @@ class HybridController:
         order = torch.cat([plus.nonzero().squeeze(1), (~plus).nonzero().squeeze(1)])
         flat = (cells + rc * (~plus).to(cells.dtype))[order]
         return xb.apply_pulses_at(flat, signed[order])
+
+    def write(self) -> int:
+        """Turn the buffer into pulses: plan the cells whose buffer reaches a threshold, apply
+        their pulses (sparse), keep the remainders. Returns the pulses sent."""
+        return write_all([self])
+
+def write_all(controllers) -> int:
+    """Write several arrays' buffers: the candidates of all arrays whose device shares a card
+    (and pulse limit) are planned together, one set of operations for all of them (the same
+    plan as one array at a time, elementwise), then each array keeps its part and gets its
+    pulses. Returns the pulses sent."""
+    groups: dict = {}
+    for c in controllers:
+        groups.setdefault((c.xb.device.card, c.max_pulses), []).append(c)
+    sent = 0
+    for group in groups.values():
+        parts = [c.candidates() for c in group]
+        sizes = [int(p[0].numel()) for p in parts]
+        if not any(sizes):
+            continue
+        dev, mp = group[0].xb.device, group[0].max_pulses
+        b, u_p, u_m = (torch.cat([p[k] for p in parts]) for k in (1, 2, 3))
+        planned = _plan(dev, mp, b, u_p, u_m)
+        use_plus, goes_up, n, moved, _ = planned
+        dv = torch.where(goes_up, moved, -moved) * (n > 0)
+        thr = _thresholds(dev, u_p + dv * use_plus, u_m + dv * ~use_plus)
+        splits = [torch.split(t, sizes) for t in (b, u_p, u_m, *planned, *thr)]
+        for k, (c, p) in enumerate(zip(group, parts)):
+            if sizes[k]:
+                sb, sp, sm, *rest = (t[k] for t in splits)
+                sent += c.commit(p[0], sb, sp, sm, tuple(rest[:5]), tuple(rest[5:]))
+    return sent
 
 
 class Hybrid:
@@ -452,10 +491,9 @@ class Hybrid:
             for layer, ctl in zip(self.layers, self.controllers):
                 if self.readback and self.steps % self.readback == 0:
                     ctl.reanchor()
-                if layer.weight.grad is None:
-                    continue
-                ctl.buffer.add_(layer.weight.grad.t(), alpha=-self.lr / layer.weight_scale)   # weight units
-                ctl.write()
+                if layer.weight.grad is not None:
+                    ctl.buffer.add_(layer.weight.grad.t(), alpha=-self.lr / layer.weight_scale)   # weight units
+            write_all(self.controllers)
         return loss.item()
 
     def state_dict(self) -> dict:
@@ -467,7 +505,7 @@ class Hybrid:
             c.buffer.copy_(b)
         for c, e in zip(self.controllers, sd.get("estimates", [])):
             c.estimate.copy_(e)
-            c.thresholds = torch.stack(c._thresholds(c.estimate[0], c.estimate[1]))
+            c._retarget()
         self.steps = int(sd.get("steps", 0))
 
 
