@@ -362,6 +362,11 @@ class CostReport:
                 tot += r["energy_j"] if component is None else r["components"][component]
         return tot
 
+    def adc_conversions(self, phase_name: Optional[str] = None) -> float:
+        """ADC conversions as the periphery makes them (a bit-serial analog vector converts every
+        column once per bit cycle), summed over units."""
+        return sum(r["adc_conversions"] for r in self.rows if phase_name is None or r["phase"] == phase_name)
+
     @property
     def energy_j(self) -> float:
         return self.energy()
@@ -444,7 +449,7 @@ def cost_report(ledger: Ledger, *, periphery="isaac-32nm", coprocessor="puma-vfu
         for ph in PHASES:
             c = ledger.counts[ph][u.name]
             comp = dict.fromkeys(COMPONENTS, 0.0)
-            lat = vec = 0.0
+            lat = vec = conversions = 0.0
             if xb is not None:
                 # bit-serial: an analog value takes `dac_bits` array cycles (its rows driven in
                 # `bit_density` of them), a k-bit code k cycles (a 0/1/2 code drives its row in one),
@@ -458,8 +463,9 @@ def cost_report(ledger: Ledger, *, periphery="isaac-32nm", coprocessor="puma-vfu
                 comp["array"] = cell_reads * de["read_j"]
                 dac_1 = (n_dac - g("code_dac_conversions", 0)) * cycles + g("code_dac_conversions", 0) * k_code
                 comp["dac"] = dac_1 * per.dac.energy_pj * 1e-12
-                comp["adc"] = (g("adc_conversions", 0) + (cycles - 1) * a_adc
-                               + (k_code - 1) * g("code_adc_conversions", 0)) * e_adc
+                conversions = (g("adc_conversions", 0) + (cycles - 1) * a_adc
+                               + (k_code - 1) * g("code_adc_conversions", 0))
+                comp["adc"] = conversions * e_adc
                 comp["write"] = c.get("pulses", 0) * de["write_j"]
                 comp["verify"] = c.get("verify_reads", 0) * (de["read_j"] / 2 + e_adc)
                 comp["digital"] = (c.get("digital_macs", 0) * per.digital.mac_pj
@@ -484,7 +490,7 @@ def cost_report(ledger: Ledger, *, periphery="isaac-32nm", coprocessor="puma-vfu
                 vec = lat                                  # a pipeline barrier: waits for the whole map
             e = sum(comp.values())
             rows.append({"unit": u.name, "kind": u.kind, "phase": ph, "energy_j": e, "latency_s": lat,
-                         "components": comp})
+                         "components": comp, "adc_conversions": conversions})
             if lat > 0:
                 times[ph].append((lat, vec))
     latency = {}

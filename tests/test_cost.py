@@ -100,6 +100,7 @@ def test_bit_serial_inputs_cost_one_read_and_conversion_per_bit(tmp_path):
             reps[coding, card.stem] = cost_report(led, periphery=card)
     s, m = reps["rate", "serial"], reps["rate", "multi"]
     assert s.energy(component="adc") == approx(6 * m.energy(component="adc"), rel=1e-12)
+    assert s.adc_conversions() == approx(6 * m.adc_conversions(), rel=1e-12)
     assert s.energy(component="array") == approx(6 * 0.25 * m.energy(component="array"), rel=1e-12)
     assert s.latency["forward"] == approx(6 * m.latency["forward"], rel=1e-12)
     n_dac = led.total("dac_conversions")
