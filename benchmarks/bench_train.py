@@ -102,14 +102,9 @@ def bench_mlp(args) -> None:
             for i in range(0, n, b):
                 r.step(x[i:i + b], y[i:i + b], coding="rate", steps=1, seed=i)
         epochs[f"neurosal {rule} ({dev})"] = ep
-    med = interleaved(epochs, args.repeats)
-    base = med["plain torch (digital SGD)"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; mlp-784-400-400-10 (rate, 8-bit ADC), "
-          f"one epoch of {n} samples at batch {b}, {what} (median of {args.repeats} interleaved epochs)")
-    print(f"  {'one epoch':<42} {'seconds':>9} {'x plain':>8}")
-    for k, t in med.items():
-        print(f"  {k:<42} {t:>9.3f} {t / base:>7.2f}x")
-    print("  target for hybrid: <= 2x plain torch")
+    _table(interleaved(epochs, args.repeats), "one epoch",
+           f"mlp-784-400-400-10 (rate, 8-bit ADC), one epoch of {n} samples at batch {b}, {what} "
+           f"(median of {args.repeats} interleaved epochs)", "target for hybrid: <= 2x plain torch")
 
 
 def bench_resnet(args) -> None:
@@ -132,14 +127,18 @@ def bench_resnet(args) -> None:
         net = build("sanet-resnet20", device="moderate", coding="rate", input_shape=(3, 32, 32), classes=10)
         r = make_rule(rule, net, lr=0.1)
         steps[f"neurosal on-chip ({rule}, moderate)"] = (lambda r=r: r.step(x, y, coding="rate", steps=1, seed=0))
-    med = interleaved(steps, args.repeats)
+    _table(interleaved(steps, args.repeats), "training step",
+           f"sanet-resnet20, batch {args.batch}, 3x32x32 (median of {args.repeats} interleaved steps)",
+           "target: <= 1.5x plain torch on CPU")
+
+
+def _table(med: dict, what: str, title: str, target: str) -> None:
     base = med["plain torch (digital SGD)"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; sanet-resnet20, batch {args.batch}, "
-          f"3x32x32 (median of {args.repeats} interleaved steps)")
-    print(f"  {'training step':<36} {'seconds':>9} {'x plain':>8}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; {title}")
+    print(f"  {what:<42} {'seconds':>9} {'x plain':>8}")
     for k, t in med.items():
-        print(f"  {k:<36} {t:>9.3f} {t / base:>7.2f}x")
-    print("  target: <= 1.5x plain torch on CPU")
+        print(f"  {k:<42} {t:>9.3f} {t / base:>7.2f}x")
+    print(f"  {target}")
 
 
 def main() -> None:

@@ -686,14 +686,7 @@ class Device:
             cnt = nn.abs()
             v = torch.where(up, u, 1 - u)
             v_new = self._geometric_move(v, cnt, up, _take(st.pmax, idx), _take(st.p_up, idx), _take(st.p_down, idx))
-            c2c = self.card.noise.c2c
-            u_new = torch.where(up, v_new, 1 - v_new)
-            if c2c > 0:
-                z = torch.randn(idx.numel(), generator=generator, dtype=u.dtype, device=u.device)
-                u_new = (u_new + c2c * cnt.sqrt() * z).clamp_(0, 1)
-            g_flat[idx] = gmin + u_new * rng
-            if st.t_prog is not None and time is not None:
-                st.t_prog.view(-1)[idx] = time
+            self._set_cells(st, idx, torch.where(up, v_new, 1 - v_new), cnt, gmin, rng, generator, time)
             total = int(round(float(cnt.sum())))
             return (total, int(idx.numel())) if return_cells else total
         total = 0
@@ -714,16 +707,21 @@ class Device:
             else:
                 cnt = cnt.neg()
                 u_new = self._move(u, cnt, pmax, _take(st.p_down, sub), False)
-            c2c = self.card.noise.c2c
-            if c2c > 0:
-                z = torch.randn(sub.numel(), generator=generator, dtype=g.dtype, device=g.device)
-                u_new = (u_new + c2c * cnt.sqrt() * z).clamp_(0, 1)
-            g_flat[sub] = gmin_t + u_new * rng
-            if st.t_prog is not None and time is not None:
-                st.t_prog.view(-1)[sub] = time
+            self._set_cells(st, sub, u_new, cnt, gmin_t, rng, generator, time)
             total += cnt.sum().item()
         total = int(round(total))
         return (total, int(idx.numel())) if return_cells else total
+
+    def _set_cells(self, st: DeviceState, idx, u_new, cnt, gmin, rng, generator, time) -> None:
+        """Write the cells ``idx``: the nominal response ``u_new`` of ``cnt >= 0`` pulses plus
+        cycle-to-cycle noise (sigma sqrt(cnt), drawn for these cells only), stamped with ``time``."""
+        c2c = self.card.noise.c2c
+        if c2c > 0:
+            z = torch.randn(idx.numel(), generator=generator, dtype=u_new.dtype, device=u_new.device)
+            u_new = (u_new + c2c * cnt.sqrt() * z).clamp_(0, 1)
+        st.g.view(-1)[idx] = gmin + u_new * rng
+        if st.t_prog is not None and time is not None:
+            st.t_prog.view(-1)[idx] = time
 
     def read(self, st: DeviceState, *, generator: torch.Generator | None = None, time: float | None = None,
              noise: bool = True) -> torch.Tensor:
