@@ -595,23 +595,6 @@ class Crossbar:
         if self._state.t_prog is not None:
             self.version += 1
 
-    def step_sizes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nominal weight change of one potentiating pulse on G+ and one on G- at the present
-        conductances (per cell, weight units, nominal card curve, no D2D knowledge)."""
-        g = self._state.g
-        up = self.device.step_size(g, +1) / self.g_ref
-        dn = self.device.step_size(g, -1) / self.g_ref
-        return up, dn
-
-    def nominal_change(self, n_plus: torch.Tensor, n_minus: torch.Tensor) -> torch.Tensor:
-        """Weight change (weight units) that pulses ``n_plus`` on G+ and ``n_minus`` on G-
-        would make by the card's nominal curve at the present conductances: what an open-loop
-        controller expects, without noise or device-to-device knowledge."""
-        g = self._state.g
-        dp = self.device.nominal_change(g[0], torch.as_tensor(n_plus, dtype=g.dtype))
-        dm = self.device.nominal_change(g[1], torch.as_tensor(n_minus, dtype=g.dtype))
-        return (dp - dm) / self.g_ref
-
     def verify_read(self, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Read the conductances of the pairs in ``mask`` (``[rows, cols]`` bool; all pairs by
         default) as a controller reads them: drift applied, read noise on every device. Counts two

@@ -464,9 +464,6 @@ class Device:
     # curve is the travel v = F(q) after q pulses from that bound and its inverse, the
     # position q = F^-1(v); n pulses from u are F(F^-1(v) + n). "shape" is a (exponential) or
     # gamma (power) of the direction; pmax the pulses per full swing (per cell or nominal).
-    def _closed_form(self, shape) -> bool:
-        return self.card.model != "power"
-
     def _travel(self, q, pmax, shape, up: bool):
         """Travel v in [0, 1] after ``q`` pulses from the start of the up/down curve."""
         m = self.card.model
