@@ -21,8 +21,8 @@ def test_shipped_cards_load_and_curves_span_range():
         d = Device(n)
         up, down = d.curve()
         c = d.card
-        assert up[0] == pytest.approx(c.g_min) and up[-1] == pytest.approx(c.g_max, rel=1e-6)
-        assert down[-1] == pytest.approx(c.g_min, rel=1e-5)
+        assert up[0] == pytest.approx(c.g_min, rel=1e-6, abs=0) and up[-1] == pytest.approx(c.g_max, rel=1e-6, abs=0)
+        assert down[-1] == pytest.approx(c.g_min, rel=1e-5, abs=0)
         assert np.all(np.diff(up) > 0) and np.all(np.diff(down) < 0)
         assert c.source, f"card {n} cites no source"
 
@@ -90,9 +90,9 @@ def test_soft_bounds_closed_form(card_file):
     d.pulse(st, torch.tensor([7.0], dtype=torch.float64))
     delta = 2 / 100
     u = 1 - (1 - 0.2) * (1 - delta) ** 7
-    assert st.g.item() == pytest.approx(u * 1e-5, rel=1e-12)
+    assert st.g.item() == pytest.approx(u * 1e-5, rel=1e-12, abs=0)
     d.pulse(st, torch.tensor([-4.0], dtype=torch.float64))
-    assert st.g.item() == pytest.approx(u * (1 - delta) ** 4 * 1e-5, rel=1e-12)
+    assert st.g.item() == pytest.approx(u * (1 - delta) ** 4 * 1e-5, rel=1e-12, abs=0)
 
 
 def test_power_model_iterates_fusi_abbott_step(card_file):
