@@ -63,6 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from .cards import CardError, from_dict, list_cards, load_toml, resolve_card, spec, to_dict
 from .crossbar import Counters
 
@@ -230,7 +232,7 @@ def device_energies(card, periphery: PeripheryCost) -> dict:
 
 
 # ============================================================================ ledger
-_XB_FIELDS = tuple(f.name for f in dataclasses.fields(Counters))       # every crossbar counter
+_XB_FIELDS = Counters.FIELDS                                            # every crossbar counter
 _CP_FIELDS = ("transfers_in", "transfers_out", "macs", "ops", "mem_reads", "mem_writes")
 
 
@@ -269,6 +271,10 @@ def _units(net) -> list[Unit]:
     return units
 
 
+class _Frozen(dict):
+    """Counts fixed once (a per-sample copy): never recomputed from the listeners."""
+
+
 class Ledger:
     """Event counts per unit (layer or attention block) and phase.
 
@@ -280,17 +286,42 @@ class Ledger:
     def __init__(self, net, *, samples: int = 1):
         self.net = net
         self.units = _units(net)
-        self.counts: dict[str, dict[str, dict[str, int]]] = {ph: {u.name: {} for u in self.units} for ph in PHASES}
+        # crossbar events: a Counters per phase and unit that listens to the array while the
+        # phase runs (counts that live on an accelerator stay there until read); neuron and
+        # co-processor counts: differences of snapshots
+        self._xb = {ph: {u.name: Counters() for u in self.units if u.crossbar is not None} for ph in PHASES}
+        self._other: dict[str, dict[str, dict]] = {ph: {u.name: {} for u in self.units} for ph in PHASES}
+        self._resolved = None
         self.samples = int(samples)
         self._depth = 0
+
+    @property
+    def counts(self) -> dict:
+        """``counts[phase][unit][event]``: every event count, as numbers (reading them waits for
+        an accelerator's pending counts)."""
+        if self._resolved is None:
+            out = {}
+            for ph in PHASES:
+                out[ph] = {}
+                for u in self.units:
+                    d = {}
+                    xb = self._xb[ph].get(u.name)
+                    if xb is not None:
+                        d.update(xb.as_dict())
+                    for k, v in self._other[ph][u.name].items():
+                        d[k] = int(v) if isinstance(v, torch.Tensor) else v
+                    out[ph][u.name] = d
+            self._resolved = out
+        return self._resolved
+
+    @counts.setter
+    def counts(self, value: dict) -> None:
+        self._resolved = value
 
     def _snapshot(self) -> dict:
         snap = {}
         for u in self.units:
             d = {}
-            if u.crossbar is not None:
-                c = u.crossbar.counters
-                d.update({k: getattr(c, k) for k in _XB_FIELDS})
             if u.neurons is not None:
                 d["neuron_updates"], d["spikes"] = u.neurons()
             if u.block is not None:
@@ -306,17 +337,25 @@ class Ledger:
         if self._depth:                       # nested: the outer phase already counts it
             yield
             return
+        if self._resolved is not None and not isinstance(self._resolved, _Frozen):
+            self._resolved = None
         self._depth += 1
+        taps = [(u.crossbar.counters, self._xb[name][u.name]) for u in self.units if u.crossbar is not None]
+        for c, acc in taps:
+            c._listeners.append(acc)
         before = self._snapshot()
         try:
             yield
         finally:
             self._depth -= 1
+            for c, acc in taps:
+                c._listeners[:] = [x for x in c._listeners if x is not acc]
             after = self._snapshot()
             for unit, d in after.items():
-                acc = self.counts[name][unit]
+                acc = self._other[name][unit]
                 for k, v in d.items():
                     acc[k] = acc.get(k, 0) + v - before[unit].get(k, 0)
+            self._resolved = None
 
     @contextlib.contextmanager
     def active(self):
@@ -332,8 +371,8 @@ class Ledger:
         import copy
         other = copy.copy(self)
         n = max(1, self.samples)
-        other.counts = {ph: {u: {k: v / n for k, v in d.items()} for u, d in units.items()}
-                        for ph, units in self.counts.items()}
+        other._resolved = _Frozen({ph: {u: {k: v / n for k, v in d.items()} for u, d in units.items()}
+                                   for ph, units in self.counts.items()})
         other.samples = 1
         return other
 

@@ -500,20 +500,24 @@ class Device:
             return pos * (pmax / n_tab)
         raise AssertionError(f"no closed-form curve for model {m!r}")
 
-    def _move(self, u, n, pmax, shape, up: bool):
-        """Normalized conductance after ``n >= 0`` pulses up (``up``) or down from ``u``."""
+    def _move(self, u, n, pmax, shape, up: bool, k_max: Optional[int] = None):
+        """Normalized conductance after ``n >= 0`` pulses up (``up``) or down from ``u``
+        (``k_max``: a bound on ``n`` known without reading it, for the power law's loop)."""
         v = u if up else 1 - u
         if self.card.model == "power":
-            v = self._power(v, n, pmax, shape)
+            v = self._power(v, n, pmax, shape, k_max)
         else:
             v = self._travel(self._position(v, pmax, shape, up) + n, pmax, shape, up)
         return v if up else 1 - v
 
-    def _power(self, v, n, pmax, gamma):
-        """Fusi-Abbott steps on the travel: v += alpha (1 - v)^gamma per pulse."""
-        gamma_t = torch.as_tensor(gamma, dtype=v.dtype)
-        alpha = torch.pow(torch.tensor(2.0, dtype=v.dtype), gamma_t) / pmax
-        k_max = int(torch.ceil(n.max()).item()) if n.numel() else 0
+    def _power(self, v, n, pmax, gamma, k_max: Optional[int] = None):
+        """Fusi-Abbott steps on the travel: v += alpha (1 - v)^gamma per pulse. The pulses act one
+        after another (no closed form); the loop runs to the largest count, read back on a CPU
+        (free there) or given as ``k_max`` (no read-back on an accelerator)."""
+        gamma_t = torch.as_tensor(gamma, dtype=v.dtype, device=v.device)
+        alpha = torch.pow(torch.tensor(2.0, dtype=v.dtype, device=v.device), gamma_t) / pmax
+        if k_max is None:
+            k_max = int(torch.ceil(n.max())) if n.numel() else 0
         for k in range(k_max):
             frac = (n - k).clamp(0, 1)  # a fractional last pulse (scaled pulse axis) counts partly
             v = (v + frac * alpha * (1 - v).clamp_min(0) ** gamma_t).clamp(0, 1)
@@ -531,13 +535,24 @@ class Device:
             return 1 - (1 - v) * torch.exp(n * (math.log1p(-2.0 / self.card.pmax) * (self.card.pmax / pmax)))
         if m == "linear" or all(not isinstance(a, torch.Tensor) and math.isinf(a) for a in (a_up, a_down)):
             return (v + n / pmax).clamp(max=1.0)
-        t = lambda z: z if isinstance(z, torch.Tensor) else torch.tensor(float(z), dtype=v.dtype)  # noqa: E731
+        if not isinstance(a_up, torch.Tensor) and not isinstance(a_down, torch.Tensor) \
+                and not (math.isinf(a_up) or math.isinf(a_down)):
+            # the card's values (no variation of the shape): constants, no per-cell tensors
+            b_up, b_dn = 1 + 1 / math.expm1(1 / a_up), 1 + 1 / math.expm1(1 / a_down)
+            if a_up == a_down:
+                return (b_up - (b_up - v) * torch.exp(n * (-1.0 / a_up) / pmax)).clamp(max=1.0)
+            upf = up.to(v.dtype)
+            b = b_dn + (b_up - b_dn) * upf
+            inv_a = 1.0 / a_down + (1.0 / a_up - 1.0 / a_down) * upf
+            return (b - (b - v) * torch.exp(-n * inv_a / pmax)).clamp(max=1.0)
+        t = lambda z: z if isinstance(z, torch.Tensor) else torch.tensor(float(z), dtype=v.dtype,  # noqa: E731
+                                                                           device=v.device)
         a = torch.where(up, t(a_up), t(a_down))
         lin = torch.isinf(a)
         a = torch.where(lin, torch.ones_like(a), a)
         b = 1 + 1 / torch.expm1(1 / a)
         geo = (b - (b - v) * torch.exp(-n / (a * pmax))).clamp(max=1.0)
-        return torch.where(lin, (v + n / pmax).clamp(max=1.0), geo) if bool(lin.any()) else geo
+        return torch.where(lin, (v + n / pmax).clamp(max=1.0), geo)
 
     def _nominal_shape(self) -> tuple:
         """(up, down) curve shapes of the card's nominal device: a (exponential), gamma (power)."""
@@ -656,69 +671,70 @@ class Device:
 
     def pulse_at(self, st: DeviceState, idx: torch.Tensor, n: torch.Tensor, *,
                  generator: torch.Generator | None = None, time: float | None = None, return_cells: bool = False,
-                 what: str = "device array"):
+                 what: str = "device array", check: bool = True, max_count: Optional[int] = None):
         """Apply signed pulse counts ``n`` to the cells at flat indices ``idx`` (into ``st.g``,
         ascending), in place: the sparse form of :meth:`pulse`, with the same result and noise
         stream. Counts must be finite: :class:`PulseError` (naming ``what``) before anything
-        changes."""
+        changes (``check=False``: the caller has checked). Returns the pulses applied (and, with
+        ``return_cells``, the cells pulsed) as 0-d int64 tensors on the array's device: nothing
+        here waits for an accelerator, except a power-law device on a CPU-less count
+        (``max_count`` bounds ``|n|`` so that its pulse loop needs no read-back)."""
         if idx.shape != n.shape or idx.dim() != 1:
             raise ValueError("pulse_at: idx and n must be 1-D tensors of equal length")
         nn = n.to(st.g.dtype)
-        check_pulses(nn, what)
+        if check:
+            check_pulses(nn, what)
+        if idx.numel() == 0:
+            z = torch.zeros((), dtype=torch.int64, device=st.g.device)
+            return (z, z) if return_cells else z
+        # stuck cells and zero counts take no pulse: their count becomes 0 and their state is kept
         keep = nn != 0
         if st.stuck is not None:
             keep &= ~st.stuck.reshape(-1)[idx]
-        if not bool(keep.all()):
-            idx, nn = idx[keep], nn[keep]
-        if idx.numel() == 0:
-            return (0, 0) if return_cells else 0
+        nn = torch.where(keep, nn, torch.zeros_like(nn))
         g_flat = st.g.view(-1)
         up = nn > 0
+        cnt = nn.abs()
+        gmin = _take(st.g_min, idx)
+        gmin = gmin.to(nn.dtype) if isinstance(gmin, torch.Tensor) else gmin
+        gmax = _take(st.g_max, idx)
+        rng = (gmax.to(nn.dtype) if isinstance(gmax, torch.Tensor) else gmax) - gmin
+        u = ((g_flat[idx] - gmin) / rng).clamp_(0, 1)
+        pmax = _take(st.pmax, idx)
         if self.card.model in ("linear", "soft-bounds", "exponential"):
             # both directions in one pass: one pulse moves a fixed fraction of the distance to
             # the asymptote (linear: a fixed step), with each cell's own parameters
-            gmin = torch.as_tensor(_take(st.g_min, idx), dtype=nn.dtype)
-            rng = torch.as_tensor(_take(st.g_max, idx), dtype=nn.dtype) - gmin
-            u = ((g_flat[idx] - gmin) / rng).clamp_(0, 1)
-            cnt = nn.abs()
             v = torch.where(up, u, 1 - u)
-            v_new = self._geometric_move(v, cnt, up, _take(st.pmax, idx), _take(st.p_up, idx), _take(st.p_down, idx))
-            self._set_cells(st, idx, torch.where(up, v_new, 1 - v_new), cnt, gmin, rng, generator, time)
-            total = int(round(float(cnt.sum())))
-            return (total, int(idx.numel())) if return_cells else total
-        total = 0
-        # each direction on its own subset: only one branch of the response is evaluated
-        for sel, direction in ((up, 1), (~up, -1)):
-            sub = idx[sel] if not bool(sel.all()) else idx
-            if sub.numel() == 0:
-                continue
-            cnt = nn[sel] if sub is not idx else nn
-            g = g_flat[sub]
-            gmin, gmax = _take(st.g_min, sub), _take(st.g_max, sub)
-            gmin_t = torch.as_tensor(gmin, dtype=g.dtype)
-            rng = torch.as_tensor(gmax, dtype=g.dtype) - gmin_t
-            u = ((g - gmin_t) / rng).clamp_(0, 1)
-            pmax = _take(st.pmax, sub)
-            if direction > 0:
-                u_new = self._move(u, cnt, pmax, _take(st.p_up, sub), True)
-            else:
-                cnt = cnt.neg()
-                u_new = self._move(u, cnt, pmax, _take(st.p_down, sub), False)
-            self._set_cells(st, sub, u_new, cnt, gmin_t, rng, generator, time)
-            total += cnt.sum().item()
-        total = int(round(total))
-        return (total, int(idx.numel())) if return_cells else total
+            v_new = self._geometric_move(v, cnt, up, pmax, _take(st.p_up, idx), _take(st.p_down, idx))
+            u_new = torch.where(up, v_new, 1 - v_new)
+        else:
+            # both branches elementwise; each cell keeps the one of its direction
+            k = None if max_count is None or n.device.type == "cpu" else int(max_count)
+            u_up = self._move(u, torch.where(up, cnt, torch.zeros_like(cnt)), pmax, _take(st.p_up, idx), True,
+                              k_max=k)
+            u_dn = self._move(u, torch.where(up, torch.zeros_like(cnt), cnt), pmax, _take(st.p_down, idx), False,
+                              k_max=k)
+            u_new = torch.where(up, u_up, u_dn)
+        self._set_cells(st, idx, u_new, cnt, gmin, rng, generator, time, keep)
+        total = cnt.sum().round().to(torch.int64)
+        return (total, torch.count_nonzero(keep)) if return_cells else total
 
-    def _set_cells(self, st: DeviceState, idx, u_new, cnt, gmin, rng, generator, time) -> None:
+    def _set_cells(self, st: DeviceState, idx, u_new, cnt, gmin, rng, generator, time, keep=None) -> None:
         """Write the cells ``idx``: the nominal response ``u_new`` of ``cnt >= 0`` pulses plus
-        cycle-to-cycle noise (sigma sqrt(cnt), drawn for these cells only), stamped with ``time``."""
+        cycle-to-cycle noise (sigma sqrt(cnt), drawn for these cells), stamped with ``time``;
+        cells where ``keep`` is False (no pulse, or stuck) keep their state."""
         c2c = self.card.noise.c2c
         if c2c > 0:
             z = torch.randn(idx.numel(), generator=generator, dtype=u_new.dtype, device=u_new.device)
             u_new = (u_new + c2c * cnt.sqrt() * z).clamp_(0, 1)
-        st.g.view(-1)[idx] = gmin + u_new * rng
+        g_new = gmin + u_new * rng
+        g_flat = st.g.view(-1)
+        if keep is not None:
+            g_new = torch.where(keep, g_new, g_flat[idx])
+        g_flat[idx] = g_new
         if st.t_prog is not None and time is not None:
-            st.t_prog.view(-1)[idx] = time
+            t = st.t_prog.view(-1)
+            t[idx] = torch.where(keep, torch.full_like(g_new, time).to(t.dtype), t[idx]) if keep is not None else time
 
     def read(self, st: DeviceState, *, generator: torch.Generator | None = None, time: float | None = None,
              noise: bool = True) -> torch.Tensor:

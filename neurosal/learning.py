@@ -121,7 +121,7 @@ def _backprop_step(net, opt, x, y, *, coding: str, steps: int, seed: int) -> flo
         loss.backward()
     with phase("update"):
         opt.step()
-    return loss.item()
+    return loss.detach()
 
 
 # ============================================================================ rules
@@ -138,10 +138,11 @@ class BP:
         return _backprop_step(self.net, self.opt, x, y, coding=coding, steps=steps, seed=seed)
 
     def state_dict(self) -> dict:
-        return {"generator": self.opt.generator.get_state()}
+        return {"generator": self.opt._gens.state_dict()}
 
     def load_state_dict(self, sd: dict) -> None:
-        self.opt.generator.set_state(sd["generator"])
+        g = sd["generator"]
+        self.opt._gens.load_state_dict(g if isinstance(g, dict) else {"states": {"cpu": g}})
 
 
 class DFA(BP):
@@ -168,15 +169,16 @@ class DFA(BP):
         if self._module:
             if not hasattr(net, "_capture") or getattr(net, "coding", "rate") != "rate":
                 raise ValueError("dfa is implemented for rate coding (--coding rate) of MLPs and SAnet/ResNet")
-            self._gen = torch.Generator().manual_seed(seed + 4242)
+            self._gen = torch.Generator(device="cpu").manual_seed(seed + 4242)
             self.feedback: dict = {}
             return
         if not all(isinstance(layer.neurons, RateNeurons) for layer in net.layers):
             raise ValueError("dfa is implemented for rate coding (--coding rate)")
-        g = torch.Generator().manual_seed(seed + 4242)
+        g = torch.Generator(device="cpu").manual_seed(seed + 4242)
         n_out = net.n_out
-        # B_l: [n_out, n_l], scaled like a weight matrix of fan-in n_out
-        self.feedback = [torch.randn(n_out, layer.n_out, generator=g) / math.sqrt(n_out)
+        # B_l: [n_out, n_l], scaled like a weight matrix of fan-in n_out; drawn on the CPU (the
+        # same matrices on every accelerator), moved to the network's device when used
+        self.feedback = [torch.randn(n_out, layer.n_out, generator=g, device="cpu") / math.sqrt(n_out)
                          for layer in net.layers[:-1]]
 
     def _module_step(self, x, y) -> float:
@@ -209,18 +211,21 @@ class DFA(BP):
                     # scaled like a weight matrix of fan-in n_out, and by 1/sqrt(positions) for a
                     # feature map, whose weight gradient sums over its positions
                     pos = n // h.shape[1] if h.dim() == 4 else 1
-                    fb = torch.randn(out.shape[1], n, generator=self._gen) / math.sqrt(out.shape[1] * pos)
+                    fb = torch.randn(out.shape[1], n, generator=self._gen, device="cpu") / math.sqrt(
+                        out.shape[1] * pos)
                     self.feedback[key] = fb
+                if fb.device != out.device or fb.dtype != out.dtype:
+                    fb = self.feedback[key] = fb.to(out.device, out.dtype)
                 outs.append(h)
                 grads.append((e @ fb).view_as(h))
                 mod = modules.get(key)
                 if mod is not None and hasattr(mod, "crossbar"):             # the projection is digital work
-                    mod.crossbar.counters.digital_macs += B * fb.numel()
+                    mod.crossbar.counters.add("digital_macs", B * fb.numel())
             torch.autograd.backward(outs, grads)
             loss = nn.functional.cross_entropy(out.detach(), y)
         with phase("update"):
             self.opt.step()
-        return loss.item()
+        return loss.detach()
 
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
         if self._module:
@@ -246,19 +251,21 @@ class DFA(BP):
                     delta = e
                 else:
                     a = acts[li]
+                    if self.feedback[li].device != e.device or self.feedback[li].dtype != e.dtype:
+                        self.feedback[li] = self.feedback[li].to(e.device, e.dtype)
                     delta = (e @ self.feedback[li]) * ((a > 0) & (a < 1)).to(e.dtype)
                     if xb is not None:                   # the fixed random projection, digital
-                        xb.counters.digital_macs += B * self.feedback[li].numel()
+                        xb.counters.add("digital_macs", B * self.feedback[li].numel())
                 syn = layer.synapse
                 syn.weight.grad = delta.t() @ hs[li] / B
                 if xb is not None:
-                    xb.counters.digital_macs += B * syn.weight.numel()
+                    xb.counters.add("digital_macs", B * syn.weight.numel())
                 if syn.bias is not None:
                     syn.bias.grad = delta.mean(0)
             loss = nn.functional.cross_entropy(out, y)
         with phase("update"):
             self.opt.step()
-        return loss.item()
+        return loss.detach()
 
 
 def _thresholds(device, u_p: torch.Tensor, u_m: torch.Tensor):
@@ -334,6 +341,14 @@ class HybridController:
         card = xb.device.card
         return ((xb.verify_read() - card.g_min) / card.g_range).clamp(0, 1).to(xb.dtype)
 
+    def follow(self) -> None:
+        """Keep the controller's state on the array's device and dtype (after ``net.to(...)``)."""
+        xb = self.xb
+        if self.buffer.device != xb.torch_device or self.buffer.dtype != xb.dtype:
+            self.buffer = self.buffer.to(xb.torch_device, xb.dtype)
+            self.estimate = self.estimate.to(xb.torch_device, xb.dtype)
+            self.thresholds = self.thresholds.to(xb.torch_device, xb.dtype)
+
     def _retarget(self) -> None:
         up, down = _thresholds(self.xb.device, self.estimate[0], self.estimate[1])
         self.thresholds = torch.stack([up, -down])
@@ -354,7 +369,7 @@ class HybridController:
         idx = ((buf >= self.thresholds[0]) | (buf <= self.thresholds[1])).view(-1).nonzero().squeeze(1)
         # every cell: buffer read-modify-write and its two thresholds compared; a planned cell:
         # both estimates read, buffer, one estimate and both thresholds written
-        self.xb.counters.buffer_accesses += 4 * buf.numel() + 6 * int(idx.numel())
+        self.xb.counters.add("buffer_accesses", 4 * buf.numel() + 6 * idx.numel())
         return idx, buf.view(-1)[idx], est[0].view(-1)[idx], est[1].view(-1)[idx]
 
     def commit(self, idx, b, u_p, u_m, planned, thresholds) -> int:
@@ -369,15 +384,15 @@ class HybridController:
         self.estimate[0].view(-1)[idx] = u_p + dv * (hit & use_plus)
         self.estimate[1].view(-1)[idx] = u_m + dv * (hit & ~use_plus)
         self.thresholds[0].view(-1)[idx], self.thresholds[1].view(-1)[idx] = thresholds[0], -thresholds[1]
-        xb.counters.clipped_cells += int(saturated.sum())
-        if not bool(hit.any()):
-            return 0
-        signed = torch.where(goes_up, n, -n)[hit]
-        cells, plus = idx[hit], use_plus[hit]
+        xb.counters.add("clipped_cells", torch.count_nonzero(saturated))
+        # every candidate goes to the array (a cell without a pulse is left alone there): no
+        # data-dependent selection, so nothing waits for an accelerator
+        signed = torch.where(goes_up, n, -n) * hit
         # G+ devices first, then G-: ascending flat indices into [2, rows, cols]
-        order = torch.cat([plus.nonzero().squeeze(1), (~plus).nonzero().squeeze(1)])
-        flat = (cells + rc * (~plus).to(cells.dtype))[order]
-        return xb.apply_pulses_at(flat, signed[order])
+        minus = (~use_plus).to(idx.dtype)
+        order = torch.sort(minus, stable=True).indices
+        flat = (idx + rc * minus)[order]
+        return xb.apply_pulses_at(flat, signed[order], check=False, max_count=self.max_pulses)
 
     def write(self) -> int:
         """Turn the buffer into pulses: plan the cells whose buffer reaches a threshold, apply
@@ -480,28 +495,34 @@ class Hybrid:
         with torch.no_grad(), phase("update"):
             # atomic: a NaN or infinite gradient changes nothing (chip, buffers, digital weights);
             # a sum is finite only if every term is
-            for p in list(self.digital) + [layer.weight for layer in self.layers]:
-                if p.grad is not None and not bool(torch.isfinite(p.grad.sum())):
-                    raise PulseError(f"a gradient of shape {tuple(p.shape)} is not finite (NaN or inf); "
-                                     "nothing was written")
+            # (one read-back for all gradients: the only wait for an accelerator in the step)
+            grads = [p for p in list(self.digital) + [layer.weight for layer in self.layers] if p.grad is not None]
+            if grads and not bool(torch.isfinite(torch.stack([p.grad.sum().double().to(grads[0].device)
+                                                              for p in grads])).all()):
+                for p in grads:
+                    if not bool(torch.isfinite(p.grad).all()):
+                        raise PulseError(f"a gradient of shape {tuple(p.shape)} is not finite (NaN or inf); "
+                                         "nothing was written")
             for p in self.digital:
                 if p.grad is not None:
                     p.add_(p.grad, alpha=-self.lr)
             self.steps += 1
             for layer, ctl in zip(self.layers, self.controllers):
+                ctl.follow()
                 if self.readback and self.steps % self.readback == 0:
                     ctl.reanchor()
                 if layer.weight.grad is not None:
                     ctl.buffer.add_(layer.weight.grad.t(), alpha=-self.lr / layer.weight_scale)   # weight units
             write_all(self.controllers)
-        return loss.item()
+        return loss.detach()
 
     def state_dict(self) -> dict:
-        return {"buffers": [c.buffer.clone() for c in self.controllers],
-                "estimates": [c.estimate.clone() for c in self.controllers], "steps": self.steps}
+        return {"buffers": [c.buffer.detach().cpu().clone() for c in self.controllers],
+                "estimates": [c.estimate.detach().cpu().clone() for c in self.controllers], "steps": self.steps}
 
     def load_state_dict(self, sd: dict) -> None:
         for c, b in zip(self.controllers, sd["buffers"]):
+            c.follow()
             c.buffer.copy_(b)
         for c, e in zip(self.controllers, sd.get("estimates", [])):
             c.estimate.copy_(e)
@@ -546,7 +567,7 @@ class Verify:
         return self.programmed
 
     def state_dict(self) -> dict:
-        return {"software": [w.detach().clone() for w in self.soft]}
+        return {"software": [w.detach().cpu().clone() for w in self.soft]}
 
     def load_state_dict(self, sd: dict) -> None:
         with torch.no_grad():
@@ -629,7 +650,7 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
                     acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
             else:
                 acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
-            history.append({"epoch": ep + 1, "loss": sum(losses) / len(losses), "test_accuracy": acc})
+            history.append({"epoch": ep + 1, "loss": float(torch.stack(losses).double().mean()), "test_accuracy": acc})
             bar.set_postfix(acc=f"{acc:.3f}")
     seconds = time.perf_counter() - t0
     counters = {}

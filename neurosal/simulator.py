@@ -341,11 +341,9 @@ def _is_binary(h: torch.Tensor) -> bool:
 def _spike_matmul(x: torch.Tensor, w: torch.Tensor, path: str, crossbar) -> torch.Tensor:
     """``x @ w`` for a mostly-zero ``x``: gathers the rows of ``w`` of the nonzero entries
     when sparse (the crossbar's rule, :meth:`Crossbar.event_density`), a dense matmul otherwise."""
-    if path == "dense" or crossbar is None:
-        return x @ w
-    from .crossbar import _count_nonzero
-    nnz = _count_nonzero(x)
-    if path == "auto" and nnz > crossbar.event_density(w.shape[1]) * x.numel():
+    if path == "dense" or crossbar is None or (path == "auto" and x.device.type != "cpu"):
+        return x @ w            # (an accelerator reads dense: a gather pays off only on a CPU)
+    if path == "auto" and int(torch.count_nonzero(x)) > crossbar.event_density(w.shape[1]) * x.numel():
         return x @ w
     ev = x.nonzero()
     vec, row = ev[:, 0], ev[:, 1]

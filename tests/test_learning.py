@@ -117,7 +117,7 @@ def test_hybrid_decision_ignores_the_true_conductance():
                 xb.state.g.mul_(1 + 0.3 * torch.rand(xb.state.g.shape, generator=torch.Generator().manual_seed(9)))
         rec = []
         orig = xb.apply_pulses_at
-        xb.apply_pulses_at = lambda a, b: (rec.append((a.clone(), b.clone())), orig(a, b))[1]
+        xb.apply_pulses_at = lambda a, b, **kw: (rec.append((a.clone(), b.clone())), orig(a, b, **kw))[1]
         ctl = HybridController(xb, max_pulses=16)
         ctl.buffer += (torch.rand(32, 16, generator=torch.Generator().manual_seed(4)) - 0.5) * 0.3
         for _ in range(3):

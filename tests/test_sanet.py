@@ -165,7 +165,7 @@ def test_spike_sanet_layer_by_layer_equals_step_by_step():
         got = net(x)
         reads_got = [a.crossbar.counters.forward_reads for a in analog_layers(net)]
         for a in analog_layers(net):
-            a.crossbar.counters.forward_reads = 0
+            a.crossbar.counters.reset()
         net._spike_gen.set_state(gen_state)
         spikes = (torch.rand((5,) + tuple(x.shape), generator=net._spike_gen) < x).float()
         v, out = {}, 0.0

@@ -1,4 +1,4 @@
-r"""Crossbar arrays of differential device pairs, their periphery, and analog layers.
+r"""Crossbar arrays of differential device pairs: storage, reads through the periphery, writes.
 
 A weight is stored as a differential pair of devices,
 
@@ -31,68 +31,163 @@ Every array keeps :class:`Counters` of the events that later become energy.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .devices import Device, DeviceCard, DeviceState, PulseError, check_pulses
+from ..accel import Generators
+from ..devices import Device, DeviceCard, DeviceState
+from .periphery import _code_bits, _count_nonzero, _quantize_sym, _subsample
 
-__all__ = ["Counters", "Crossbar", "ProgramResult", "AnalogLinear", "AnalogConv2d", "PulseSGD", "PulseError",
-           "analog_layers", "calibrate_adc", "check_pulses"]
+__all__ = ["Counters", "Crossbar", "ProgramResult"]
 
-
-@dataclass
-class Counters:
-    """Event counts of one crossbar array (cumulative; :meth:`reset` to clear)."""
-
-    forward_reads: int = 0      # input vectors read through the array (y = x W)
-    backward_reads: int = 0     # error vectors read transposed (x = d W^T)
-    row_activations: int = 0    # rows driven with a nonzero input, summed over vectors and tiles
-    cell_reads: int = 0         # active rows x columns (device currents summed)
-    dac_conversions: int = 0    # input DAC conversions (nonzero analog inputs, per tile)
-    adc_conversions: int = 0    # column ADC conversions (per tile column per vector)
+_FIELDS = (
+    "forward_reads",      # input vectors read through the array (y = x W)
+    "backward_reads",     # error vectors read transposed (x = d W^T)
+    "row_activations",    # rows driven with a nonzero input, summed over vectors and tiles
+    "cell_reads",         # active rows x columns (device currents summed)
+    "dac_conversions",    # input DAC conversions (nonzero analog inputs, per tile)
+    "adc_conversions",    # column ADC conversions (per tile column per vector)
     # non-spike reads by kind; how their cost scales with the input bits is the periphery's
     # (bit-serial or multi-bit DAC), so the cost model needs them apart:
-    analog_reads: int = 0       # vectors of analog values (activations in rate coding, every error)
-    analog_cell_reads: int = 0
-    analog_adc_conversions: int = 0
-    code_reads: int = 0         # vectors of small non-negative integer codes (spike maps, sums of spikes)
-    code_cycles: int = 0        # their bits summed over vectors (a 0/1/2 code is 2 bits)
-    code_cell_reads: int = 0
-    code_adc_conversions: int = 0
-    code_dac_conversions: int = 0
-    pulses: int = 0             # programming pulses applied (sum of |n|)
-    pulsed_cells: int = 0       # device updates with at least one pulse
-    update_ops: int = 0         # pulse-update operations on the array
-    verify_reads: int = 0       # device reads made by write-and-verify (two per pair read)
-    verify_cycles: int = 0      # row-read slots of those reads: a pair's two devices and all columns of a
-                                # row are read at once, rows one at a time per tile, tiles in parallel
-    write_cycles: int = 0       # pulse slots of the updates: rows are written one at a time per tile
-                                # (all columns of a row at once, tiles in parallel), a row takes as
-                                # many slots as its largest pulse count
-    digital_macs: int = 0       # MACs in the tile's digital unit: weight gradients, off-array errors
-    buffer_accesses: int = 0    # reads + writes of the controller's per-cell digital state (hybrid rule)
-    clipped_cells: int = 0      # buffered updates dropped because the pair was at the end of its range
+    "analog_reads",       # vectors of analog values (activations in rate coding, every error)
+    "analog_cell_reads",
+    "analog_adc_conversions",
+    "code_reads",         # vectors of small non-negative integer codes (spike maps, sums of spikes)
+    "code_cycles",        # their bits summed over vectors (a 0/1/2 code is 2 bits)
+    "code_cell_reads",
+    "code_adc_conversions",
+    "code_dac_conversions",
+    "pulses",             # programming pulses applied (sum of |n|)
+    "pulsed_cells",       # device updates with at least one pulse
+    "update_ops",         # pulse-update operations on the array
+    "verify_reads",       # device reads made by write-and-verify (two per pair read)
+    "verify_cycles",      # row-read slots of those reads: a pair's two devices and all columns of a
+                          # row are read at once, rows one at a time per tile, tiles in parallel
+    "write_cycles",       # pulse slots of the updates: rows are written one at a time per tile
+                          # (all columns of a row at once, tiles in parallel), a row takes as
+                          # many slots as its largest pulse count
+    "digital_macs",       # MACs in the tile's digital unit: weight gradients, off-array errors
+    "buffer_accesses",    # reads + writes of the controller's per-cell digital state (hybrid rule)
+    "clipped_cells",      # buffered updates dropped because the pair was at the end of its range
+)
+_INDEX = {name: i for i, name in enumerate(_FIELDS)}
 
-    def reset(self) -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, 0)
+
+class Counters:
+    """Event counts of one crossbar array (cumulative; :meth:`reset` to clear).
+
+    Every field is an integer attribute (``counters.pulses``). Counts are added with
+    :meth:`add`, which takes a Python int or a 0-d tensor. A count that the data decide (active
+    rows, pulses, spikes) is a tensor on the simulation's device: on the CPU it is added at
+    once; on an accelerator it is kept there and summed only when a count is read, so that
+    counting never makes the host wait for the GPU (``Counters.defer_cpu = True`` makes the
+    CPU do the same, for tests). Reading a field, :meth:`as_dict` and pickling resolve the
+    pending counts. Fields cannot be assigned: counts only grow, through :meth:`add`, so that
+    a :class:`~neurosal.cost.Ledger` listening to the array sees every event.
+    """
+
+    FIELDS = _FIELDS
+    defer_cpu = False
+
+    __slots__ = ("_host", "_pending", "_listeners")
+
+    def __init__(self, **values):
+        object.__setattr__(self, "_host", [0] * len(_FIELDS))
+        object.__setattr__(self, "_pending", {})
+        object.__setattr__(self, "_listeners", [])
+        for k, v in values.items():
+            if k not in _INDEX:
+                raise TypeError(f"Counters has no field {k!r}")
+            self._host[_INDEX[k]] = int(v)
+
+    # -- adding ---------------------------------------------------------------------------
+    def add(self, name: str, value, coef: int = 1) -> None:
+        """Add ``coef * value`` to field ``name`` (``value``: int or 0-d tensor)."""
+        i = _INDEX[name]
+        if isinstance(value, torch.Tensor):
+            if value.device.type == "cpu" and not Counters.defer_cpu:
+                value = int(value) * coef
+            else:
+                value = value.to(torch.int64) * coef if coef != 1 else value.to(torch.int64)
+                self._defer(i, value)
+                for lst in self._listeners:
+                    lst._defer(i, value)
+                return
+        else:
+            value = value * coef
+        self._host[i] += value
+        for lst in self._listeners:
+            lst._host[i] += value
+
+    def add_all(self, values: dict) -> None:
+        """Add a dict of counts (e.g. a saved :meth:`as_dict`)."""
+        for k, v in values.items():
+            if k not in _INDEX:
+                raise ValueError(f"unknown counter {k!r}")
+            self.add(k, int(v))
+
+    def _defer(self, i: int, value: torch.Tensor) -> None:
+        q = self._pending.setdefault(i, [])
+        q.append(value)
+        if len(q) >= 256:                      # bound the list: sum on the device (no host sync)
+            self._pending[i] = [torch.stack(q).sum()]
+
+    def _resolve(self) -> None:
+        for i, q in self._pending.items():
+            self._host[i] += _sum_int(q)
+        self._pending.clear()
+
+    # -- reading --------------------------------------------------------------------------
+    def __getattr__(self, name: str):
+        i = _INDEX.get(name)
+        if i is None:
+            raise AttributeError(f"Counters has no field {name!r}")
+        q = self._pending.pop(i, None)
+        if q is not None:
+            self._host[i] += _sum_int(q)
+        return self._host[i]
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"Counters.{name} cannot be assigned: counts grow through Counters.add(name, value)")
 
     def as_dict(self) -> dict:
-        return {name: getattr(self, name) for name in _COUNTER_NAMES}       # flat ints: no deep copy
+        self._resolve()
+        return dict(zip(_FIELDS, self._host))
+
+    def reset(self) -> None:
+        self._host[:] = [0] * len(_FIELDS)
+        self._pending.clear()
 
     def __iadd__(self, other: "Counters") -> "Counters":
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for i, v in enumerate(other._host):
+            self._host[i] += v
+        for i, q in other._pending.items():
+            for t in q:
+                self._defer(i, t)
         return self
 
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Counters) and self.as_dict() == other.as_dict()
 
-_COUNTER_NAMES = tuple(f.name for f in dataclasses.fields(Counters))
+    def __repr__(self) -> str:
+        return "Counters(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items() if v) + ")"
+
+    def __getstate__(self):
+        return self.as_dict()
+
+    def __setstate__(self, state) -> None:
+        self.__init__(**state)
+
+    def __deepcopy__(self, memo):
+        return Counters(**self.as_dict())
+
+
+def _sum_int(q: list) -> int:
+    return int(torch.stack([t.to(q[0].device) for t in q]).sum())
 
 
 @dataclass
@@ -104,33 +199,6 @@ class ProgramResult:
     iterations: int
     converged: float          # fraction of weights within tolerance
     max_error: float          # largest |w - target| at the end (weight units)
-
-
-def _count_nonzero(x: torch.Tensor) -> int:
-    """Nonzero entries of a float tensor, counted on its bit patterns (an integer view is
-    several times faster than the float comparison); a -0.0 would count as nonzero."""
-    if x.is_contiguous() and x.dtype in (torch.float32, torch.float64):
-        return int(torch.count_nonzero(x.view(torch.int32 if x.dtype == torch.float32 else torch.int64)).item())
-    return int(torch.count_nonzero(x).item())
-
-
-def _code_bits(x: torch.Tensor) -> int:
-    """Bits of the largest value if ``x`` holds non-negative integers below 256 (spike maps, sums
-    of spikes: inputs a bit-serial periphery streams in that many cycles), else 0 (values)."""
-    lo, hi = torch.aminmax(x)
-    if float(lo) < 0 or float(hi) > 255 or not torch.equal(x, torch.round(x)):
-        return 0
-    return max(1, int(float(hi)).bit_length())
-
-
-def _quantize_sym(x: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
-    """Signed uniform quantizer with 2**(bits-1)-1 levels per side on [-fs, fs] (clips)."""
-    levels = 2 ** (bits - 1) - 1
-    if not isinstance(full_scale, torch.Tensor):
-        step = full_scale / levels
-        return torch.round(torch.clamp(x, -full_scale, full_scale) * (1.0 / step)) * step
-    step = full_scale / levels
-    return torch.round(torch.clamp(x, -full_scale, full_scale) / step) * step
 
 
 class Crossbar:
@@ -169,9 +237,10 @@ class Crossbar:
         self.g_ref = self.device.card.g_range
         self.dtype = dtype
         self.torch_device = torch.device(torch_device) if torch_device is not None else torch.device("cpu")
-        self.generator = torch.Generator(device=self.torch_device).manual_seed(self.seed)
-        chip = torch.Generator().manual_seed(self.seed)
-        st = self.device.init_state((2, self.rows, self.cols), generator=chip, u0=0.5, dtype=dtype)
+        self._gens = Generators(self.seed)        # the noise stream, one generator per torch device
+        # the fabricated chip is drawn on the CPU whatever the accelerator: same seed, same chip
+        chip = torch.Generator(device="cpu").manual_seed(self.seed)
+        st = self.device.init_state((2, self.rows, self.cols), generator=chip, u0=0.5, dtype=dtype, device="cpu")
         self._state = st.to(self.torch_device)
         self.counters = Counters()
         self.time = 0.0              # chip clock (s), for drift
@@ -184,6 +253,32 @@ class Crossbar:
         self._w = None
         self.last_path = None        # 'event' or 'dense': how the last read was computed
         self.last_write = None       # (version, cells) of the last write, for sparse mirror refreshes
+
+    # -- where it lives -----------------------------------------------------------------
+    @property
+    def generator(self) -> torch.Generator:
+        """The noise generator on the device that holds this array."""
+        return self._gens.get(self.torch_device)
+
+    def _apply(self, fn) -> "Crossbar":
+        """Apply a tensor conversion (``nn.Module._apply``'s ``fn``: a device move or a float
+        dtype change) to every tensor the array holds; the analog layers call it from their
+        own ``_apply``, so ``net.to(...)`` moves the chip."""
+        st = self._state
+        self._state = DeviceState(**{k: (fn(v) if isinstance(v, torch.Tensor) else v)
+                                     for k, v in st.state_dict().items()})
+        self.initial_weights = fn(self.initial_weights)
+        self.torch_device = self._state.g.device
+        self.dtype = self._state.g.dtype
+        self._w, self._cache_version, self.last_write = None, -1, None
+        self.version += 1
+        return self
+
+    def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "Crossbar":
+        """Move the array (conductances, draws, clocks, controller-visible state) to a torch
+        ``device`` and/or floating ``dtype``; returns ``self``."""
+        dev = torch.device(device) if device is not None else None
+        return self._apply(lambda t: t.to(dev, dtype if t.is_floating_point() else None))
 
     # -- geometry ----------------------------------------------------------------------
     @property
@@ -273,14 +368,14 @@ class Crossbar:
             raise ValueError(f"forward expects input [batch, {self.rows}], got {tuple(x.shape)}")
         if path not in ("auto", "dense", "event"):
             raise ValueError(f"path must be 'auto', 'dense' or 'event', got {path!r}")
-        self.counters.forward_reads += x.shape[0]
+        self.counters.add("forward_reads", x.shape[0])
         return self._read(x, transposed=False, spikes=spikes, path=path)
 
     def backward(self, d: torch.Tensor) -> torch.Tensor:
         """Transposed read ``d @ W^T`` (for backprop through the array); ``d``: [batch, cols]."""
         if d.dim() != 2 or d.shape[1] != self.cols:
             raise ValueError(f"backward expects input [batch, {self.cols}], got {tuple(d.shape)}")
-        self.counters.backward_reads += d.shape[0]
+        self.counters.add("backward_reads", d.shape[0])
         return self._read(d, transposed=True, spikes=False, path="dense")
 
     def _read(self, x: torch.Tensor, transposed: bool, spikes: bool, path: str = "dense") -> torch.Tensor:
@@ -291,31 +386,39 @@ class Crossbar:
         t_out = self.tile[0] if transposed else self.tile[1]
         nt_in, nt_out = -(-n_in // t_in), -(-n_out // t_out)
         batch = x.shape[0]
-        # ---- activity (spikes are 0/1 by contract, so sums count them)
+        # ---- activity (spikes are 0/1 by contract). Counts are tensors on x's device (no
+        # host sync); only the CPU's 'auto' choice of the event path looks at the data on the
+        # host (an accelerator reads dense: a gather pays off only on a CPU)
         c = self.counters
         tiles = None                           # (vector, row-tile) reads with at least one input
         events = None
-        nnz = int(x.sum().item()) if spikes else None
-        if path == "event" or (path == "auto" and spikes and nnz <= self.event_density(n_out) * x.numel()):
+        nnz = None
+        if path == "auto" and spikes and x.device.type == "cpu":
+            nnz = int(torch.count_nonzero(x))
+            if nnz > self.event_density(n_out) * x.numel():
+                path = "dense"
+        if path == "event" or (path == "auto" and spikes and x.device.type == "cpu"):
             events = x.nonzero()                                   # [nnz, 2]: (vector, row), sorted
             nnz = events.shape[0]
-            if spikes:
+            if spikes and nnz:
                 slot = events[:, 0] * nt_in + events[:, 1] // t_in if nt_in > 1 else events[:, 0]
-                tiles = int(torch.unique_consecutive(slot).numel())
+                tiles = torch.count_nonzero(slot[1:] != slot[:-1]) + 1       # runs of a sorted slot
+            elif spikes:
+                tiles = 0
         elif spikes:
             if nt_in == 1:
-                tiles = int((x.sum(1) != 0).sum().item())
+                tiles = torch.count_nonzero(x.sum(1))
             else:   # per-tile input counts by one small matmul with the tile indicator
                 ind = torch.zeros(n_in, nt_in, dtype=x.dtype, device=x.device)
                 r = torch.arange(n_in, device=x.device)
                 ind[r, r // t_in] = 1
-                tiles = int(((x @ ind) != 0).sum().item())
+                tiles = torch.count_nonzero(x @ ind)
         if nnz is None:
             nnz = _count_nonzero(x)
-        c.row_activations += nnz * nt_out
-        c.cell_reads += nnz * n_out
+        c.add("row_activations", nnz, nt_out)
+        c.add("cell_reads", nnz, n_out)
         if spikes:
-            c.adc_conversions += tiles * n_out        # a tile with no active row converts nothing
+            c.add("adc_conversions", tiles, n_out)     # a tile with no active row converts nothing
         else:
             self._count_analog(batch, nnz, n_out, nt_in, nt_out, 0 if transposed else _code_bits(x))
         # ---- DAC: analog inputs are scaled to full scale per vector (a digital gain, undone
@@ -395,13 +498,13 @@ class Crossbar:
         n, n_out = b * ho * wo, self.cols
         t_in, nt_in, nt_out = self.tile[0], self.n_row_tiles, self.n_col_tiles
         c = self.counters
-        c.forward_reads += n
+        c.add("forward_reads", n)
         # active rows of all patches: the per-pixel count of nonzero channels summed over windows
         nzc = (x != 0).sum(1, keepdim=True).to(x.dtype)
         ones = torch.ones(1, 1, kh, kw, dtype=x.dtype, device=x.device)
-        nnz = int(F.conv2d(nzc, ones, stride=stride, padding=padding).round().to(torch.int64).sum().item())
-        c.row_activations += nnz * nt_out
-        c.cell_reads += nnz * n_out
+        nnz = F.conv2d(nzc, ones, stride=stride, padding=padding).round().to(torch.int64).sum()
+        c.add("row_activations", nnz, nt_out)
+        c.add("cell_reads", nnz, n_out)
         self._count_analog(n, nnz, n_out, nt_in, nt_out, _code_bits(x))
         self.last_path = "dense"
         w4 = self.weights().t().reshape(n_out, ch, kh, kw)
@@ -430,24 +533,41 @@ class Crossbar:
         y = self._periphery(part.view(nt_in, n, n_out), None if l2 is None else l2.view(nt_in, n, 1), adc_fs)
         return y.view(b, ho, wo, n_out).permute(0, 3, 1, 2)
 
-    def _count_analog(self, vectors: int, nnz: int, n_out: int, nt_in: int, nt_out: int, code_bits: int) -> None:
+    def _count_analog(self, vectors: int, nnz, n_out: int, nt_in: int, nt_out: int, code_bits) -> None:
         """Conversions of a non-spike read: every column of every row tile per vector, a DAC per
         nonzero input and tile; kept apart by kind (values, or small integer codes of
-        ``code_bits`` bits) so that the cost model can charge a bit-serial periphery its cycles."""
+        ``code_bits`` bits) so that the cost model can charge a bit-serial periphery its cycles.
+        ``nnz`` and ``code_bits`` may be tensors (counted without a host sync)."""
         c = self.counters
-        adc, dac = vectors * n_out * nt_in, nnz * nt_out
-        c.adc_conversions += adc
-        c.dac_conversions += dac
+        adc = vectors * n_out * nt_in
+        c.add("adc_conversions", adc)
+        c.add("dac_conversions", nnz, nt_out)
+        if isinstance(code_bits, torch.Tensor) and not (code_bits.device.type == "cpu" and not Counters.defer_cpu):
+            # the kind is data: count both ways with weights 0/1 (analog = all - codes)
+            is_code = (code_bits > 0).to(torch.int64)
+            code_nnz = is_code * nnz
+            c.add("code_reads", is_code, vectors)
+            c.add("code_cycles", code_bits, vectors)
+            c.add("code_cell_reads", code_nnz, n_out)
+            c.add("code_adc_conversions", is_code, adc)
+            c.add("code_dac_conversions", code_nnz, nt_out)
+            c.add("analog_reads", vectors)
+            c.add("analog_reads", is_code, -vectors)
+            c.add("analog_cell_reads", nnz - code_nnz, n_out)
+            c.add("analog_adc_conversions", adc)
+            c.add("analog_adc_conversions", is_code, -adc)
+            return
+        code_bits = int(code_bits)
         if code_bits:
-            c.code_reads += vectors
-            c.code_cycles += vectors * code_bits
-            c.code_cell_reads += nnz * n_out
-            c.code_adc_conversions += adc
-            c.code_dac_conversions += dac
+            c.add("code_reads", vectors)
+            c.add("code_cycles", vectors * code_bits)
+            c.add("code_cell_reads", nnz, n_out)
+            c.add("code_adc_conversions", adc)
+            c.add("code_dac_conversions", nnz, nt_out)
         else:
-            c.analog_reads += vectors
-            c.analog_cell_reads += nnz * n_out
-            c.analog_adc_conversions += adc
+            c.add("analog_reads", vectors)
+            c.add("analog_cell_reads", nnz, n_out)
+            c.add("analog_adc_conversions", adc)
 
     def forward_events(self, vec: torch.Tensor, row: torch.Tensor, n_vectors: int) -> torch.Tensor:
         """Event-driven read of address events: input spike ``k`` drives row ``row[k]`` of
@@ -458,13 +578,13 @@ class Crossbar:
             raise ValueError("forward_events: vec and row must be 1-D tensors of equal length")
         t_in, nt_in = self.tile[0], self.n_row_tiles
         c = self.counters
-        c.forward_reads += n_vectors
+        c.add("forward_reads", n_vectors)
         nnz = int(vec.numel())
-        c.row_activations += nnz * self.n_col_tiles
-        c.cell_reads += nnz * self.cols
+        c.add("row_activations", nnz * self.n_col_tiles)
+        c.add("cell_reads", nnz * self.cols)
         if nnz:
             slot = vec * nt_in + torch.div(row, t_in, rounding_mode="floor") if nt_in > 1 else vec
-            c.adc_conversions += int(torch.unique_consecutive(slot).numel()) * self.cols
+            c.add("adc_conversions", torch.count_nonzero(slot[1:] != slot[:-1]) + 1, self.cols)
         self.last_path = "event"
         ideal = self.adc_bits is None and self.read_noise == 0
         return self._gather(vec, row, None, n_vectors, self.weights(), t_in, nt_in, ideal)
@@ -505,11 +625,7 @@ class Crossbar:
             # calibration: the partial sums in units of this ADC's range (per-vector scale removed)
             rel = part.abs() if adc_fs is None or not isinstance(adc_fs, torch.Tensor) \
                 else part.abs() / (adc_fs / self.adc_range)
-            rel = rel.flatten()
-            if rel.numel() > (1 << 20):                 # a fixed, seeded subsample of big reads
-                idx = torch.randint(rel.numel(), (1 << 20,), generator=torch.Generator().manual_seed(0))
-                rel = rel[idx]
-            self._calib.append(rel.to(torch.float32))
+            self._calib.append(_subsample(rel.flatten()).to(torch.float32))
         if self.adc_bits is not None:
             # in place: part is this read's own buffer
             levels = 2 ** (self.adc_bits - 1) - 1
@@ -523,34 +639,39 @@ class Crossbar:
         return part.sum(0)
 
     # -- writes --------------------------------------------------------------------------
-    def apply_pulses(self, n_plus: torch.Tensor, n_minus: torch.Tensor) -> int:
+    def apply_pulses(self, n_plus: torch.Tensor, n_minus: torch.Tensor, *, check: bool = True,
+                     max_count: Optional[int] = None) -> torch.Tensor:
         """Apply signed pulse counts to the G+ and G- devices (``[rows, cols]`` each).
 
         Positive counts potentiate (raise G), negative depress; the device model decides
         what each pulse does (nonlinearity, asymmetry, bounds, noise). Returns the number
-        of pulses applied.
+        of pulses applied (a 0-d tensor on the array's device). ``check=False`` skips the
+        finiteness check (the caller checked); ``max_count`` bounds ``|n|`` (lets a device
+        whose pulses act one at a time loop without reading the counts back).
         """
         for name, n in (("n_plus", n_plus), ("n_minus", n_minus)):
             if tuple(n.shape) != (self.rows, self.cols):
                 raise ValueError(f"{name} has shape {tuple(n.shape)}, crossbar is {(self.rows, self.cols)}")
-        n = torch.stack([torch.as_tensor(n_plus, dtype=self.dtype), torch.as_tensor(n_minus, dtype=self.dtype)])
-        n = n.to(self.torch_device).reshape(-1)
+        n = torch.stack([torch.as_tensor(n_plus).to(self.torch_device, self.dtype),
+                         torch.as_tensor(n_minus).to(self.torch_device, self.dtype)]).reshape(-1)
         idx = (n != 0).nonzero().squeeze(1)            # NaN != 0: a bad count is passed on and refused
-        return self.apply_pulses_at(idx, n[idx])
+        return self.apply_pulses_at(idx, n[idx], check=check, max_count=max_count)
 
-    def apply_pulses_at(self, idx: torch.Tensor, n: torch.Tensor) -> int:
+    def apply_pulses_at(self, idx: torch.Tensor, n: torch.Tensor, *, check: bool = True,
+                        max_count: Optional[int] = None) -> torch.Tensor:
         """Sparse :meth:`apply_pulses`: signed counts ``n`` for the devices at flat indices ``idx``
         (ascending) into the ``[2, rows, cols]`` array (``d * rows * cols + row * cols + col``,
         ``d`` 0 for G+, 1 for G-). Same result, counters and noise stream as the dense call."""
+        if idx.numel() == 0:
+            return torch.zeros((), dtype=torch.int64, device=self.torch_device)
         applied, pulsed = self.device.pulse_at(self._state, idx, n, generator=self.generator, time=self.time,
-                                               return_cells=True, what=f"crossbar {self.rows}x{self.cols}")
-        if pulsed == 0:
-            return 0
+                                               return_cells=True, what=f"crossbar {self.rows}x{self.cols}",
+                                               check=check, max_count=max_count)
         c = self.counters
-        c.pulses += applied
-        c.pulsed_cells += pulsed
-        c.update_ops += 1
-        c.write_cycles += self._write_cycles_at(idx, n)
+        c.add("pulses", applied)
+        c.add("pulsed_cells", pulsed)
+        c.add("update_ops", (pulsed > 0).to(torch.int64))
+        c.add("write_cycles", self._write_cycles_at(idx, n) * (pulsed > 0))
         self.pulsed = True
         fresh = self._w is not None and self._cache_version == self.version and self._state.t_prog is None
         self.version += 1
@@ -573,7 +694,7 @@ class Crossbar:
         slot = row * nct + col // tc
         row_max = torch.zeros(self.n_row_tiles * tr * nct, dtype=n.dtype, device=n.device)
         row_max.scatter_reduce_(0, slot, n.abs(), reduce="amax")
-        return int(row_max.view(self.n_row_tiles, tr, nct).sum(1).amax().item())
+        return row_max.view(self.n_row_tiles, tr, nct).sum(1).amax().round().to(torch.int64)
 
     def _row_slots(self, a: torch.Tensor) -> int:
         """Row-sequential time slots of an operation that takes ``a[i, j] >= 0`` slots at cell
@@ -585,7 +706,7 @@ class Crossbar:
         if pc or pr:
             a = F.pad(a, (0, pc, 0, pr))
         row_max = a.view(self.n_row_tiles * tr, self.n_col_tiles, tc).amax(-1)     # [rows, col tiles]
-        return int(row_max.view(self.n_row_tiles, tr, self.n_col_tiles).sum(1).amax().item())
+        return row_max.view(self.n_row_tiles, tr, self.n_col_tiles).sum(1).amax().round().to(torch.int64)
 
     def advance(self, seconds: float) -> None:
         """Move the chip clock forward (conductances drift if the device drifts)."""
@@ -605,8 +726,8 @@ class Crossbar:
         g = self.device.read(st, generator=self.generator, time=self.time if st.t_prog is not None else None)
         if mask is None:
             mask = torch.ones(self.rows, self.cols, dtype=torch.bool, device=self.torch_device)
-        self.counters.verify_reads += 2 * int(mask.sum().item())
-        self.counters.verify_cycles += self._row_slots(mask.to(self.dtype))
+        self.counters.add("verify_reads", torch.count_nonzero(mask), 2)
+        self.counters.add("verify_cycles", self._row_slots(mask.to(self.dtype)))
         return g
 
     def program(self, target: torch.Tensor, tolerance: float = 0.02, max_pulses: int = 1000,
@@ -658,7 +779,7 @@ class Crossbar:
             sgn = torch.where(raise_w, 1.0, -1.0)
             n_plus = torch.where(use_plus, sgn * n, torch.zeros_like(n))
             n_minus = torch.where(use_plus, torch.zeros_like(n), -sgn * n)
-            pulses += self.apply_pulses(n_plus, n_minus)
+            pulses += int(self.apply_pulses(n_plus, n_minus))
             spent += n.to(torch.int64)
         w_final = self.weights()
         err = (target - w_final).abs()
@@ -668,25 +789,36 @@ class Crossbar:
 
     # -- persistence ---------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything that makes this chip this chip: conductances, D2D draws, RNG, clock."""
-        return {"state": {k: (v.clone() if isinstance(v, torch.Tensor) else v)
+        """Everything that makes this chip this chip: conductances, D2D draws, RNG, clock. Tensors
+        are saved on the CPU (a checkpoint loads on any accelerator) in the array's dtype."""
+        return {"state": {k: (v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v)
                           for k, v in self._state.state_dict().items()},
-                "rng": self.generator.get_state(), "time": self.time, "counters": self.counters.as_dict(),
+                "rng": self._gens.state_dict(), "time": self.time, "counters": self.counters.as_dict(),
                 "card": self.device.card.to_dict(), "rows": self.rows, "cols": self.cols,
                 "adc_range": self.adc_range, "adc_range_t": self.adc_range_t,
-                "initial_weights": self.initial_weights.clone(), "pulsed": self.pulsed}
+                "initial_weights": self.initial_weights.detach().cpu().clone(), "pulsed": self.pulsed}
 
     def load_state_dict(self, sd: dict) -> None:
         if (sd["rows"], sd["cols"]) != (self.rows, self.cols):
             raise ValueError(f"checkpoint crossbar is {sd['rows']}x{sd['cols']}, this one {self.rows}x{self.cols}")
-        self._state = DeviceState(**sd["state"]).to(self.torch_device)
-        self.generator.set_state(sd["rng"])
+        # onto this array's device, in this array's dtype (a float32 checkpoint loads into a
+        # float64 network and the reverse; masks and other non-float tensors keep their dtype)
+        conv = lambda v: (v.to(self.torch_device, self.dtype if v.is_floating_point() else None)  # noqa: E731
+                          if isinstance(v, torch.Tensor) else v)
+        self._state = DeviceState(**{k: conv(v) for k, v in sd["state"].items()})
+        rng = sd["rng"]
+        if isinstance(rng, dict):
+            self._gens.load_state_dict(rng)
+        else:                                   # older checkpoints: the CPU generator's state
+            self._gens.load_state_dict({"seed": self.seed, "states": {"cpu": rng}})
         self.time = sd["time"]
-        self.counters = Counters(**sd["counters"])
+        self.counters.reset()
+        self.counters.add_all(sd["counters"])
         self.adc_range = float(sd.get("adc_range", self.adc_range))
         self.adc_range_t = float(sd.get("adc_range_t", self.adc_range_t))
         if "initial_weights" in sd:
             self.initial_weights = sd["initial_weights"].to(self.torch_device, self.dtype)
+        self._w, self._cache_version, self.last_write = None, -1, None
         self.pulsed = bool(sd.get("pulsed", True))
         self.version += 1
 
@@ -695,306 +827,3 @@ class Crossbar:
                 f"dac_bits={self.dac_bits}, adc_bits={self.adc_bits})")
 
 
-# ============================================================================ layers
-class _AnalogMatmul(torch.autograd.Function):
-    """y = crossbar.forward(x); dL/dx by the transposed read; dL/dW = dy^T x (digital)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, layer):
-        ctx.layer = layer
-        ctx.save_for_backward(x)
-        return layer.crossbar.forward(x, spikes=layer.spikes, path=layer.path) * layer.weight_scale
-
-    @staticmethod
-    def backward(ctx, gy):
-        (x,) = ctx.saved_tensors
-        layer = ctx.layer
-        gx = None
-        macs = x.shape[0] * layer.crossbar.rows * layer.crossbar.cols
-        if ctx.needs_input_grad[0]:
-            if layer.digital_backward:     # errors computed off-array in full precision (hybrid rule)
-                gx = (gy @ layer.crossbar.weights().t()) * layer.weight_scale
-                layer.crossbar.counters.digital_macs += macs
-            else:
-                gx = layer.crossbar.backward(gy) * layer.weight_scale
-        gw = None
-        if ctx.needs_input_grad[1]:
-            gw = gy.t() @ x                                      # [out, in], like nn.Linear
-            layer.crossbar.counters.digital_macs += macs
-        return gx, gw, None
-
-
-class _AnalogConv(torch.autograd.Function):
-    """Convolution read through the crossbar (im2col: one array read per output position).
-
-    Backward: dL/dW by torch's convolution weight gradient (the digital outer product,
-    without keeping the unfolded input); dL/dx by transposed array reads folded back
-    (``col2im``), or, with ``digital_backward`` (errors computed off-array), by torch's
-    convolution input gradient on the effective weights.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, layer, out_hw):
-        b = x.shape[0]
-        ho, wo = out_hw
-        kh, kw = layer.kernel_size
-        p, s = layer._p, layer._s
-        ctx.layer = layer
-        ctx.save_for_backward(x)
-        if layer.conv_read and not layer.spikes and layer.crossbar.dac_bits is None and layer.path != "event":
-            return layer.crossbar.forward_conv(x, (kh, kw), s, p) * layer.weight_scale
-        xp = F.pad(x, (p, p, p, p)) if p else x
-        # patches as a strided view [B, C, Ho, Wo, kh, kw] -> rows (b, ho, wo), one copy
-        patches = xp.unfold(2, kh, s).unfold(3, kw, s)
-        flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, -1)
-        y = layer.crossbar.forward(flat, spikes=layer.spikes, path=layer.path) * layer.weight_scale
-        # NCHW view of the channels-last result (no copy)
-        return y.reshape(b, ho, wo, layer.out_channels).permute(0, 3, 1, 2)
-
-    @staticmethod
-    def backward(ctx, gy):
-        (x,) = ctx.saved_tensors
-        layer = ctx.layer
-        kh, kw = layer.kernel_size
-        shape4 = (layer.out_channels, layer.in_channels, kh, kw)
-        gx = gw = None
-        macs = gy.shape[0] * gy.shape[2] * gy.shape[3] * layer.crossbar.rows * layer.crossbar.cols
-        if ctx.needs_input_grad[1]:
-            gw = torch.nn.grad.conv2d_weight(x, shape4, gy, stride=layer._s, padding=layer._p).reshape(
-                layer.out_channels, -1)
-            layer.crossbar.counters.digital_macs += macs
-        if ctx.needs_input_grad[0]:
-            if layer.digital_backward:
-                w4 = (layer.crossbar.weights().t() * layer.weight_scale).reshape(shape4)
-                gx = torch.nn.grad.conv2d_input(x.shape, w4, gy, stride=layer._s, padding=layer._p)
-                layer.crossbar.counters.digital_macs += macs
-            else:
-                b = x.shape[0]
-                g_flat = gy.reshape(b, layer.out_channels, -1).transpose(1, 2).reshape(-1, layer.out_channels)
-                g_cols = layer.crossbar.backward(g_flat) * layer.weight_scale             # [B*L, C*k*k]
-                g_cols = g_cols.reshape(b, -1, g_cols.shape[1]).transpose(1, 2)
-                gx = F.fold(g_cols, x.shape[2:], layer.kernel_size, stride=layer._s, padding=layer._p)
-        return gx, gw, None, None
-
-
-class _AnalogBase(nn.Module):
-    """Shared machinery of analog layers: crossbar, gain, weight mirror, lifecycle checks."""
-
-    def _setup(self, rows, cols, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale, init_bound):
-        self.crossbar = Crossbar(rows, cols, device, tile=tile, dac_bits=dac_bits, adc_bits=adc_bits,
-                                 adc_range=adc_range, seed=seed)
-        # digital gain so that the initial weights use half of the conductance range
-        self.weight_scale = float(weight_scale) if weight_scale is not None else 2.0 * init_bound
-        g = torch.Generator().manual_seed(seed + 7919)
-        w0 = (torch.rand(rows, cols, generator=g) * 2 - 1) * init_bound / self.weight_scale
-        self.crossbar.initialize(w0)
-        # mirror of the effective weights, [out, in] like nn.Linear: carries .grad for PulseSGD
-        self.weight = nn.Parameter(torch.empty(cols, rows))
-        self.weight._neurosal_layer = self      # PulseSGD finds the array through this
-        self.spikes = False          # inputs are binary spikes (set by the simulator)
-        self.path = "auto"           # event-driven / dense read choice (see Crossbar.forward)
-        self.digital_backward = False  # True: backprop errors off-array (no transposed read)
-        self.local_input = False       # True: no error passes back through this layer (DFA)
-        self.conv_read = True          # convs: per-tile convolutions instead of im2col (same reads)
-        self.software_weight = None    # [in, out] Parameter: compute digitally instead (verify rule)
-        self._synced = (-1, -1)
-        self._sync()
-
-    def _sync(self):
-        with torch.no_grad():
-            self.weight.copy_(self.crossbar.weights().t() * self.weight_scale)
-        self._synced = (self.crossbar.version, self.weight._version)
-
-    def _check_and_sync(self):
-        if self.weight._version != self._synced[1]:
-            raise RuntimeError(
-                f"{type(self).__name__}.weight was modified in place (e.g. by a torch optimizer). "
-                "Analog weights change only through device pulses: use neurosal.crossbar.PulseSGD "
-                "(or a learning rule from neurosal.learning) for analog layers.")
-        xb = self.crossbar
-        if xb.version == self._synced[0]:
-            return
-        last = xb.last_write
-        if last is not None and last[0] == xb.version == self._synced[0] + 1:
-            # one sparse write since the last sync: copy only its cells into the [out, in] mirror
-            cells = last[1]
-            with torch.no_grad():
-                self.weight.view(-1)[(cells % xb.cols) * xb.rows + cells // xb.cols] = \
-                    xb.weights().view(-1)[cells] * self.weight_scale
-            self._synced = (xb.version, self.weight._version)
-        else:
-            self._sync()
-
-    @property
-    def dw_min(self) -> float:
-        """Nominal weight change of one push-pull pulse pair (effective weight units)."""
-        return 2.0 / self.crossbar.device.card.pmax * self.weight_scale
-
-
-class AnalogLinear(_AnalogBase):
-    r"""Fully connected layer on a crossbar: :math:`y = s\,(x W) + b`.
-
-    ``W`` lives in a ``in_features x out_features`` :class:`Crossbar`; ``s`` is the digital
-    gain ``weight_scale``; the bias ``b`` is digital (periphery). ``weight`` mirrors the
-    effective weights ``s·W^T`` (shape ``[out, in]`` like :class:`torch.nn.Linear`) and
-    receives gradients, but only pulses change it: train with :class:`PulseSGD`.
-    """
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device="ideal",
-                 tile=(128, 128), dac_bits=None, adc_bits=None, adc_range=12.0, weight_scale=None, seed: int = 0,
-                 init_gain: float = 1.0):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self._setup(in_features, out_features, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale,
-                    init_bound=init_gain / math.sqrt(in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.software_weight is not None:           # software training (before programming)
-            y = x @ self.software_weight
-            return y + self.bias if self.bias is not None else y
-        self._check_and_sync()
-        if self.local_input:
-            x = x.detach()
-        lead = x.shape[:-1]
-        y = _AnalogMatmul.apply(x.reshape(-1, self.in_features), self.weight, self)
-        y = y.reshape(*lead, self.out_features)
-        return y + self.bias if self.bias is not None else y
-
-    def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, {self.crossbar!r}"
-
-
-class AnalogConv2d(_AnalogBase):
-    r"""2-D convolution on a crossbar by unfolding (im2col): one kernel = one column.
-
-    The crossbar has ``in_channels·kh·kw`` rows and ``out_channels`` columns; every output
-    position is one read of the array.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
-                 *, device="ideal", tile=(128, 128), dac_bits=None, adc_bits=None, adc_range=12.0,
-                 weight_scale=None, seed: int = 0, init_gain: float = 1.0):
-        super().__init__()
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
-        self._s = stride if isinstance(stride, int) else stride[0]
-        self._p = padding if isinstance(padding, int) else padding[0]
-        fan_in = in_channels * kh * kw
-        self._setup(fan_in, out_channels, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale,
-                    init_bound=init_gain / math.sqrt(fan_in))
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"AnalogConv2d expects [batch, {self.in_channels}, H, W], got {tuple(x.shape)}")
-        self._check_and_sync()
-        b, _, h, w = x.shape
-        kh, kw = self.kernel_size
-        s, p = self._s, self._p
-        ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
-        if self.local_input:
-            x = x.detach()
-        y = _AnalogConv.apply(x, self.weight, self, (ho, wo))
-        return y + self.bias.view(1, -1, 1, 1) if self.bias is not None else y
-
-    def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, {self.crossbar!r}")
-
-
-def analog_layers(module: nn.Module) -> list[_AnalogBase]:
-    """All analog (crossbar) layers inside ``module``."""
-    return [m for m in module.modules() if isinstance(m, _AnalogBase)]
-
-
-def calibrate_adc(crossbars, run, *, quantile: float = 0.999, min_range: float = 1e-3) -> list[float]:
-    r"""Set each crossbar's forward ADC range from the partial sums it sees.
-
-    ``run()`` performs forward reads (e.g. a network on a calibration batch); every crossbar in
-    ``crossbars`` that has a finite ADC records :math:`|\text{partial sum}|` of each tile (in
-    units of its range, with the per-vector input scale removed), and its ``adc_range`` becomes
-    the ``quantile`` of those values: the chip's ADC reference set for the signal it really
-    carries. Sparse spike inputs give column sums far below a range made for dense inputs; a
-    calibrated range puts the ADC's levels where the signal is. Transposed (error) reads keep
-    their own range (``adc_range_t``). Returns the new ranges (``nan`` where nothing was read).
-    """
-    if not 0.5 <= quantile <= 1.0:
-        raise ValueError(f"quantile must be in [0.5, 1], got {quantile}")
-    xbs = [c for c in crossbars if c.adc_bits is not None]
-    for c in xbs:
-        c._calib = []
-    try:
-        run()
-    finally:
-        seen = {id(c): c._calib for c in xbs}
-        for c in xbs:
-            c._calib = None
-    ranges = []
-    for c in crossbars:
-        vals = seen.get(id(c))
-        if not vals:
-            ranges.append(float("nan"))
-            continue
-        v = torch.cat(vals)
-        if v.numel() > (1 << 24):                       # torch.quantile's input limit
-            v = v[torch.randint(v.numel(), (1 << 24,), generator=torch.Generator().manual_seed(1))]
-        c.adc_range = max(float(torch.quantile(v, quantile)), min_range)
-        ranges.append(c.adc_range)
-    return ranges
-
-
-# ============================================================================ optimizer
-class PulseSGD(torch.optim.Optimizer):
-    r"""SGD whose analog step is a pulse count per device, applied by the device model.
-
-    For an analog weight, the requested change :math:`\Delta w = -\eta\,\partial L/\partial w`
-    becomes :math:`n = R(\Delta w / \Delta w_{min})` push-pull pulses (``+n`` on G+,
-    ``-n`` on G-), with :math:`\Delta w_{min}` the nominal step of one pulse pair and
-    :math:`R` deterministic rounding (``'round'``) or stochastic rounding
-    (``'stochastic'``: :math:`\lfloor v + \xi\rfloor`, :math:`\xi \sim U[0,1)`, unbiased).
-    What the pulses actually do depends on the device (nonlinearity, asymmetry, noise).
-    Digital parameters (biases, co-processor weights) take a plain SGD step.
-    """
-
-    def __init__(self, params, lr: float = 0.01, *, rounding: str = "stochastic", max_pulses: int = 64,
-                 seed: int = 0):
-        if rounding not in ("round", "stochastic"):
-            raise ValueError(f"rounding must be 'round' or 'stochastic', got {rounding!r}")
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"lr must be a finite number > 0, got {lr}")
-        super().__init__(params, dict(lr=lr))
-        self.rounding = rounding
-        self.max_pulses = int(max_pulses)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One step, atomic: every pulse count and digital update is computed and checked
-        first (:class:`PulseError` on a NaN or infinite one), then everything is written."""
-        loss = closure() if closure is not None else None
-        writes, digital = [], []
-        for group in self.param_groups:
-            lr = group["lr"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                layer = getattr(p, "_neurosal_layer", None)
-                if layer is None:
-                    if not bool(torch.isfinite(p.grad).all()):
-                        raise PulseError("a digital parameter's gradient is not finite; nothing was written")
-                    digital.append((p, lr))
-                    continue
-                v = p.grad.t() * (-lr / layer.dw_min)          # pulses per cell, [rows, cols]
-                if self.rounding == "round":
-                    n = torch.round(v)
-                else:
-                    n = torch.floor(v + torch.rand(v.shape, generator=self.generator, dtype=v.dtype))
-                check_pulses(n, f"{type(layer).__name__} {tuple(p.shape)}")
-                writes.append((layer, n.clamp_(-self.max_pulses, self.max_pulses)))
-        for p, lr in digital:
-            p.add_(p.grad, alpha=-lr)
-        for layer, n in writes:
-            layer.crossbar.apply_pulses(n, -n)
-        return loss
