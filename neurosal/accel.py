@@ -146,3 +146,12 @@ class Generators:
                             _derived_seed(self.seed, salt + key.encode()))
                 continue
             self._gens[key] = g
+
+
+def tally(t: torch.Tensor):
+    """A count held in a 0-d tensor, to add to a running total: a Python int on the CPU (free to
+    read there), the int64 tensor itself on an accelerator (read when the total is read, so that
+    counting never makes the host wait)."""
+    if t.device.type == "cpu":
+        return int(t)
+    return t.to(torch.int64)

@@ -101,7 +101,7 @@ def _cmd_devices_plot(args) -> int:
 # ----------------------------------------------------------------------------- demo
 def _cmd_demo(args) -> int:
     from .demo import run_demo
-    return run_demo(out_dir=Path(args.out_dir), epochs=args.epochs, seed=args.seed)
+    return run_demo(out_dir=Path(args.out_dir), epochs=args.epochs, seed=args.seed, accelerator=args.accelerator)
 
 
 # ----------------------------------------------------------------------------- simulate / inspect
@@ -111,7 +111,7 @@ def _cmd_simulate(args) -> int:
     out = simulate(args.network, args.device, coding=args.coding, steps=args.steps, samples=args.samples,
                    dataset=args.dataset, data_dir=args.data_dir, record=record, out=args.out, record_samples=args.record_samples,
                    checkpoint=args.checkpoint, overwrite=args.overwrite, seed=args.seed, batch=args.batch,
-                   path=args.path, progress=not args.json)
+                   path=args.path, progress=not args.json, accelerator=args.accelerator)
     if args.json:
         _print_json(out)
         return 0
@@ -173,7 +173,8 @@ def _cmd_train(args) -> int:
     r = train(args.network, args.device, rule=args.rule, coding=args.coding, dataset=args.dataset,
               data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, lr=args.lr, batch=args.batch,
               steps=args.steps, rounding=args.rounding, out=args.out, limit_train=args.limit_train,
-              limit_test=args.limit_test, progress=not args.json, array=args.array, readback=args.readback)
+              limit_test=args.limit_test, progress=not args.json, array=args.array, readback=args.readback,
+              accelerator=args.accelerator)
     if args.json:
         _print_json(r)
         return 0
@@ -202,7 +203,8 @@ def _cmd_compare(args) -> int:
     from .compare import compare_coding, plot_comparison
     r = compare_coding(args.network, args.device, dataset=args.dataset, data_dir=args.data_dir, rule=args.rule,
                        epochs=args.epochs, steps=args.steps, seed=args.seed, lr=args.lr, batch=args.batch,
-                       limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.json)
+                       limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.json,
+                       accelerator=args.accelerator)
     if args.output:
         r["plot"] = str(plot_comparison(r, args.output))
     if args.json:
@@ -228,7 +230,7 @@ def _cmd_cost(args) -> int:
     rule = None if args.rule == "none" else args.rule
     r = measure(args.network, args.device, coding=args.coding, rule=rule, steps=args.steps, dataset=args.dataset,
                 data_dir=args.data_dir, batch=args.batch, seed=args.seed, periphery=args.periphery,
-                coprocessor=args.coprocessor, checkpoint=args.checkpoint)
+                coprocessor=args.coprocessor, checkpoint=args.checkpoint, accelerator=args.accelerator)
     inf, trn = r["inference"], r.get("training")
     n = max(1, inf.samples)
     out = {"network": r["network"], "device": args.device, "coding": r["coding"], "steps": r["steps"],
@@ -349,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--path", default="auto", choices=("auto", "event", "dense"),
                    help="crossbar reads: event-driven, dense, or chosen by activity")
     s.add_argument("--json", action="store_true")
+    _run_args(s)
     s.set_defaults(func=_cmd_simulate)
 
     t = sub.add_parser("train", help="train a network on the simulated chip with an on-chip learning rule")
@@ -364,12 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="checkpoint file (chip + network + rule state)")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--json", action="store_true")
+    _run_args(t)
     t.set_defaults(func=_cmd_train)
 
     cc = sub.add_parser("compare-coding", help="the same network trained rate- and spike-coded: accuracy and events")
     _training_args(cc, rules=("bp", "hybrid", "verify"), epochs=2)
     cc.add_argument("-o", "--output", default=None, help="PNG plot of the comparison")
     cc.add_argument("--json", action="store_true")
+    _run_args(cc)
     cc.set_defaults(func=_cmd_compare)
 
     k = sub.add_parser("cost", help="energy, latency and area per layer and phase, from the events of a run")
@@ -388,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--coprocessor", default="puma-vfu-32nm", metavar="NAME|PATH", help="co-processor cost card")
     k.add_argument("-o", "--output", default=None, help="PNG breakdown plot (stacked by component and phase)")
     k.add_argument("--json", action="store_true")
+    _run_args(k)
     k.set_defaults(func=_cmd_cost)
 
     i = sub.add_parser("inspect", help="what is in a recording; --raster draws a spike raster")
@@ -403,14 +409,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out-dir", default="runs")
     d.add_argument("--epochs", type=int, default=3)
     d.add_argument("--seed", type=int, default=0)
+    _run_args(d)
     d.set_defaults(func=_cmd_demo)
     return p
+
+
+def _run_args(a: argparse.ArgumentParser) -> None:
+    """Where the simulation runs: accelerator and CPU threads (every command that simulates)."""
+    a.add_argument("--accelerator", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="hardware that runs the simulation (auto: a GPU when there is one); "
+                        "--device is the memory device on the chip")
+    a.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads (default: the cores not already busy, at least 1)")
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "threads"):
+            from .accel import resolve, set_threads
+            set_threads(args.threads)
+            args.accelerator = resolve(args.accelerator)        # a bad name fails before any work
         return int(args.func(args) or 0)
     except CardError as exc:
         print(f"neurosal: bad card: {exc}", file=sys.stderr)

@@ -26,7 +26,8 @@ def _test_events(net, x, y, coding: str, steps: int, seed: int, batch: int = 256
     with led.phase("forward"):
         for i in range(0, len(y), batch):
             res = forward(net, x[i:i + batch], coding=coding, steps=steps, seed=seed + i)
-            correct += int((res.scores.argmax(1) == y[i:i + batch]).sum())
+            correct = correct + (res.scores.argmax(1) == y[i:i + batch]).sum()      # read once, at the end
+    correct = int(correct)
     n = len(y)
     rep = cost_report(led, periphery=periphery, coprocessor=coprocessor)
     return {"accuracy": correct / n, "spikes_per_sample": led.total("spikes") / n if coding != "rate" else None,
@@ -40,13 +41,14 @@ def _test_events(net, x, y, coding: str, steps: int, seed: int, batch: int = 256
 def compare_coding(network, device, *, dataset: str = "digits", data_dir=None, codings: Sequence[str] = ("rate", "spike"),
                    rule: str = "hybrid", epochs: int = 2, steps: Optional[int] = None, seed: int = 0, lr: float = 0.1,
                    batch: int = 8, limit_train: Optional[int] = None, limit_test: Optional[int] = None,
-                   progress: bool = True, periphery="isaac-32nm", coprocessor="puma-vfu-32nm") -> dict:
+                   progress: bool = True, periphery="isaac-32nm", coprocessor="puma-vfu-32nm",
+                   accelerator=None) -> dict:
     rows = []
     for coding in codings:
         res, net, data = train(network, device, rule=rule, coding=coding, dataset=dataset, data_dir=data_dir,
                                epochs=epochs, seed=seed, lr=lr, batch=batch, steps=steps, limit_train=limit_train,
                                limit_test=limit_test, progress=progress, return_net=True, periphery=periphery,
-                               coprocessor=coprocessor)
+                               coprocessor=coprocessor, accelerator=accelerator)
         T = res["steps"]
         ev = _test_events(net, data.x_test, data.y_test, coding, T, seed, periphery=periphery, coprocessor=coprocessor)
         rows.append({"coding": coding, "steps": T, "test_accuracy": ev["accuracy"],

@@ -553,7 +553,8 @@ def cost_report(ledger: Ledger, *, periphery="isaac-32nm", coprocessor="puma-vfu
 # ============================================================================ measuring
 def measure(network, device, *, coding: str = "rate", rule: Optional[str] = "bp", steps: Optional[int] = None,
             dataset: str = "digits", data_dir=None, batch: int = 16, seed: int = 0, lr: float = 0.1,
-            periphery="isaac-32nm", coprocessor="puma-vfu-32nm", checkpoint=None, net=None, data=None) -> dict:
+            periphery="isaac-32nm", coprocessor="puma-vfu-32nm", checkpoint=None, net=None, data=None,
+            accelerator=None) -> dict:
     """Run ``batch`` test samples (inference) and, with ``rule``, one training step on
     ``batch`` training samples, on the simulated chip; return both cost reports.
 
@@ -576,10 +577,14 @@ def measure(network, device, *, coding: str = "rate", rule: Optional[str] = "bp"
             trained = True
         else:
             net = build(network, device=device, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
-                        classes=data.classes)
+                        classes=data.classes, accelerator=accelerator)
+    elif accelerator is not None:
+        from .accel import resolve
+        net = net.to(resolve(accelerator))
+    where = next(net.parameters()).device
     T = net.meta["steps"]
     coding = net.meta.get("coding", coding)
-    x, y = data.x_test[:batch], data.y_test[:batch]
+    x, y = data.x_test[:batch].to(where), data.y_test[:batch].to(where)
     led = Ledger(net, samples=len(y))
     was = net.training
     net.train(not trained)
@@ -594,7 +599,7 @@ def measure(network, device, *, coding: str = "rate", rule: Optional[str] = "bp"
         r = make_rule(rule, net, lr=lr, seed=seed)
         tled = Ledger(net, samples=len(y))
         with tled.active():
-            r.step(data.x_train[:batch], data.y_train[:batch], coding=coding, steps=T, seed=seed)
+            r.step(data.x_train[:batch].to(where), data.y_train[:batch].to(where), coding=coding, steps=T, seed=seed)
             if rule == "verify":                     # the step trained in software; program the result
                 with phase("update"):
                     r.finish()

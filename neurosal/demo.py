@@ -31,7 +31,8 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.25):
     return d.x_train, d.y_train, d.x_test, d.y_test
 
 
-def run_demo(out_dir: Path = Path("runs"), epochs: int = 3, seed: int = 0, device: str = "moderate") -> int:
+def run_demo(out_dir: Path = Path("runs"), epochs: int = 3, seed: int = 0, device: str = "moderate",
+             accelerator=None) -> int:
     from .compare import _test_events, plot_comparison
     from .cost import Ledger, cost_report, measure, plot_breakdown
     from .learning import evaluate, train
@@ -49,7 +50,7 @@ def run_demo(out_dir: Path = Path("runs"), epochs: int = 3, seed: int = 0, devic
     sa = {}
     for name in ("sanet-resnet8", "resnet8"):
         res, net, data = train(name, device, rule="hybrid", coding="rate", epochs=epochs, seed=seed, lr=0.1,
-                               batch=16, return_net=True)
+                               batch=16, return_net=True, accelerator=accelerator)
         cp = net.coprocessor.counters.as_dict()
         sa[name] = (res, cp)
         if name == "sanet-resnet8":
@@ -80,7 +81,8 @@ def run_demo(out_dir: Path = Path("runs"), epochs: int = 3, seed: int = 0, devic
     rows, spiking = [], None
     for coding in ("rate", "spike"):
         res, net, data = train("mlp-64-100-10", device, rule="hybrid", coding=coding, epochs=epochs, seed=seed,
-                               lr=0.1, batch=8, steps=16 if coding == "spike" else None, return_net=True)
+                               lr=0.1, batch=8, steps=16 if coding == "spike" else None, return_net=True,
+                               accelerator=accelerator)
         ev = _test_events(net, data.x_test, data.y_test, coding, res["steps"], seed)
         rows.append({"coding": coding, "steps": res["steps"], "test_accuracy": ev["accuracy"],
                      "spikes_per_sample": ev["spikes_per_sample"],

@@ -23,6 +23,7 @@ never set directly (except by ``verify``, which pays for it in pulses and verify
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -80,13 +81,21 @@ def evaluate(net: Network, x: torch.Tensor, y: torch.Tensor, *, coding: str, ste
     correct = 0
     was = net.training
     net.eval()
+    dev = _device_of(net)
     try:
         for i in range(0, len(y), batch):
-            res = forward(net, x[i:i + batch], coding=coding, steps=steps, seed=seed + i)
-            correct += int((res.scores.argmax(1) == y[i:i + batch]).sum())
+            res = forward(net, x[i:i + batch].to(dev), coding=coding, steps=steps, seed=seed + i)
+            correct = correct + (res.scores.argmax(1) == y[i:i + batch].to(dev)).sum()   # read once, at the end
     finally:
         net.train(was)
-    return correct / max(1, len(y))
+    return int(correct) / max(1, len(y))
+
+
+def _device_of(net) -> torch.device:
+    """The torch device the network's chip lives on."""
+    for p in net.parameters():
+        return p.device
+    return torch.device("cpu")
 
 
 def crossbars(net) -> list:
@@ -594,11 +603,13 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
           steps: Optional[int] = None, rounding: str = "stochastic", out: Optional[str | Path] = None,
           limit_train: Optional[int] = None, limit_test: Optional[int] = None, progress: bool = True,
           return_net: bool = False, array: str = "all", periphery="isaac-32nm", coprocessor="puma-vfu-32nm",
-          readback: int = 0):
+          readback: int = 0, accelerator=None):
     """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts,
     and the energy of the training and of the final test run from the cost ledger
     (:mod:`neurosal.cost`, with the ``periphery`` and ``coprocessor`` cost cards); and the
-    trained network with ``return_net``."""
+    trained network with ``return_net``. ``accelerator``: where the simulation runs
+    (``'cpu'``, ``'auto'``, ``'cuda'``, ``'cuda:N'``; see :mod:`neurosal.accel`); the data
+    go there once, the chip is drawn on the CPU and moved."""
     from .datasets import load
     from .devices import load_device
     from .networks import build, load_network, save_checkpoint
@@ -610,17 +621,22 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     dev = load_device(device)
     data = load(dataset, data_dir=data_dir, seed=seed, limit_train=limit_train, limit_test=limit_test)
     net = build(card, device=dev, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
-                classes=data.classes, array=array)
+                classes=data.classes, array=array, accelerator=accelerator)
+    where = _device_of(net)
+    if where.type != "cpu":           # the whole data set on the accelerator, once
+        data = dataclasses.replace(data, x_train=data.x_train.to(where), y_train=data.y_train.to(where),
+                                   x_test=data.x_test.to(where), y_test=data.y_test.to(where))
     T = net.meta["steps"]
     if readback and rule != "hybrid":
         raise ValueError(f"readback is an option of the hybrid rule, not of {rule!r}")
     r = make_rule(rule, net, lr=lr, rounding=rounding, seed=seed, readback=readback)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device="cpu").manual_seed(seed)
     history = []
     t0 = time.perf_counter()
     n = len(data.y_train)
     per = card.periphery
-    calib_x = data.x_train[torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7))[:256]]
+    calib_x = data.x_train[torch.randperm(n, generator=torch.Generator(device="cpu").manual_seed(seed + 7),
+                                          device="cpu")[:256].to(where)]
 
     ledger = Ledger(net, samples=epochs * n)          # the chip's work while training
     test_ledger = Ledger(net, samples=len(data.y_test))
@@ -632,7 +648,7 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     recalibrate()
     with tqdm(total=epochs * n, unit="sample", desc=f"train {rule}", disable=not progress) as bar:
         for ep in range(epochs):
-            perm = torch.randperm(n, generator=g)
+            perm = torch.randperm(n, generator=g, device="cpu").to(where)
             losses = []
             for i in range(0, n, batch):
                 j = perm[i:i + batch]

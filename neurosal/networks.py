@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .cards import CardError, from_dict, list_cards, load_toml, resolve_card, spec, to_dict
+from .accel import tally
 from .crossbar import AnalogLinear
 from .neurons import ChargeNeurons, ChargeParameters, LIFNeurons, LIFParameters, RateNeurons, SURROGATES
 from .simulator import DECODERS, Layer, Network
@@ -157,9 +158,9 @@ def _neurons(card: NetworkCard, coding: str, steps: int):
 def _digital_linear(a: int, b: int, bias: bool, init_gain: float, seed: int) -> nn.Linear:
     """A software layer with the analog layers' initial distribution U(+-gain/sqrt(a))."""
     lin = nn.Linear(a, b, bias=bias)
-    g = torch.Generator().manual_seed(seed + 7919)
+    g = torch.Generator(device="cpu").manual_seed(seed + 7919)
     with torch.no_grad():
-        lin.weight.copy_((torch.rand(a, b, generator=g) * 2 - 1).t() * init_gain / math.sqrt(a))
+        lin.weight.copy_((torch.rand(a, b, generator=g, device="cpu") * 2 - 1).t() * init_gain / math.sqrt(a))
         if bias:
             lin.bias.zero_()
     return lin
@@ -206,12 +207,27 @@ def mlp(sizes, *, device="ideal", coding: str = "spike", seed: int = 0, card: Op
 
 def build(name_or_path: str | Path | NetworkCard, *, device="ideal", coding: str = "spike", seed: int = 0,
           steps: Optional[int] = None, input_shape: Optional[tuple] = None,
-          classes: Optional[int] = None, array: str = "all") -> Network:
-    """Build a network from a recipe for ``device`` and ``coding``.
+          classes: Optional[int] = None, array: str = "all", accelerator=None, dtype=None) -> Network:
+    """Build a network from a recipe for ``device`` (the device card) and ``coding``.
 
     ``input_shape`` ``(C, H, W)`` and ``classes`` come from the dataset: they replace the
-    recipe's input and output sizes, so every recipe runs on every dataset.
+    recipe's input and output sizes, so every recipe runs on every dataset. The chip is
+    fabricated on the CPU (same seed, same chip everywhere), then moved to ``accelerator``
+    (``'auto'``, ``'cpu'``, ``'cuda'``, ``'cuda:N'``, a :class:`torch.device`; ``None``: stay
+    on the CPU) and to ``dtype`` if given; ``net.to(...)`` moves it later in the same way.
     """
+    from .accel import resolve
+    with torch.device("cpu"):              # whatever the default device: build on the CPU
+        net = _build(name_or_path, device=device, coding=coding, seed=seed, steps=steps, input_shape=input_shape,
+                     classes=classes, array=array)
+    if accelerator is not None:
+        net = net.to(resolve(accelerator))
+    if dtype is not None:
+        net = net.to(dtype)
+    return net
+
+
+def _build(name_or_path, *, device, coding, seed, steps, input_shape, classes, array):
     card = load_network(name_or_path)
     if card.kind == "mlp":
         sizes = list(card.sizes)
@@ -275,7 +291,7 @@ def _count_charge(counts: dict, key: str, v: torch.Tensor, fires: bool) -> None:
     c = counts.setdefault(key, [0, 0])
     c[0] += v.numel()
     if fires:
-        c[1] += int((v.detach() > 0).sum().item())
+        c[1] += tally(torch.count_nonzero(v.detach() > 0))
 
 
 class ChargeMLP(nn.Module):

@@ -115,13 +115,14 @@ def _exact_walk(t_in, w, e_plus, e_minus, alpha, t_end, v_th=None):
     ts = torch.gather(t_in, 1, order)                      # sorted input times [B, n_in]
     B, n_in = t_in.shape
     n_out = w.shape[1]
-    v = torch.zeros(B, n_out, dtype=w.dtype)
-    g = torch.zeros(B, n_out, dtype=w.dtype)
-    f = torch.full((B, n_out), float(alpha), dtype=w.dtype)
-    t_prev = torch.zeros(B, 1, dtype=w.dtype)
-    t_fire = torch.full((B, n_out), math.inf, dtype=w.dtype)
+    dev = w.device
+    v = torch.zeros(B, n_out, dtype=w.dtype, device=dev)
+    g = torch.zeros(B, n_out, dtype=w.dtype, device=dev)
+    f = torch.full((B, n_out), float(alpha), dtype=w.dtype, device=dev)
+    t_prev = torch.zeros(B, 1, dtype=w.dtype, device=dev)
+    t_fire = torch.full((B, n_out), math.inf, dtype=w.dtype, device=dev)
     for k in range(n_in + 1):
-        t_next = ts[:, k:k + 1].clamp(max=t_end) if k < n_in else torch.full((B, 1), float(t_end), dtype=w.dtype)
+        t_next = ts[:, k:k + 1].clamp(max=t_end) if k < n_in else torch.full((B, 1), float(t_end), dtype=w.dtype, device=dev)
         t_next = torch.maximum(t_next, t_prev)
         dt = t_next - t_prev
         if v_th is not None:                                # a crossing inside [t_prev, t_next)?
@@ -172,7 +173,9 @@ def _dstd_grid(t_in, t_end, steps, offset, generator):
     if offset is None:
         off = 0.0
     elif offset == "random":
-        off = float(torch.rand((), generator=generator)) * dtau
+        # the offset is drawn on the host (a CPU generator): the grid is host data, no read-back
+        off = float(torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu")) \
+            * dtau
     else:
         off = float(offset)
     pts = [0.0]
@@ -203,8 +206,8 @@ def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator,
     else:                                                    # through a crossbar's periphery
         G = read(St.reshape(-1, St.shape[-1])).reshape(B, St.shape[1], n_out)
     Fm = alpha + St @ bw                                     # f on every grid interval
-    v = torch.zeros(B, n_out, dtype=w.dtype)
-    t_fire = torch.full((B, n_out), math.inf, dtype=w.dtype)
+    v = torch.zeros(B, n_out, dtype=w.dtype, device=w.device)
+    t_fire = torch.full((B, n_out), math.inf, dtype=w.dtype, device=w.device)
     for m_ in range(len(pts) - 1):
         t0, t1 = pts[m_], pts[m_ + 1]
         g, f = G[:, m_], Fm[:, m_]
@@ -324,9 +327,10 @@ class LIFParameters:
     def norse(self):
         """The same neuron as :class:`norse.torch.functional.lif_box.LIFBoxParameters`."""
         from norse.torch.functional.lif_box import LIFBoxParameters
-        return LIFBoxParameters(tau_mem_inv=torch.as_tensor(1.0 / self.tau_mem), v_leak=torch.as_tensor(self.v_leak),
-                                v_th=torch.as_tensor(self.v_th), v_reset=torch.as_tensor(self.v_reset),
-                                method=self.method, alpha=torch.as_tensor(self.alpha))
+        # 0-d CPU tensors: they combine with data on any device
+        t = lambda v: torch.as_tensor(v, device="cpu")  # noqa: E731
+        return LIFBoxParameters(tau_mem_inv=t(1.0 / self.tau_mem), v_leak=t(self.v_leak), v_th=t(self.v_th),
+                                v_reset=t(self.v_reset), method=self.method, alpha=t(self.alpha))
 
 
 def lif_step(i: torch.Tensor, v: torch.Tensor, p: LIFParameters, dt: float,
@@ -372,8 +376,8 @@ class LIFNeurons(nn.Module):
         self.p, self.dt = params, float(dt)
         self._norse_p = params.norse() if params.method != "super" else None
 
-    def init_state(self, batch: int, n: int, dtype=torch.float32) -> NeuronState:
-        return NeuronState(v=torch.full((batch, n), self.p.v_leak, dtype=dtype))
+    def init_state(self, batch: int, n: int, dtype=torch.float32, device=None) -> NeuronState:
+        return NeuronState(v=torch.full((batch, n), self.p.v_leak, dtype=dtype, device=device or "cpu"))
 
     def forward(self, current: torch.Tensor, state: NeuronState, keep_v: bool = True):
         r"""Step through ``current`` [K, batch, n]: ``(z [K, ...], v [K, ...] or None, state)``.
@@ -426,8 +430,8 @@ class RateNeurons(nn.Module):
     kind = "rate"
     input = "current"
 
-    def init_state(self, batch: int, n: int, dtype=torch.float32) -> NeuronState:
-        return NeuronState(v=torch.zeros(batch, n, dtype=dtype))
+    def init_state(self, batch: int, n: int, dtype=torch.float32, device=None) -> NeuronState:
+        return NeuronState(v=torch.zeros(batch, n, dtype=dtype, device=device or "cpu"))
 
     def forward(self, current: torch.Tensor, state: NeuronState, keep_v: bool = True):
         return current.clamp(0.0, 1.0), current, NeuronState(v=current[-1])
@@ -448,7 +452,7 @@ class ChargeParameters:
     alpha: float = 0.0
 
     def __post_init__(self):
-        beta_of(torch.zeros(1), self.e_plus, self.e_minus)      # validates the signs
+        beta_of(torch.zeros(1, device="cpu"), self.e_plus, self.e_minus)      # validates the signs
         if not self.v_th > 0:
             raise ValueError(f"v_th must be > 0, got {self.v_th}")
         if not self.alpha >= 0:
@@ -491,8 +495,8 @@ class ChargeNeurons(nn.Module):
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.p, self.dtau = params, 1.0 / steps
 
-    def init_state(self, batch: int, n: int, dtype=torch.float32) -> NeuronState:
-        z = torch.zeros(batch, n, dtype=dtype)
+    def init_state(self, batch: int, n: int, dtype=torch.float32, device=None) -> NeuronState:
+        z = torch.zeros(batch, n, dtype=dtype, device=device or "cpu")
         return NeuronState(v=z, g=z.clone(), f=torch.full_like(z, self.p.alpha), fired=torch.zeros_like(z))
 
     def forward(self, dgf, state: NeuronState, keep_v: bool = True):

@@ -33,6 +33,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
+from .accel import Generators, tally
 from .coprocessor import CoProcessor, NumberFormat, make_attention
 from .crossbar import AnalogConv2d, AnalogLinear
 from .neurons import LIFParameters, lif_step
@@ -95,7 +96,7 @@ class SAnet(nn.Module):
         #: set by the DFA rule: every layer's output (after its activation) and every attention
         #: block's output, by name, for the layer-local feedback
         self._capture: Optional[dict] = None
-        self._spike_gen = torch.Generator().manual_seed(seed + 4099)
+        self._spike_gens = Generators(seed + 4099)      # input spikes, on the data's device
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"ResNet depth must be 6n + 2 >= 8 (8, 14, 20, ...), got {depth}")
         bad = [s for s in attach if s not in (1, 2, 3)]
@@ -181,10 +182,11 @@ class SAnet(nn.Module):
             z = torch.stack(zs).reshape(current.shape)
             c = self.neuron_counts.setdefault(key, [0, 0])
             c[0] += current.numel()                         # neuron updates (T per neuron)
-            c[1] += int(z.detach().sum().item())            # spikes
+            c[1] += tally(torch.count_nonzero(z.detach()))   # spikes
             return z
 
-        s = (torch.rand((T,) + tuple(x.shape), generator=self._spike_gen) < x).to(x.dtype)  # Bernoulli spikes
+        s = (torch.rand((T,) + tuple(x.shape), generator=self._spike_gens.get(x.device), dtype=x.dtype,
+                        device=x.device) < x).to(x.dtype)                                    # Bernoulli spikes
         h = neuron("stem", self.bn(self.stem(s.reshape(T * B, *x.shape[1:]))))
         for i, stage in enumerate(self.stages, start=1):
             for j, blk in enumerate(stage):

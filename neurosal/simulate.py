@@ -26,7 +26,8 @@ ENCODER_OF = {"rate": "direct", "spike": "rate", "latency": "latency"}
 def simulate(network: str, device: str, *, coding: str = "spike", steps: Optional[int] = None, samples: int = 100,
              dataset: str = "digits", data_dir: Optional[str | Path] = None, record: Sequence[str] = ("spikes",), out: Optional[str | Path] = None,
              record_samples: int = 16, checkpoint: Optional[str | Path] = None, overwrite: bool = False,
-             seed: int = 0, batch: int = 256, chunk: int = 64, path: str = "auto", progress: bool = True) -> dict:
+             seed: int = 0, batch: int = 256, chunk: int = 64, path: str = "auto", progress: bool = True,
+             accelerator=None) -> dict:
     """Simulate ``samples`` test samples of ``dataset``; record the first ``record_samples``.
 
     Returns a summary dict (accuracy, spikes and events per sample per layer, timing).
@@ -49,7 +50,8 @@ def simulate(network: str, device: str, *, coding: str = "spike", steps: Optiona
     n_in = data.features
     samples = min(samples, len(data.y_test))
     net = build(card, device=dev_card, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
-                classes=data.classes)
+                classes=data.classes, accelerator=accelerator)
+    where = next(net.parameters()).device
     from .simulator import Network
     if not isinstance(net, Network):
         raise ValueError(f"{card.name} is a {card.kind} network: the timestep simulator runs layer chains "
@@ -87,11 +89,11 @@ def simulate(network: str, device: str, *, coding: str = "spike", steps: Optiona
         with torch.no_grad(), tqdm(total=samples, unit="sample", desc="simulate", disable=not progress) as bar:
             for b0 in range(0, samples, batch):
                 b1 = min(samples, b0 + batch)
-                x, y = data.x_test[b0:b1], data.y_test[b0:b1]
+                x, y = data.x_test[b0:b1].to(where), data.y_test[b0:b1].to(where)
                 enc = encoder_for(ENCODER_OF[coding], x, T, seed=seed + b0, p_max=card.p_max)
                 res = sim.run(enc, steps=T, probes=probes if b0 == 0 else (),
                               recorder=recorder if b0 == 0 else None, progress=progress and T > 1)
-                correct += int((res.scores.argmax(1) == y).sum().item())
+                correct = correct + (res.scores.argmax(1) == y).sum()       # read once, at the end
                 for name, ev in res.events.items():
                     tot = totals.setdefault(name, {})
                     for k, v in ev.items():
@@ -99,7 +101,7 @@ def simulate(network: str, device: str, *, coding: str = "spike", steps: Optiona
                 bar.update(b1 - b0)
         elapsed = time.perf_counter() - t_start
         summary = dict(network=card.name, device=dev_card.name, coding=coding, steps=T, samples=samples,
-                       dataset=dataset, accuracy=correct / samples, seconds=elapsed, checkpoint=checkpoint is not None,
+                       dataset=dataset, accuracy=int(correct) / samples, seconds=elapsed, checkpoint=checkpoint is not None,
                        layers={name: {k: (None if v is None else v / samples) for k, v in ev.items()}
                                for name, ev in totals.items()},
                        out=str(out) if out is not None else None)

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import coding
+from .accel import tally
 from .crossbar import AnalogLinear
 from .neurons import ChargeNeurons, NeuronState, RateNeurons, beta_of
 
@@ -249,7 +250,8 @@ class Simulator:
                     if states[li] is None:
                         dtype = layer.crossbar.dtype if layer.crossbar is not None else torch.get_default_dtype()
                         states[li] = neu.init_state(B, layer.n_out, dtype=dtype if isinstance(
-                            h, coding.SpikeEvents) else h.dtype)
+                            h, coding.SpikeEvents) else h.dtype, device=h.t.device if isinstance(
+                            h, coding.SpikeEvents) else h.device)
                     flat = h if isinstance(h, coding.SpikeEvents) else h.reshape(K * B, -1)
                     xb = layer.crossbar
                     if isinstance(neu, ChargeNeurons):
@@ -269,7 +271,7 @@ class Simulator:
                     if isinstance(neu, RateNeurons):
                         ev[layer.name]["spikes"] = None
                     else:
-                        n_sp = int(z.sum().item())
+                        n_sp = tally(torch.count_nonzero(z))
                         ev[layer.name]["spikes"] += n_sp
                         layer.spike_count += n_sp
                     self._emit(pidx, layer.name, {"spikes": z, "v": v, "current": cur}, t0, recorder, store)
@@ -278,7 +280,7 @@ class Simulator:
                 # readout statistics of the last layer, O(1) memory in T
                 cnt = z.sum(0)
                 vm = v.amax(0)
-                steps_k = torch.arange(t0, t1, dtype=z.dtype).view(-1, 1, 1)
+                steps_k = torch.arange(t0, t1, dtype=z.dtype, device=z.device).view(-1, 1, 1)
                 fs = torch.where(z > 0, steps_k, torch.full_like(z, float("inf"))).amin(0)
                 if out_count is None:
                     out_count, out_vmax, out_first = cnt, vm, fs
@@ -289,6 +291,8 @@ class Simulator:
         finally:
             bar.close()
         for layer in layers:
+            if isinstance(ev[layer.name]["spikes"], torch.Tensor):
+                ev[layer.name]["spikes"] = int(ev[layer.name]["spikes"])
             xb = layer.crossbar
             if xb is not None:
                 c0, c1 = counters0[layer.name], xb.counters.as_dict()
@@ -363,7 +367,7 @@ def encoder_for(kind: str, x: torch.Tensor, steps: int, seed: int = 0, p_max: fl
     if kind not in coding.ENCODERS:
         raise ValueError(f"unknown encoder {kind!r}; allowed: {', '.join(coding.ENCODERS)}")
     coding._check_x(x)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=x.device).manual_seed(seed)
     state = {"next": 0}
     if kind == "rate-events":           # the whole run as address events (memory ~ spikes)
         ev = coding.rate_events(x, steps, p_max=p_max, generator=g)

@@ -160,14 +160,14 @@ def test_spike_sanet_layer_by_layer_equals_step_by_step():
             m.running_mean.uniform_(-0.05, 0.05, generator=torch.Generator().manual_seed(3))
             m.running_var.fill_(0.02)
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    gen_state = net._spike_gen.get_state()
+    gen_state = net._spike_gens.get("cpu").get_state()
     with torch.no_grad():
         got = net(x)
         reads_got = [a.crossbar.counters.forward_reads for a in analog_layers(net)]
         for a in analog_layers(net):
             a.crossbar.counters.reset()
-        net._spike_gen.set_state(gen_state)
-        spikes = (torch.rand((5,) + tuple(x.shape), generator=net._spike_gen) < x).float()
+        net._spike_gens.get("cpu").set_state(gen_state)
+        spikes = (torch.rand((5,) + tuple(x.shape), generator=net._spike_gens.get("cpu")) < x).float()
         v, out = {}, 0.0
 
         def neuron(key, c):
