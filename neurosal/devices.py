@@ -288,13 +288,14 @@ class DeviceCard:
         """Backstop: the nominal curve, evaluated in float32 (what training uses), must be finite
         and monotone from Gmin to Gmax, or the card would turn into NaN during a run."""
         dev = Device(self)
-        n = torch.linspace(0, self.pmax, min(self.pmax, 256) + 1, dtype=torch.float32) if self.model != "power" \
-            else torch.arange(min(self.pmax, 64) + 1, dtype=torch.float32)
+        n = torch.linspace(0, self.pmax, min(self.pmax, 256) + 1, dtype=torch.float32, device="cpu") \
+            if self.model != "power" \
+            else torch.arange(min(self.pmax, 64) + 1, dtype=torch.float32, device="cpu")
         kw = dict(g_min=self.g_min, g_max=self.g_max, pmax=self.pmax)
         kw.update(zip(("p_up", "p_down"), dev._nominal_shape()))
         up = dev.respond(torch.full_like(n, self.g_min), n, **kw)
         dn = dev.respond(torch.full_like(n, self.g_max), -n, **kw)
-        mid = torch.linspace(self.g_min, self.g_max, 17, dtype=torch.float32)     # positions from any state
+        mid = torch.linspace(self.g_min, self.g_max, 17, dtype=torch.float32, device="cpu")  # positions from any state
         one = torch.ones_like(mid)
         steps = torch.cat([dev.respond(mid, one, **kw), dev.respond(mid, -one, **kw)])
         ok = bool(torch.isfinite(up).all() and torch.isfinite(dn).all() and torch.isfinite(steps).all()
@@ -398,8 +399,8 @@ class Device:
         if c.model == "table":
             p = np.asarray(c.potentiation, dtype=np.float64)
             d = np.asarray(c.depression, dtype=np.float64)
-            self._tab_up = torch.tensor((p - c.g_min) / c.g_range)           # travel up from Gmin
-            self._tab_dn_v = torch.tensor((c.g_max - d) / c.g_range)         # travel down from Gmax
+            self._tab_up = torch.tensor((p - c.g_min) / c.g_range, device="cpu")      # travel up from Gmin
+            self._tab_dn_v = torch.tensor((c.g_max - d) / c.g_range, device="cpu")    # travel down from Gmax
             self._n_up, self._n_dn = len(p) - 1, len(d) - 1
 
     def __repr__(self) -> str:
@@ -415,13 +416,13 @@ class Device:
         """
         c = self.card
         shape = tuple(shape)
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        gen = generator if generator is not None else torch.Generator(device="cpu").manual_seed(0)
         v = c.variation
 
         def draw(sigma, base, lo):
             if sigma == 0:
                 return float(base)
-            z = torch.randn(shape, generator=gen, dtype=torch.float64)
+            z = torch.randn(shape, generator=gen, dtype=torch.float64, device=gen.device)
             return (base * (1 + sigma * z)).clamp_min(lo).to(dtype)
 
         g_min = draw(v.bounds, c.g_min, 0.0)
@@ -442,18 +443,19 @@ class Device:
         nu = draw(c.drift.nu_std, c.drift.nu, 0.0) if c.drift.nu > 0 else 0.0
         stuck = None
         if c.faults.stuck_min > 0 or c.faults.stuck_max > 0:
-            r = torch.rand(shape, generator=gen, dtype=torch.float64)
+            r = torch.rand(shape, generator=gen, dtype=torch.float64, device=gen.device)
             lo_mask = r < c.faults.stuck_min
             hi_mask = (r >= c.faults.stuck_min) & (r < c.faults.stuck_min + c.faults.stuck_max)
             stuck = lo_mask | hi_mask
-        u0t = torch.as_tensor(u0, dtype=dtype).expand(shape) if not isinstance(u0, torch.Tensor) else u0.to(dtype)
-        gmin_t = torch.as_tensor(g_min, dtype=dtype)
-        gmax_t = torch.as_tensor(g_max, dtype=dtype)
+        u0t = torch.as_tensor(u0, dtype=dtype, device=gen.device).expand(shape) if not isinstance(u0, torch.Tensor) \
+            else u0.to(gen.device, dtype)
+        gmin_t = torch.as_tensor(g_min, dtype=dtype, device=gen.device)
+        gmax_t = torch.as_tensor(g_max, dtype=dtype, device=gen.device)
         g = (gmin_t + u0t.clamp(0, 1) * (gmax_t - gmin_t)).expand(shape).clone()
         if stuck is not None:
             g = torch.where(lo_mask, gmin_t.expand(shape), g)
             g = torch.where(hi_mask, gmax_t.expand(shape), g)
-        t_prog = torch.zeros(shape, dtype=torch.float64) if c.drift.nu > 0 else None
+        t_prog = torch.zeros(shape, dtype=torch.float64, device=gen.device) if c.drift.nu > 0 else None
         st = DeviceState(g=g.contiguous(), g_min=g_min, g_max=g_max, pmax=pmax, p_up=p_up, p_down=p_dn,
                          stuck=stuck, nu=nu, t_prog=t_prog)
         return st.to(device) if device is not None else st
@@ -477,10 +479,22 @@ class Device:
             x = (q / pmax).clamp(0.0, 1.0)
             return (-(1 + c) * torch.expm1(-x / a)).clamp(0, 1)
         if m == "table":
-            tab, n_tab = (self._tab_up, self._n_up) if up else (self._tab_dn_v, self._n_dn)
+            tab, axis, n_tab = self._table(up, q)
             pos = (q * (n_tab / pmax)).clamp(0, n_tab)
-            return _interp(pos, torch.arange(n_tab + 1, dtype=q.dtype, device=q.device), tab.to(q))
+            return _interp(pos, axis, tab)
         raise AssertionError(f"no closed-form curve for model {m!r}")
+
+    def _table(self, up: bool, like: torch.Tensor):
+        """A table card's curve (travel, pulse axis, intervals) on ``like``'s device and dtype:
+        the card keeps its CPU copy, each device gets its own once (no copy per pulse)."""
+        key = (up, like.device, like.dtype)
+        cache = self.__dict__.setdefault("_tables", {})
+        hit = cache.get(key)
+        if hit is None:
+            tab, n_tab = (self._tab_up, self._n_up) if up else (self._tab_dn_v, self._n_dn)
+            hit = cache[key] = (tab.to(like.device, like.dtype),
+                                torch.arange(n_tab + 1, dtype=like.dtype, device=like.device), n_tab)
+        return hit
 
     def _position(self, v, pmax, shape, up: bool):
         """Pulses from the start of the up/down curve to travel ``v`` (inverse of :meth:`_travel`)."""
@@ -495,8 +509,8 @@ class Device:
             a, c, l1c = _exp_consts(shape, v)
             return (-a * (torch.log(c + (1 - v)) - l1c)).clamp(0.0, 1.0) * pmax
         if m == "table":
-            tab, n_tab = (self._tab_up, self._n_up) if up else (self._tab_dn_v, self._n_dn)
-            pos = _interp(v, tab.to(v), torch.arange(n_tab + 1, dtype=v.dtype, device=v.device))
+            tab, axis, n_tab = self._table(up, v)
+            pos = _interp(v, tab, axis)
             return pos * (pmax / n_tab)
         raise AssertionError(f"no closed-form curve for model {m!r}")
 
@@ -621,7 +635,8 @@ class Device:
             n = torch.where(torch.isfinite(n), n, torch.zeros_like(n))
             return n, (b - dist * torch.exp(n * log_r)).clamp(max=1.0)
         if c.model == "power":
-            shape = torch.where(up, torch.as_tensor(su, dtype=v.dtype), torch.as_tensor(sd, dtype=v.dtype))
+            shape = torch.where(up, torch.as_tensor(su, dtype=v.dtype, device=v.device),
+                                torch.as_tensor(sd, dtype=v.dtype, device=v.device))
             alpha = torch.pow(torch.tensor(2.0, dtype=v.dtype), shape) / c.pmax
             n = torch.zeros_like(v)
             vv = v.clone()
@@ -643,10 +658,10 @@ class Device:
     # -- public API ----------------------------------------------------------------
     def respond(self, g, n, *, g_min, g_max, pmax, p_up, p_down):
         """Nominal response (no noise): conductance after ``n`` signed pulses, elementwise."""
-        gmin = torch.as_tensor(g_min, dtype=g.dtype)
-        rng = torch.as_tensor(g_max, dtype=g.dtype) - gmin
+        gmin = torch.as_tensor(g_min, dtype=g.dtype, device=g.device)
+        rng = torch.as_tensor(g_max, dtype=g.dtype, device=g.device) - gmin
         u = ((g - gmin) / rng).clamp(0, 1)
-        n = torch.as_tensor(n, dtype=g.dtype)
+        n = torch.as_tensor(n, dtype=g.dtype, device=g.device)
         pos = n > 0
         u_up = self._move(u, n.clamp_min(0), pmax, p_up, True)
         u_dn = self._move(u, (-n).clamp_min(0), pmax, p_down, False)
@@ -662,7 +677,7 @@ class Device:
         ignore their pulses. Returns the number of pulses applied (and, with
         ``return_cells``, the number of cells pulsed).
         """
-        n = torch.as_tensor(n)
+        n = torch.as_tensor(n, device=st.g.device)
         if n.shape != st.g.shape:
             raise ValueError(f"pulse counts have shape {tuple(n.shape)}, the array is {tuple(st.g.shape)}")
         flat_n = n.reshape(-1)
@@ -743,7 +758,7 @@ class Device:
         sr = self.card.noise.read
         if noise and sr > 0:
             z = torch.randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
-            g = g + sr * (torch.as_tensor(st.g_max) - torch.as_tensor(st.g_min)) * z
+            g = g + sr * (torch.as_tensor(st.g_max, device=g.device) - torch.as_tensor(st.g_min, device=g.device)) * z
         return g
 
     def drifted(self, st: DeviceState, time: float) -> torch.Tensor:
@@ -751,7 +766,7 @@ class Device:
         if st.t_prog is None or self.card.drift.nu == 0:
             return st.g
         elapsed = (time - st.t_prog).clamp_min(self.card.drift.t0)
-        factor = (elapsed / self.card.drift.t0).pow(-torch.as_tensor(st.nu, dtype=torch.float64))
+        factor = (elapsed / self.card.drift.t0).pow(-torch.as_tensor(st.nu, dtype=torch.float64, device=elapsed.device))
         g = st.g * factor.to(st.g.dtype)
         if st.stuck is not None:
             g = torch.where(st.stuck, st.g, g)

@@ -652,8 +652,8 @@ class Crossbar:
         for name, n in (("n_plus", n_plus), ("n_minus", n_minus)):
             if tuple(n.shape) != (self.rows, self.cols):
                 raise ValueError(f"{name} has shape {tuple(n.shape)}, crossbar is {(self.rows, self.cols)}")
-        n = torch.stack([torch.as_tensor(n_plus).to(self.torch_device, self.dtype),
-                         torch.as_tensor(n_minus).to(self.torch_device, self.dtype)]).reshape(-1)
+        t = lambda v: torch.as_tensor(v, device=self.torch_device).to(self.torch_device, self.dtype)  # noqa: E731
+        n = torch.stack([t(n_plus), t(n_minus)]).reshape(-1)
         idx = (n != 0).nonzero().squeeze(1)            # NaN != 0: a bad count is passed on and refused
         return self.apply_pulses_at(idx, n[idx], check=check, max_count=max_count)
 
