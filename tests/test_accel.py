@@ -135,13 +135,14 @@ def test_module_to_moves_every_tensor_the_chip_holds(recipe, coding, shape):
 
 def test_float64_moves_every_floating_tensor_and_a_step_runs_in_float64():
     net = build("mlp-64-100-10", device="severe", coding="rate", input_shape=(1, 8, 8), classes=10)
+    early = make_rule("hybrid", net, lr=0.1, seed=0)         # a rule made before the move follows it
     net.to(torch.float64)
     wrong = [(p, t.dtype) for p, t in _walk(net) if t.is_floating_point() and t.dtype != torch.float64]
     assert not wrong, f"floating tensors not in float64: {wrong[:5]}"
     assert all(xb.dtype == torch.float64 for xb in crossbars(net))
     x, y = _data((1, 8, 8))
     for rule in ("hybrid", "bp"):
-        r = make_rule(rule, net, lr=0.1, seed=0)
+        r = early if rule == "hybrid" else make_rule(rule, net, lr=0.1, seed=0)
         loss = r.step(x.double(), y, coding="rate", steps=1, seed=0)
         assert loss.dtype == torch.float64
         if rule == "hybrid":
