@@ -344,3 +344,42 @@ def test_cuda_checkpoint_loads_on_cpu(tmp_path):
     load_checkpoint(cpu, tmp_path / "g.pt")
     for a, b in zip(crossbars(net), crossbars(cpu)):
         torch.testing.assert_close(a.weights().cpu(), b.weights())
+
+
+# ------------------------------------------------------------------------ torch.compile
+def test_torch_compile_analog_layer_matches_eager():
+    """A compiled analog layer: the same output and counts as eager on a noise-free chip."""
+    torch._dynamo.reset()
+    x, _ = _data((1, 8, 8), n=16)
+    runs = {}
+    for mode in ("eager", "compiled"):
+        layer = AnalogLinear(64, 32, device="ideal", adc_bits=8, seed=3)
+        fwd = torch.compile(layer) if mode == "compiled" else layer
+        out = fwd(x)
+        out.sum().backward()
+        runs[mode] = (out.detach(), layer.weight.grad.clone(), layer.crossbar.counters.as_dict())
+    e, c = runs["eager"], runs["compiled"]
+    torch.testing.assert_close(c[0], e[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c[1], e[1], rtol=1e-5, atol=1e-5)
+    assert e[2] == c[2] and e[2]["forward_reads"] == 16
+
+
+@pytest.mark.slow
+def test_torch_compile_training_step_matches_eager():
+    """A compiled training step (forward, backward, pulse update) agrees with eager on a
+    noise-free chip: loss, weights after the pulses, counts. (About a minute of compiling.)"""
+    torch._dynamo.reset()
+    x, y = _data((1, 8, 8), n=16)
+    runs = {}
+    for mode in ("eager", "compiled"):
+        net = build("mlp-64-100-10", device="ideal", coding="rate", input_shape=(1, 8, 8), classes=10)
+        r = make_rule("bp", net, lr=0.2, seed=0, rounding="round")
+        step = torch.compile(r.step) if mode == "compiled" else r.step
+        loss = step(x, y, coding="rate", steps=1, seed=0)
+        runs[mode] = (float(loss), [xb.weights().clone() for xb in crossbars(net)],
+                      [xb.counters.as_dict() for xb in crossbars(net)])
+    e, c = runs["eager"], runs["compiled"]
+    assert c[0] == pytest.approx(e[0], rel=1e-5)
+    for a, b in zip(e[1], c[1]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert e[2] == c[2] and e[2][0]["pulses"] > 0

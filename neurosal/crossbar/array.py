@@ -105,8 +105,10 @@ class Counters:
             self._host[_INDEX[k]] = int(v)
 
     # -- adding ---------------------------------------------------------------------------
+    @torch.compiler.disable
     def add(self, name: str, value, coef: int = 1) -> None:
-        """Add ``coef * value`` to field ``name`` (``value``: int or 0-d tensor)."""
+        """Add ``coef * value`` to field ``name`` (``value``: int or 0-d tensor). Runs eagerly
+        under ``torch.compile`` (bookkeeping in Python objects, outside the compiled graph)."""
         i = _INDEX[name]
         if isinstance(value, torch.Tensor):
             if value.device.type == "cpu" and not Counters.defer_cpu:
