@@ -9,9 +9,14 @@ files); without it MNIST-shaped random images (the pulse activity then differs).
 
 ``--case resnet``: one training step of sanet-resnet20 on CIFAR-shaped random input (batch
 128, 3x32x32), device ``moderate``, ``hybrid`` and ``bp``; plain torch: the same ResNet-20 + SE
-written with ``nn.Conv2d``, one SGD step.
+written with ``nn.Conv2d``, one SGD step; and the time of one 45,000-image CIFAR-10 epoch at
+that batch, from the step times (``--epoch-data DIR``: measured instead, with ``neurosal
+train`` on the CIFAR-10 files in DIR). ``--compile``: also each step under ``torch.compile``.
 
-Run: ``python benchmarks/bench_train.py [--case mlp|resnet|all] [--data-dir DIR]``.
+``--accelerator cpu|cuda|cuda:N`` runs everything there (same network, same data), timing
+with the device synchronized around each call.
+
+Run: ``python benchmarks/bench_train.py [--case mlp|resnet|all] [--data-dir DIR] [--accelerator cuda]``.
 """
 
 from __future__ import annotations
@@ -74,15 +79,17 @@ def bench_mlp(args) -> None:
     from neurosal.learning import make_rule
     from neurosal.networks import build
     n = args.samples
+    dev = args.device
     if args.data_dir:
         data = load("mnist", data_dir=args.data_dir, limit_train=n, limit_test=16)
         x, y, what = data.x_train, data.y_train, f"MNIST ({args.data_dir})"
     else:
         g = torch.Generator().manual_seed(0)
         x, y, what = torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g), "random 28x28"
+    x, y = x.to(dev), y.to(dev)
     torch.manual_seed(0)
     plain = nn.Sequential(nn.Linear(784, 400), nn.Hardtanh(0, 1), nn.Linear(400, 400), nn.Hardtanh(0, 1),
-                          nn.Linear(400, 10))
+                          nn.Linear(400, 10)).to(dev)
     opt = torch.optim.SGD(plain.parameters(), lr=0.1)
     b = args.mlp_batch
 
@@ -93,16 +100,17 @@ def bench_mlp(args) -> None:
             opt.step()
 
     epochs = {"plain torch (digital SGD)": plain_epoch}
-    for rule, dev, rounding in (("hybrid", "ag-a-si", None), ("hybrid", "extreme-nonlinear", None),
-                                ("bp", "ag-a-si", "stochastic")):
-        net = build("mlp-784-400-400-10", device=dev, coding="rate", input_shape=(1, 28, 28), classes=10)
+    for rule, card, rounding in (("hybrid", "ag-a-si", None), ("hybrid", "extreme-nonlinear", None),
+                                 ("bp", "ag-a-si", "stochastic")):
+        net = build("mlp-784-400-400-10", device=card, coding="rate", input_shape=(1, 28, 28), classes=10,
+                    accelerator=dev)
         r = make_rule(rule, net, lr=0.1, **({"rounding": rounding} if rounding else {}))
 
         def ep(r=r):
             for i in range(0, n, b):
                 r.step(x[i:i + b], y[i:i + b], coding="rate", steps=1, seed=i)
-        epochs[f"neurosal {rule} ({dev})"] = ep
-    _table(interleaved(epochs, args.repeats), "one epoch",
+        epochs[f"neurosal {rule} ({card})"] = ep
+    _table(interleaved(epochs, args.repeats, sync=args.sync), "one epoch",
            f"mlp-784-400-400-10 (rate, 8-bit ADC), one epoch of {n} samples at batch {b}, {what} "
            f"(median of {args.repeats} interleaved epochs)", "target for hybrid: <= 2x plain torch")
 
@@ -110,11 +118,12 @@ def bench_mlp(args) -> None:
 def bench_resnet(args) -> None:
     from neurosal.learning import make_rule
     from neurosal.networks import build
+    dev = args.device
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 3, 32, 32, generator=g)
-    y = torch.randint(0, 10, (args.batch,), generator=g)
+    x = torch.rand(args.batch, 3, 32, 32, generator=g).to(dev)
+    y = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
     torch.manual_seed(0)
-    plain = PlainSAnet20()
+    plain = PlainSAnet20().to(dev)
     opt = torch.optim.SGD(plain.parameters(), lr=0.1)
 
     def plain_step():
@@ -123,25 +132,65 @@ def bench_resnet(args) -> None:
         opt.step()
 
     steps = {"plain torch (digital SGD)": plain_step}
+    if args.compile:
+        compiled_plain = torch.compile(plain)
+
+        def plain_compiled():
+            opt.zero_grad()
+            F.cross_entropy(compiled_plain(x), y).backward()
+            opt.step()
+        steps["plain torch, torch.compile"] = plain_compiled
     for rule in ("hybrid", "bp"):
-        net = build("sanet-resnet20", device="moderate", coding="rate", input_shape=(3, 32, 32), classes=10)
+        net = build("sanet-resnet20", device="moderate", coding="rate", input_shape=(3, 32, 32), classes=10,
+                    accelerator=dev)
         r = make_rule(rule, net, lr=0.1)
         steps[f"neurosal on-chip ({rule}, moderate)"] = (lambda r=r: r.step(x, y, coding="rate", steps=1, seed=0))
-    _table(interleaved(steps, args.repeats), "training step",
-           f"sanet-resnet20, batch {args.batch}, 3x32x32 (median of {args.repeats} interleaved steps)",
-           "target: <= 1.5x plain torch on CPU")
+        if args.compile:
+            net_c = build("sanet-resnet20", device="moderate", coding="rate", input_shape=(3, 32, 32), classes=10,
+                          accelerator=dev)
+            rc = make_rule(rule, net_c, lr=0.1)
+            fn = torch.compile(rc.step)
+            steps[f"neurosal {rule}, torch.compile"] = (lambda fn=fn: fn(x, y, coding="rate", steps=1, seed=0))
+    med = interleaved(steps, args.repeats, sync=args.sync, warmup=2 if args.compile else 1)
+    _table(med, "training step", f"sanet-resnet20, batch {args.batch}, 3x32x32 (median of {args.repeats} "
+           "interleaved steps)", "target: hybrid <= 1.5x plain torch")
+    n_steps = -(-45_000 // args.batch)
+    print(f"  one 45,000-image CIFAR-10 epoch at batch {args.batch} ({n_steps} steps), from the step times: "
+          + ", ".join(f"{k} {v * n_steps / 60:.1f} min" for k, v in med.items()))
+    if args.epoch_data:
+        import time as _t
+
+        from neurosal.learning import train
+        t0 = _t.perf_counter()
+        r = train("sanet-resnet20", "moderate", rule="hybrid", coding="rate", dataset="cifar10",
+                  data_dir=args.epoch_data, epochs=1, batch=args.batch, lr=0.1, accelerator=dev, progress=False)
+        print(f"  measured: one epoch of {r['train_samples'] if 'train_samples' in r else 'the'} CIFAR-10 training "
+              f"images with `train` (hybrid, moderate) took {_t.perf_counter() - t0:.1f} s, test accuracy "
+              f"{r['test_accuracy']:.3f}")
 
 
 def _table(med: dict, what: str, title: str, target: str) -> None:
     base = med["plain torch (digital SGD)"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; {title}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {_where()}; {title}")
     print(f"  {what:<42} {'seconds':>9} {'x plain':>8}")
     for k, t in med.items():
         print(f"  {k:<42} {t:>9.3f} {t / base:>7.2f}x")
     print(f"  {target}")
 
 
+def _where() -> str:
+    import platform
+    dev = torch.device(_ARGS.device)
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} ({dev})"
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+_ARGS = argparse.Namespace(device="cpu")
+
+
 def main() -> None:
+    global _ARGS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", default="all", choices=("mlp", "resnet", "all"))
     ap.add_argument("--batch", type=int, default=128, help="resnet batch")
@@ -150,8 +199,15 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None, help="mlp: folder with the MNIST IDX files (default: random images)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--accelerator", default="cpu", help="cpu, cuda, cuda:N, auto")
+    ap.add_argument("--compile", action="store_true", help="resnet: also each step under torch.compile")
+    ap.add_argument("--epoch-data", default=None, help="resnet: measure one CIFAR-10 epoch on the files in DIR")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from neurosal.accel import resolve
+    args.device = resolve(args.accelerator)
+    args.sync = (lambda: torch.cuda.synchronize(args.device)) if args.device.type == "cuda" else None
+    _ARGS = args
     if args.case in ("mlp", "all"):
         bench_mlp(args)
     if args.case in ("resnet", "all"):

@@ -371,22 +371,38 @@ class HybridController:
         """:func:`_plan` with this array's device and pulse limit."""
         return _plan(self.xb.device, self.max_pulses, b, u_p, u_m)
 
+    #: plan every cell instead of selecting the candidates by index (``None``: on an accelerator,
+    #: where the selection would make the host wait for the data; sparse on a CPU). The plan
+    #: of a cell below its thresholds is no pulse and no change, so both give the same writes.
+    dense: Optional[bool] = None
+
+    def _is_dense(self) -> bool:
+        return self.dense if self.dense is not None else self.xb.torch_device.type != "cpu"
+
     def candidates(self):
-        """Flat indices of the cells whose buffer reaches a write threshold, and their buffer and
-        estimates (counted as buffer traffic)."""
+        """Flat indices of the cells whose buffer reaches a write threshold (every cell in dense
+        mode), and their buffer and estimates (counted as buffer traffic)."""
         buf, est = self.buffer, self.estimate
-        idx = ((buf >= self.thresholds[0]) | (buf <= self.thresholds[1])).view(-1).nonzero().squeeze(1)
+        hit = ((buf >= self.thresholds[0]) | (buf <= self.thresholds[1])).view(-1)
         # every cell: buffer read-modify-write and its two thresholds compared; a planned cell:
         # both estimates read, buffer, one estimate and both thresholds written
-        self.xb.counters.add("buffer_accesses", 4 * buf.numel() + 6 * idx.numel())
-        return idx, buf.view(-1)[idx], est[0].view(-1)[idx], est[1].view(-1)[idx]
+        self.xb.counters.add("buffer_accesses", 4 * buf.numel())
+        if self._is_dense():
+            self.xb.counters.add("buffer_accesses", torch.count_nonzero(hit), 6)
+            idx = torch.arange(buf.numel(), device=buf.device)
+            return idx, buf.view(-1), est[0].view(-1), est[1].view(-1), hit
+        idx = hit.nonzero().squeeze(1)
+        self.xb.counters.add("buffer_accesses", 6 * idx.numel())
+        return idx, buf.view(-1)[idx], est[0].view(-1)[idx], est[1].view(-1)[idx], None
 
-    def commit(self, idx, b, u_p, u_m, planned, thresholds) -> int:
+    def commit(self, idx, b, u_p, u_m, planned, thresholds, cand=None) -> int:
         """Keep the remainders and advanced estimates of the cells ``idx`` and send their pulses
-        (sparse); ``planned`` is :func:`_plan`'s result for them. Returns the pulses sent."""
+        (sparse); ``planned`` is :func:`_plan`'s result for them; ``cand``: which of them reach a
+        threshold (dense mode: the others keep their buffer exactly). Returns the pulses sent."""
         xb, rc = self.xb, self.buffer.numel()
         use_plus, goes_up, n, moved, saturated = planned
-        b = (b - torch.copysign(moved, b)).masked_fill_(saturated, 0.0)
+        b_new = (b - torch.copysign(moved, b)).masked_fill_(saturated, 0.0)
+        b = b_new if cand is None else torch.where(cand, b_new, b)
         hit = n > 0
         dv = torch.where(goes_up, moved, -moved)           # change of the chosen device's u
         self.buffer.view(-1)[idx] = b
@@ -432,7 +448,7 @@ def write_all(controllers) -> int:
         for k, (c, p) in enumerate(zip(group, parts)):
             if sizes[k]:
                 sb, sp, sm, *rest = (t[k] for t in splits)
-                sent += c.commit(p[0], sb, sp, sm, tuple(rest[:5]), tuple(rest[5:]))
+                sent += c.commit(p[0], sb, sp, sm, tuple(rest[:5]), tuple(rest[5:]), cand=p[4])
     return sent
 
 

@@ -656,8 +656,20 @@ class Crossbar:
                 raise ValueError(f"{name} has shape {tuple(n.shape)}, crossbar is {(self.rows, self.cols)}")
         t = lambda v: torch.as_tensor(v, device=self.torch_device).to(self.torch_device, self.dtype)  # noqa: E731
         n = torch.stack([t(n_plus), t(n_minus)]).reshape(-1)
+        if self._dense_writes():        # every device (zero counts change nothing): no selection
+            return self.apply_pulses_at(torch.arange(n.numel(), device=n.device), n, check=check,
+                                        max_count=max_count)
         idx = (n != 0).nonzero().squeeze(1)            # NaN != 0: a bad count is passed on and refused
         return self.apply_pulses_at(idx, n[idx], check=check, max_count=max_count)
+
+    #: hand every device to the device model, a zero count where nothing is asked, instead of
+    #: selecting the pulsed ones by index (``None``: on an accelerator, where the selection would
+    #: make the host wait; sparse on a CPU). The same writes and counts; the cycle-to-cycle noise
+    #: is drawn for every device, so its stream differs from the sparse one.
+    dense_writes: Optional[bool] = None
+
+    def _dense_writes(self) -> bool:
+        return self.dense_writes if self.dense_writes is not None else self.torch_device.type != "cpu"
 
     def apply_pulses_at(self, idx: torch.Tensor, n: torch.Tensor, *, check: bool = True,
                         max_count: Optional[int] = None) -> torch.Tensor:
