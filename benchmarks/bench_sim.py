@@ -11,6 +11,9 @@
     its own process; peak RSS above the RSS just before the call, Linux /proc).
 (d) Recording memory as T grows: peak RSS of a streamed run at T = 256 and T = 4096.
 
+``--accelerator cuda`` runs (a) and (b) on a GPU (device synchronized around each timed call);
+(c) and (d) measure host memory and run on the CPU only.
+
 Run: ``make bench-sim`` (or ``python benchmarks/bench_sim.py --help``).
 """
 
@@ -52,6 +55,10 @@ def peak_above(base_mb: float) -> float:
 
 
 # ============================================================================ (a) + (b)
+DEV = torch.device("cpu")
+SYNC = None
+
+
 def _engine(path: str):
     from neurosal.crossbar import AnalogLinear
     from neurosal.neurons import LIFNeurons, LIFParameters
@@ -59,7 +66,7 @@ def _engine(path: str):
     p = LIFParameters(tau_mem=5e-3, v_th=1.0, method="super", alpha=100.0)
     l1 = AnalogLinear(784, 400, device="ideal", seed=1, init_gain=3.0)
     l2 = AnalogLinear(400, 10, device="ideal", seed=2, init_gain=3.0)
-    net = Network([Layer(l1, LIFNeurons(p), "fc1"), Layer(l2, LIFNeurons(p), "fc2")])
+    net = Network([Layer(l1, LIFNeurons(p), "fc1"), Layer(l2, LIFNeurons(p), "fc2")]).to(DEV)
     return net, Simulator(net, chunk=32, path=path)
 
 
@@ -68,7 +75,7 @@ def bench_a(args) -> list:
     from norse.torch.functional.lif_box import LIFBoxParameters
     T, B = 32, 256
     g = torch.Generator().manual_seed(0)
-    s_in = (torch.rand(T, B, 784, generator=g) < 0.10).float()
+    s_in = (torch.rand(T, B, 784, generator=g) < 0.10).float().to(DEV)
     net, sim = _engine("auto")
     l1, l2 = net.layers[0].synapse, net.layers[1].synapse
     W1 = (l1.crossbar.weights() * l1.weight_scale).clone().requires_grad_()
@@ -81,8 +88,8 @@ def bench_a(args) -> list:
         return SuperSpike.apply(x, 100.0)
 
     def torch_steps():
-        v1 = torch.zeros(B, 400)
-        v2 = torch.zeros(B, 10)
+        v1 = torch.zeros(B, 400, device=DEV)
+        v2 = torch.zeros(B, 10, device=DEV)
         cnt = 0
         for t in range(T):
             v1 = v1 + a * (s_in[t] @ W1 + b1 - v1)
@@ -96,7 +103,7 @@ def bench_a(args) -> list:
 
     def torch_layers():
         i1 = (s_in.reshape(T * B, 784) @ W1 + b1).reshape(T, B, 400)
-        v1 = torch.zeros(B, 400)
+        v1 = torch.zeros(B, 400, device=DEV)
         zs = []
         for i in i1.unbind(0):
             v1 = v1 + a * (i - v1)
@@ -104,7 +111,7 @@ def bench_a(args) -> list:
             v1 = v1 - z1 * v1
             zs.append(z1)
         i2 = (torch.stack(zs).reshape(T * B, 400) @ W2 + b2).reshape(T, B, 10)
-        v2 = torch.zeros(B, 10)
+        v2 = torch.zeros(B, 10, device=DEV)
         cnt = 0
         for i in i2.unbind(0):
             v2 = v2 + a * (i - v2)
@@ -113,12 +120,12 @@ def bench_a(args) -> list:
             cnt = cnt + z2
         return cnt
 
-    lin1, lin2 = torch.nn.Linear(784, 400), torch.nn.Linear(400, 10)
+    lin1, lin2 = torch.nn.Linear(784, 400).to(DEV), torch.nn.Linear(400, 10).to(DEV)
     with torch.no_grad():
         lin1.weight.copy_(W1.t()), lin1.bias.copy_(b1), lin2.weight.copy_(W2.t()), lin2.bias.copy_(b2)
     np_ = LIFBoxParameters(tau_mem_inv=torch.as_tensor(200.0), v_th=torch.as_tensor(1.0), method="super",
                            alpha=torch.as_tensor(100.0))
-    c1, c2 = norse.LIFBoxCell(np_), norse.LIFBoxCell(np_)
+    c1, c2 = norse.LIFBoxCell(np_).to(DEV), norse.LIFBoxCell(np_).to(DEV)
 
     def norse_run():
         s1 = s2 = None
@@ -143,13 +150,13 @@ def bench_a(args) -> list:
     impls = {"plain torch, step loop": torch_steps, "plain torch, layer by layer": torch_layers,
              "norse LIFBoxCell": norse_run, "neurosal engine (ideal crossbars)": engine}
     with torch.no_grad():
-        t_inf = interleaved(impls, args.repeats * 2)
+        t_inf = interleaved(impls, args.repeats * 2, sync=SYNC)
 
     def fb(fn):
         def run():
             fn().sum().backward()            # BPTT through the spike counts (surrogate gradients)
         return run
-    t_fb = interleaved({k: fb(fn) for k, fn in impls.items()}, args.repeats)
+    t_fb = interleaved({k: fb(fn) for k, fn in impls.items()}, args.repeats, sync=SYNC)
     return [(k, t_inf[k], t_fb[k]) for k in impls]
 
 
@@ -160,7 +167,7 @@ def bench_b(args) -> list:
     sims = {path: _engine(path)[1] for path in ("dense", "event", "auto")}
     for silence in (0.50, 0.90, 0.99):
         g = torch.Generator().manual_seed(1)
-        s_in = (torch.rand(T, B, 784, generator=g) >= silence).float()
+        s_in = (torch.rand(T, B, 784, generator=g) >= silence).float().to(DEV)
         ev = SpikeEvents.from_dense(s_in)
         with torch.no_grad():
             # the same network, the same spikes either way
@@ -170,7 +177,7 @@ def bench_b(args) -> list:
             t = interleaved({"dense": lambda: sims["dense"].run(s_in, spikes_in=True),
                              "event": lambda: sims["event"].run(s_in, spikes_in=True),
                              "auto": lambda: sims["auto"].run(s_in, spikes_in=True),
-                             "aer": lambda: sims["auto"].run(ev)}, args.repeats * 2)
+                             "aer": lambda: sims["auto"].run(ev)}, args.repeats * 2, sync=SYNC)
         rows.append((silence, t["dense"], t["event"], t["auto"], "event" if picked["event"] else "dense", t["aer"]))
     return rows
 
@@ -234,12 +241,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="abcd", help="which parts to run, e.g. 'ab'")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--accelerator", default="cpu", help="cpu, cuda, cuda:N, auto: where (a) and (b) run")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one_case(args.one)))
         return
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu\n")
+    global DEV, SYNC
+    from neurosal.accel import resolve
+    DEV = resolve(args.accelerator)
+    if DEV.type == "cuda":
+        SYNC = lambda: torch.cuda.synchronize(DEV)  # noqa: E731
+        args.only = "".join(c for c in args.only if c in "ab")
+        where = f"{torch.cuda.get_device_name(DEV)} ({DEV})"
+    else:
+        where = "cpu"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}\n")
     if "a" in args.only:
         rows = bench_a(args)
         print("(a) 784-400-10 LIF, T = 32, batch 256, 10 % input firing (median s per run)")

@@ -732,7 +732,7 @@ class Device:
             u_new = torch.where(up, u_up, u_dn)
         self._set_cells(st, idx, u_new, cnt, gmin, rng, generator, time, keep)
         total = cnt.sum().round().to(torch.int64)
-        return (total, torch.count_nonzero(keep)) if return_cells else total
+        return (total, keep.sum()) if return_cells else total
 
     def _set_cells(self, st: DeviceState, idx, u_new, cnt, gmin, rng, generator, time, keep=None) -> None:
         """Write the cells ``idx``: the nominal response ``u_new`` of ``cnt >= 0`` pulses plus

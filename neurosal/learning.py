@@ -388,7 +388,7 @@ class HybridController:
         # both estimates read, buffer, one estimate and both thresholds written
         self.xb.counters.add("buffer_accesses", 4 * buf.numel())
         if self._is_dense():
-            self.xb.counters.add("buffer_accesses", torch.count_nonzero(hit), 6)
+            self.xb.counters.add("buffer_accesses", hit.sum(), 6)
             idx = torch.arange(buf.numel(), device=buf.device)
             return idx, buf.view(-1), est[0].view(-1), est[1].view(-1), hit
         idx = hit.nonzero().squeeze(1)
@@ -409,7 +409,7 @@ class HybridController:
         self.estimate[0].view(-1)[idx] = u_p + dv * (hit & use_plus)
         self.estimate[1].view(-1)[idx] = u_m + dv * (hit & ~use_plus)
         self.thresholds[0].view(-1)[idx], self.thresholds[1].view(-1)[idx] = thresholds[0], -thresholds[1]
-        xb.counters.add("clipped_cells", torch.count_nonzero(saturated))
+        xb.counters.add("clipped_cells", saturated.sum())
         # every candidate goes to the array (a cell without a pulse is left alone there): no
         # data-dependent selection, so nothing waits for an accelerator
         signed = torch.where(goes_up, n, -n) * hit

@@ -291,7 +291,7 @@ def _count_charge(counts: dict, key: str, v: torch.Tensor, fires: bool) -> None:
     c = counts.setdefault(key, [0, 0])
     c[0] += v.numel()
     if fires:
-        c[1] += tally(torch.count_nonzero(v.detach() > 0))
+        c[1] += tally((v.detach() > 0).sum())
 
 
 class ChargeMLP(nn.Module):

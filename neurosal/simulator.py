@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from . import coding
 from .accel import tally
+from .crossbar.periphery import _count_nonzero
 from .crossbar import AnalogLinear
 from .neurons import ChargeNeurons, NeuronState, RateNeurons, beta_of
 
@@ -271,7 +272,7 @@ class Simulator:
                     if isinstance(neu, RateNeurons):
                         ev[layer.name]["spikes"] = None
                     else:
-                        n_sp = tally(torch.count_nonzero(z))
+                        n_sp = tally(_count_nonzero(z))
                         ev[layer.name]["spikes"] += n_sp
                         layer.spike_count += n_sp
                     self._emit(pidx, layer.name, {"spikes": z, "v": v, "current": cur}, t0, recorder, store)
@@ -347,7 +348,7 @@ def _spike_matmul(x: torch.Tensor, w: torch.Tensor, path: str, crossbar) -> torc
     when sparse (the crossbar's rule, :meth:`Crossbar.event_density`), a dense matmul otherwise."""
     if path == "dense" or crossbar is None or (path == "auto" and x.device.type != "cpu"):
         return x @ w            # (an accelerator reads dense: a gather pays off only on a CPU)
-    if path == "auto" and int(torch.count_nonzero(x)) > crossbar.event_density(w.shape[1]) * x.numel():
+    if path == "auto" and int(_count_nonzero(x)) > crossbar.event_density(w.shape[1]) * x.numel():
         return x @ w
     ev = x.nonzero()
     vec, row = ev[:, 0], ev[:, 1]

@@ -12,9 +12,13 @@ def _count_nonzero(x: torch.Tensor) -> torch.Tensor:
     """Nonzero entries of a float tensor as a 0-d int64 tensor on ``x``'s device (no host
     sync), counted on its bit patterns where possible (an integer view is several times
     faster than the float comparison on a CPU); a -0.0 would count as nonzero."""
-    if x.is_contiguous() and x.dtype in (torch.float32, torch.float64) and x.device.type == "cpu":
+    if x.device.type != "cpu":
+        return torch.count_nonzero(x)
+    if x.dtype == torch.bool:
+        return x.sum()
+    if x.is_contiguous() and x.dtype in (torch.float32, torch.float64):
         return torch.count_nonzero(x.view(torch.int32 if x.dtype == torch.float32 else torch.int64))
-    return torch.count_nonzero(x)
+    return (x != 0).sum()      # (torch.count_nonzero of a float tensor is ~30x slower on a CPU)
 
 
 def _code_bits(x: torch.Tensor) -> torch.Tensor:
