@@ -179,7 +179,8 @@ def _cmd_train(args) -> int:
         _print_json(r)
         return 0
     print(f"{r['network']} on {r['device']}{' (first layer only)' if args.array == 'first' else ''}, rule {r['rule']} ({r['rounding']} rounding), {r['coding']} coding, "
-          f"{r['dataset']}, {r['epochs']} epoch(s), {r['seconds']:.1f} s")
+          f"{r['dataset']}, {r['epochs']} epoch(s), {r['seconds']:.1f} s on {r['accelerator']}"
+          + (f" ({r['threads']} thread{'s' if r['threads'] != 1 else ''})" if r['accelerator'] == "cpu" else ""))
     for h in r["history"]:
         print(f"  epoch {h['epoch']:>3}: loss {h['loss']:.4f}  test accuracy {h['test_accuracy']:.4f}")
     extra = f", software accuracy before programming {r['software_accuracy']:.4f}" if "software_accuracy" in r else ""

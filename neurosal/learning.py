@@ -699,6 +699,7 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
               "array": array,
               "epochs": epochs, "seed": seed, "lr": lr, "batch": batch, "steps": T, "rounding": rounding,
               "test_accuracy": history[-1]["test_accuracy"], "history": history, "seconds": seconds,
+              "accelerator": str(where), "threads": torch.get_num_threads(),
               "pulses": sum(c["pulses"] for c in counters.values()),
               "verify_reads": sum(c["verify_reads"] for c in counters.values()),
               "clipped_cells": sum(c["clipped_cells"] for c in counters.values()), "readback": readback,
