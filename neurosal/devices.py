@@ -796,15 +796,15 @@ class Device:
         nominal = dataclasses.replace(c, noise=Noise(), variation=Variation(), faults=Faults(), drift=Drift())
         dev = Device(nominal)
         st = dev.init_state((1,), u0=0.0, dtype=dtype)
-        up = [st.g.item()]
+        up = [st.g.clone()]
         for _ in range(n):
-            dev.pulse(st, torch.ones(1))
-            up.append(st.g.item())
-        down = [st.g.item()]
+            dev.pulse(st, torch.ones(1, device=st.g.device))
+            up.append(st.g.clone())
+        down = [st.g.clone()]
         for _ in range(n):
-            dev.pulse(st, -torch.ones(1))
-            down.append(st.g.item())
-        return np.asarray(up), np.asarray(down)
+            dev.pulse(st, -torch.ones(1, device=st.g.device))
+            down.append(st.g.clone())
+        return torch.cat(up).numpy(), torch.cat(down).numpy()
 
     def describe(self) -> dict:
         """A JSON-ready summary of the card with derived figures."""

@@ -418,3 +418,30 @@ def test_dense_writes_equal_sparse_writes(rule, card_name):
         assert a.keys() == b.keys() and a["pulses"] > 0
         for k in a:
             assert abs(a[k] - b[k]) <= 2e-3 * a[k] + 2, k
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("rule", ["hybrid", "bp"])
+def test_cuda_training_step_waits_for_the_gpu_once(rule):
+    """torch's sync debug mode flags every operation that makes the host wait for the GPU: a
+    training step makes one (the check that every gradient is finite, before anything is
+    written)."""
+    import warnings
+    net = build("sanet-resnet8", device="moderate", coding="rate", input_shape=(3, 16, 16), classes=10,
+                accelerator="cuda")
+    r = make_rule(rule, net, lr=0.05, seed=0)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(8, 3 * 16 * 16, generator=g).cuda()
+    y = (torch.arange(8) % 10).cuda()
+    r.step(x, y, coding="rate", steps=1, seed=0)                 # warm-up: generators, caches
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            r.step(x, y, coding="rate", steps=1, seed=1)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    syncs = [str(w.message) for w in caught if "synchron" in str(w.message).lower()]
+    assert len(syncs) <= 1, syncs

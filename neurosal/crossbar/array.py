@@ -763,17 +763,18 @@ class Crossbar:
         card = self.device.card
         spent = torch.zeros(self.rows, self.cols, dtype=torch.int64, device=self.torch_device)
         active = torch.ones(self.rows, self.cols, dtype=torch.bool, device=self.torch_device)
-        pulses = verify = it = 0
+        pulses = verify = 0                     # tensors once counted: read at the end
+        it = 0
         while it < max_iterations:
             it += 1
             g_read = self.verify_read(active)
-            verify += 2 * int(active.sum().item())
+            verify = verify + 2 * active.sum()
             w = (g_read[0] - g_read[1]) / self.g_ref
             err = target - w
             active = active & (err.abs() > tolerance) & (spent < max_pulses)
             if st.stuck is not None:
                 active = active & ~(st.stuck[0] & st.stuck[1])
-            if not bool(active.any()):
+            if not bool(active.any()):        # the loop's end: a read-back by nature, as on a chip
                 break
             # plan from what was read, on the card's nominal curve (the controller knows no
             # device-to-device draws)
@@ -793,13 +794,12 @@ class Crossbar:
             sgn = torch.where(raise_w, 1.0, -1.0)
             n_plus = torch.where(use_plus, sgn * n, torch.zeros_like(n))
             n_minus = torch.where(use_plus, torch.zeros_like(n), -sgn * n)
-            pulses += int(self.apply_pulses(n_plus, n_minus))
+            pulses = pulses + self.apply_pulses(n_plus, n_minus)
             spent += n.to(torch.int64)
         w_final = self.weights()
         err = (target - w_final).abs()
-        return ProgramResult(pulses=pulses, verify_reads=verify, iterations=it,
-                             converged=float((err <= tolerance).float().mean().item()),
-                             max_error=float(err.max().item()))
+        return ProgramResult(pulses=int(pulses), verify_reads=int(verify), iterations=it,
+                             converged=float((err <= tolerance).float().mean()), max_error=float(err.max()))
 
     # -- persistence ---------------------------------------------------------------------
     def state_dict(self) -> dict:
