@@ -67,6 +67,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .accel import randn
+
 from .cards import CardError, from_dict, load_toml, list_cards, resolve_card, spec, to_dict
 
 __all__ = [
@@ -740,7 +742,7 @@ class Device:
         cells where ``keep`` is False (no pulse, or stuck) keep their state."""
         c2c = self.card.noise.c2c
         if c2c > 0:
-            z = torch.randn(idx.numel(), generator=generator, dtype=u_new.dtype, device=u_new.device)
+            z = randn((idx.numel(),), generator=generator, dtype=u_new.dtype, device=u_new.device)
             u_new = (u_new + c2c * cnt.sqrt() * z).clamp_(0, 1)
         g_new = gmin + u_new * rng
         g_flat = st.g.view(-1)
@@ -757,7 +759,7 @@ class Device:
         g = self.drifted(st, time) if time is not None else st.g
         sr = self.card.noise.read
         if noise and sr > 0:
-            z = torch.randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
+            z = randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
             g = g + sr * (torch.as_tensor(st.g_max, device=g.device) - torch.as_tensor(st.g_min, device=g.device)) * z
         return g
 

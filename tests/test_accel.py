@@ -445,3 +445,50 @@ def test_cuda_training_step_waits_for_the_gpu_once(rule):
             torch.cuda.set_sync_debug_mode(0)
     syncs = [str(w.message) for w in caught if "synchron" in str(w.message).lower()]
     assert len(syncs) <= 1, syncs
+
+
+# ------------------------------------------------------------------------ the parallel noise generator
+N_BIG = 1 << 21          # above the parallel threshold: 4 chunks of 2**19
+
+
+def test_parallel_randn_is_standard_normal():
+    """Mean 0 and variance 1 within 5 standard errors (n = 2**21), and normal: the
+    Kolmogorov-Smirnov distance to the standard normal below its 1e-6 critical value
+    (sqrt(-ln(1e-6/2)/(2n)) ~ 0.0026)."""
+    from scipy import stats
+    z = accel.randn((N_BIG,), generator=torch.Generator().manual_seed(3)).double()
+    n = z.numel()
+    assert abs(float(z.mean())) < 5 / math.sqrt(n)
+    assert abs(float(z.var()) - 1) < 5 * math.sqrt(2 / n)
+    d = stats.kstest(z[:: 8].numpy(), "norm").statistic              # 2**18 samples
+    assert d < math.sqrt(-math.log(1e-6 / 2) / (2 * (n // 8)))
+    # the fourth moment (3 for a normal) catches a wrong shape the KS test is slow to see
+    assert abs(float((z ** 4).mean()) - 3) < 5 * math.sqrt(96 / n)
+
+
+def test_parallel_randn_has_no_correlation_between_chunks_or_draws():
+    g = torch.Generator().manual_seed(4)
+    a = accel.randn((N_BIG,), generator=g).double()
+    b = accel.randn((N_BIG,), generator=g).double()               # the next read
+    q = N_BIG // 4
+    chunks = a.view(4, q)
+    se = 1 / math.sqrt(q)
+    for i in range(4):
+        for j in range(i + 1, 4):                                  # chunks from their own streams
+            assert abs(float((chunks[i] * chunks[j]).mean())) < 5 * se
+    assert abs(float((a * b).mean())) < 5 / math.sqrt(N_BIG)     # successive reads
+    assert abs(float((a[1:] * a[:-1]).mean())) < 5 / math.sqrt(N_BIG)  # neighbours within a read
+
+
+def test_parallel_randn_is_reproducible_whatever_the_threads():
+    n0 = torch.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            outs.append(accel.randn((3, N_BIG // 3), generator=torch.Generator().manual_seed(5)))
+        assert torch.equal(outs[0], outs[1]) and outs[0].shape == (3, N_BIG // 3)
+    finally:
+        torch.set_num_threads(n0)
+    small = accel.randn((100,), generator=torch.Generator().manual_seed(5))      # below the threshold
+    assert torch.equal(small, torch.randn(100, generator=torch.Generator().manual_seed(5)))

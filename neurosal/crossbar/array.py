@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..accel import Generators
+from ..accel import Generators, randn
 from ..devices import Device, DeviceCard, DeviceState
 from .periphery import _code_bits, _count_nonzero, _quantize_sym, _subsample
 
@@ -621,7 +621,7 @@ class Crossbar:
         if sr > 0:
             # sum over the tile's rows of two independent device noises per weight
             sig = (sr * math.sqrt(2.0)) * l2
-            part = part.addcmul_(sig, torch.randn(part.shape, generator=self.generator, dtype=part.dtype,
+            part = part.addcmul_(sig, randn(part.shape, generator=self.generator, dtype=part.dtype,
                                                   device=part.device))
         if self._calib is not None and not transposed:
             # calibration: the partial sums in units of this ADC's range (per-vector scale removed)
