@@ -68,7 +68,6 @@ import numpy as np
 import torch
 
 from .accel import randn
-
 from .cards import CardError, from_dict, load_toml, list_cards, resolve_card, spec, to_dict
 
 __all__ = [
@@ -693,9 +692,9 @@ class Device:
         ascending), in place: the sparse form of :meth:`pulse`, with the same result and noise
         stream. Counts must be finite: :class:`PulseError` (naming ``what``) before anything
         changes (``check=False``: the caller has checked). Returns the pulses applied (and, with
-        ``return_cells``, the cells pulsed) as 0-d int64 tensors on the array's device: nothing
-        here waits for an accelerator, except a power-law device on a CPU-less count
-        (``max_count`` bounds ``|n|`` so that its pulse loop needs no read-back)."""
+        ``return_cells``, the cells pulsed) as 0-d int64 tensors on the array's device. Nothing
+        here waits for an accelerator, except the power law's pulse-by-pulse loop when
+        ``max_count`` (a bound on ``|n|``) is not given: it then reads the largest count back."""
         if idx.shape != n.shape or idx.dim() != 1:
             raise ValueError("pulse_at: idx and n must be 1-D tensors of equal length")
         nn = n.to(st.g.dtype)

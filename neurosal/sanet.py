@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from .accel import Generators, tally
-from .crossbar.periphery import _count_nonzero
 from .coprocessor import CoProcessor, NumberFormat, make_attention
 from .crossbar import AnalogConv2d, AnalogLinear
 from .neurons import LIFParameters, lif_step
@@ -183,7 +182,7 @@ class SAnet(nn.Module):
             z = torch.stack(zs).reshape(current.shape)
             c = self.neuron_counts.setdefault(key, [0, 0])
             c[0] += current.numel()                         # neuron updates (T per neuron)
-            c[1] += tally(_count_nonzero(z.detach()))   # spikes
+            c[1] += tally(z.detach().sum())              # spikes (0/1: the sum counts them)
             return z
 
         s = (torch.rand((T,) + tuple(x.shape), generator=self._spike_gens.get(x.device), dtype=x.dtype,

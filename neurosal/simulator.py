@@ -272,7 +272,7 @@ class Simulator:
                     if isinstance(neu, RateNeurons):
                         ev[layer.name]["spikes"] = None
                     else:
-                        n_sp = tally(_count_nonzero(z))
+                        n_sp = tally(z.sum())                # spikes are 0/1: the sum counts them
                         ev[layer.name]["spikes"] += n_sp
                         layer.spike_count += n_sp
                     self._emit(pidx, layer.name, {"spikes": z, "v": v, "current": cur}, t0, recorder, store)
