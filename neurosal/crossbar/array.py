@@ -105,10 +105,15 @@ class Counters:
             self._host[_INDEX[k]] = int(v)
 
     # -- adding ---------------------------------------------------------------------------
-    @torch.compiler.disable
     def add(self, name: str, value, coef: int = 1) -> None:
-        """Add ``coef * value`` to field ``name`` (``value``: int or 0-d tensor). Runs eagerly
-        under ``torch.compile`` (bookkeeping in Python objects, outside the compiled graph)."""
+        """Add ``coef * value`` to field ``name`` (``value``: int or 0-d tensor). Under
+        ``torch.compile`` it runs eagerly, outside the compiled graph (bookkeeping in Python
+        objects); in eager mode it costs no more than the bookkeeping itself."""
+        if torch.compiler.is_compiling():
+            return self._add_eagerly(name, value, coef)
+        self._add(name, value, coef)
+
+    def _add(self, name: str, value, coef: int = 1) -> None:
         i = _INDEX[name]
         if isinstance(value, torch.Tensor):
             if value.device.type == "cpu" and not Counters.defer_cpu:
@@ -124,6 +129,8 @@ class Counters:
         self._host[i] += value
         for lst in self._listeners:
             lst._host[i] += value
+
+    _add_eagerly = torch.compiler.disable(_add)
 
     def add_all(self, values: dict) -> None:
         """Add a dict of counts (e.g. a saved :meth:`as_dict`)."""

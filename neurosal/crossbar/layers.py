@@ -138,11 +138,15 @@ class _AnalogBase(nn.Module):
             self.weight.copy_(self.crossbar.weights().t() * self.weight_scale)
         self._synced = (self.crossbar.version, self.weight._version)
 
-    @torch.compiler.disable
     def _check_and_sync(self):
         """Refresh the weight mirror from the array when pulses changed it; refuse a mirror
         written by anything else. Runs eagerly under ``torch.compile`` (it reads Python-side
         versions, which a compiled graph cannot guard on)."""
+        if torch.compiler.is_compiling():
+            return self._check_and_sync_eagerly()
+        self._check_and_sync_impl()
+
+    def _check_and_sync_impl(self):
         if self.weight._version != self._synced[1]:
             raise RuntimeError(
                 f"{type(self).__name__}.weight was modified in place (e.g. by a torch optimizer). "
@@ -161,6 +165,8 @@ class _AnalogBase(nn.Module):
             self._synced = (xb.version, self.weight._version)
         else:
             self._sync()
+
+    _check_and_sync_eagerly = torch.compiler.disable(_check_and_sync_impl)
 
     @property
     def dw_min(self) -> float:
