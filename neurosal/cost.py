@@ -572,12 +572,11 @@ def measure(network, device, *, coding: str = "rate", rule: Optional[str] = "bp"
         data = load(dataset, data_dir=data_dir, seed=seed, limit_test=batch, limit_train=batch)
     trained = net is not None
     if net is None:
-        if checkpoint is not None:
-            net, _ = load_checkpoint(checkpoint, steps=steps)
+        net = build(network, device=device, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
+                    classes=data.classes, accelerator=accelerator)
+        if checkpoint is not None:          # the trained chip, into the network of its recipe
+            load_checkpoint(net, checkpoint)
             trained = True
-        else:
-            net = build(network, device=device, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
-                        classes=data.classes, accelerator=accelerator)
     elif accelerator is not None:
         from .accel import resolve
         net = net.to(resolve(accelerator))

@@ -341,3 +341,19 @@ def test_adc_energy_scales_as_two_to_the_bits():
     # x holds values: 8 bit-serial cycles, each converting every column
     assert e[8] == approx(per.adc.energy_pj * 1e-12 * per.dac.default_bits, rel=1e-12)
     assert e[6] == approx(e[8] / 4, rel=1e-12) and e[10] == approx(4 * e[8], rel=1e-12)
+
+
+def test_cost_of_a_trained_checkpoint(tmp_path, capsys):
+    """`neurosal cost --checkpoint` measures the trained chip: the checkpoint's conductances go
+    into the recipe's network (a trained chip reads differently from a fresh one)."""
+    ck = tmp_path / "c.pt"
+    assert main(["train", "--network", "mlp-64-100-10", "--device", "moderate", "--limit-train", "64",
+                 "--limit-test", "16", "--out", str(ck), "--json"]) == 0
+    capsys.readouterr()
+    args = ["cost", "--network", "mlp-64-100-10", "--device", "moderate", "--rule", "none", "--json"]
+    assert main(args + ["--checkpoint", str(ck)]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert trained["energy_j"] > 0 and trained["network"] == fresh["network"] == "mlp-64-100-10"
+    assert trained["energy_j"] != fresh["energy_j"]
