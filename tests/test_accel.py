@@ -11,6 +11,7 @@
 * ``cuda``-marked tests compare a GPU with the CPU where CUDA exists.
 """
 
+import json
 import math
 import types
 
@@ -492,3 +493,24 @@ def test_parallel_randn_is_reproducible_whatever_the_threads():
         torch.set_num_threads(n0)
     small = accel.randn((100,), generator=torch.Generator().manual_seed(5))      # below the threshold
     assert torch.equal(small, torch.randn(100, generator=torch.Generator().manual_seed(5)))
+
+
+def test_every_simulating_command_takes_accelerator_and_threads(tmp_path, capsys):
+    from neurosal.cli import build_parser, main
+    n0 = torch.get_num_threads()
+    common = ["--accelerator", "cpu", "--threads", "1"]
+    try:
+        assert main(["train", "--network", "mlp-64-100-10", "--device", "ideal", "--limit-train", "32",
+                     "--limit-test", "16", "--json"] + common) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["accelerator"] == "cpu" and r["threads"] == 1 and torch.get_num_threads() == 1
+        assert main(["simulate", "--network", "mlp-64-100-10", "--device", "ideal", "--samples", "8",
+                     "--json"] + common) == 0
+        assert main(["cost", "--network", "mlp-64-100-10", "--device", "ideal", "--batch", "4",
+                     "--json"] + common) == 0
+        assert main(["compare-coding", "--network", "mlp-64-100-10", "--device", "ideal", "--epochs", "1",
+                     "--limit-train", "16", "--limit-test", "8", "--json"] + common) == 0
+        args = build_parser().parse_args(["demo"] + common)
+        assert (args.accelerator, args.threads) == ("cpu", 1)
+    finally:
+        torch.set_num_threads(n0)
