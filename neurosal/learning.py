@@ -34,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import coding as coding_mod
+from .accel import all_finite
 from .cost import COMPONENTS, PHASES, Ledger, cost_report, phase
 from .crossbar import AnalogLinear, PulseError, PulseSGD, analog_layers, calibrate_adc
 from .neurons import RateNeurons
@@ -522,8 +523,7 @@ class Hybrid:
             # a sum is finite only if every term is
             # (one read-back for all gradients: the only wait for an accelerator in the step)
             grads = [p for p in list(self.digital) + [layer.weight for layer in self.layers] if p.grad is not None]
-            if grads and not bool(torch.isfinite(torch.stack([p.grad.sum().double().to(grads[0].device)
-                                                              for p in grads])).all()):
+            if not all_finite([p.grad for p in grads]):
                 for p in grads:
                     if not bool(torch.isfinite(p.grad).all()):
                         raise PulseError(f"a gradient of shape {tuple(p.shape)} is not finite (NaN or inf); "

@@ -88,6 +88,26 @@ def test_every_recipe_trains_and_simulates_with_meta_as_default_device(meta_defa
         assert sum(xb.counters.pulses for xb in crossbars(net)) > 0 or rule == "verify"
 
 
+@pytest.mark.parametrize("recipe,coding,rules,shape", RECIPES, ids=[f"{r[0]}-{r[1]}" for r in RECIPES])
+def test_every_recipe_trains_with_the_chip_on_the_meta_device(recipe, coding, rules, shape):
+    """The whole network on torch's meta device (shapes, no values) stands in for a GPU: the
+    accelerator code paths run (dense writes, counts kept on the device, no CPU-only event
+    path), a tensor created on the CPU in a hot path meets meta data and fails, and so does any
+    read-back (``.item()``, ``bool``, ``int`` of a meta tensor raise). Write-and-verify reads
+    back by nature and is left out."""
+    for rule in rules:
+        if rule == "verify":
+            continue
+        net = build(recipe, device="ag-a-si", coding=coding, input_shape=shape, classes=10,
+                    steps=4 if coding != "rate" else None).to("meta")
+        x = torch.rand(4, math.prod(shape), device="meta")
+        y = torch.zeros(4, dtype=torch.long, device="meta")
+        r = make_rule(rule, net, lr=0.05, seed=0)
+        loss = r.step(x, y, coding=coding, steps=net.meta["steps"], seed=0)
+        assert loss.device.type == "meta", (recipe, rule)
+        assert _short_run(net, x, coding).device.type == "meta"
+
+
 # ------------------------------------------------------------------------ every tensor moves
 _LEAVES = (str, bytes, int, float, bool, complex, type(None), type, types.FunctionType, types.MethodType,
            types.BuiltinFunctionType, types.ModuleType, torch.dtype, torch.device, torch.Generator)

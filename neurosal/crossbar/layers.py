@@ -127,6 +127,9 @@ class _AnalogBase(nn.Module):
     def _apply(self, fn, recurse=True):
         """``module.to(...)``, ``.cuda()``, ``.double()``: the chip moves with the module."""
         super()._apply(fn, recurse)
+        # the conversion may have made a new Parameter (e.g. to the meta device, or with torch's
+        # swap-on-conversion): PulseSGD finds the array through this attribute
+        self.weight._neurosal_layer = self
         self.crossbar._apply(fn)
         if self.software_weight is not None and not isinstance(self.software_weight, nn.Parameter):
             self.software_weight = fn(self.software_weight)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..accel import Generators
+from ..accel import Generators, all_finite
 from ..devices import PulseError, check_pulses
 
 __all__ = ["PulseSGD"]
@@ -75,10 +75,7 @@ class PulseSGD(torch.optim.Optimizer):
                     n = torch.floor(v + torch.rand(v.shape, generator=self._gens.get(v.device), dtype=v.dtype,
                                                    device=v.device))
                 writes.append((layer, n))
-        terms = [p.grad.sum() for p, _ in digital] + [n.sum() for _, n in writes]   # finite iff every entry is
-        if terms and not bool(torch.isfinite(torch.stack([t.to(terms[0].device, torch.float64)
-                                                          if t.device != terms[0].device else t.double()
-                                                          for t in terms])).all()):
+        if not all_finite([p.grad for p, _ in digital] + [n for _, n in writes]):
             for p, _ in digital:
                 if not bool(torch.isfinite(p.grad).all()):
                     raise PulseError("a digital parameter's gradient is not finite; nothing was written")
