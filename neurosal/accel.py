@@ -181,7 +181,7 @@ def randn(shape, *, generator: Optional[torch.Generator], dtype=torch.float32, d
     draws on a CPU: torch's CPU generator (Mersenne twister) draws one number after another on
     one core, about a third of a noisy training step. A big draw is split into 4 fixed chunks,
     each from its own Mersenne twister seeded from ``generator`` (4 draws from it), drawn on
-    worker threads. The same generator state gives the same numbers whatever the thread count;
+    as many worker threads as torch's thread count allows (``--threads``). The same generator state gives the same numbers whatever the thread count;
     the stream differs from ``torch.randn``'s (tested for mean, variance, normality and the
     absence of correlation between chunks and between successive draws). Other devices and
     small draws: ``torch.randn`` itself."""
@@ -193,10 +193,6 @@ def randn(shape, *, generator: Optional[torch.Generator], dtype=torch.float32, d
         n *= int(s)
     if device.type != "cpu" or n < _PARALLEL_MIN:
         return torch.randn(shape, generator=generator, dtype=dtype, device=device)
-    global _POOL
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-        _POOL = ThreadPoolExecutor(max_workers=_CHUNKS, thread_name_prefix="neurosal-randn")
     out = torch.empty(n, dtype=dtype, device=device)
     seeds = torch.randint(0, 1 << 62, (_CHUNKS,), generator=generator, device=device).tolist()
     bounds = [n * i // _CHUNKS for i in range(_CHUNKS + 1)]
@@ -204,6 +200,20 @@ def randn(shape, *, generator: Optional[torch.Generator], dtype=torch.float32, d
     def draw(i: int) -> None:
         g = torch.Generator(device=device).manual_seed(seeds[i])
         out[bounds[i]:bounds[i + 1]].normal_(generator=g)
-    for f in [_POOL.submit(draw, i) for i in range(_CHUNKS)]:
-        f.result()
+    workers = min(_CHUNKS, torch.get_num_threads())         # --threads bounds this too
+    if workers == 1:
+        for i in range(_CHUNKS):
+            draw(i)
+    else:
+        global _POOL
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+            _POOL = ThreadPoolExecutor(max_workers=_CHUNKS, thread_name_prefix="neurosal-randn")
+        # at most `workers` chunks in flight: the rest wait for one to finish
+        pending = [_POOL.submit(draw, i) for i in range(workers)]
+        for i in range(workers, _CHUNKS):
+            pending.pop(0).result()
+            pending.append(_POOL.submit(draw, i))
+        for f in pending:
+            f.result()
     return out.view(tuple(shape))
