@@ -291,6 +291,33 @@ def _cmd_cost(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- sweep / report
+def _cmd_sweep(args) -> int:
+    from .sweep import sweep
+    r = sweep(args.study, args.out, workers=args.workers, ray=args.ray, accelerator=args.accelerator,
+              variant=args.variant, data_dir=args.data_dir, progress=not args.json,
+              gpus_per_trial=args.gpus_per_trial)
+    if args.json:
+        _print_json(r)
+        return 0
+    failed = f", {r['failed']} failed (recorded with their error)" if r["failed"] else ""
+    print(f"{args.study}: {r['trials']} trials, {r['done_before']} already in {args.out}, ran {r['run']}{failed}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import report
+    r = report(args.results, args.output)
+    if args.json:
+        _print_json({"files": r["files"], "tables": r["tables"]})
+        return 0
+    for t in r["tables"].values():
+        print(t)
+    if r["files"]:
+        print("wrote " + ", ".join(r["files"]))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def _training_args(a: argparse.ArgumentParser, *, rules: tuple, epochs: int) -> None:
     """Arguments shared by `train` and `compare-coding`."""
@@ -405,6 +432,25 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--sample", type=int, default=0, help="which recorded sample the raster shows")
     i.add_argument("--allow-incomplete", action="store_true", help="read a file whose run did not finish")
     i.set_defaults(func=_cmd_inspect)
+
+    w = sub.add_parser("sweep", help="run a study's trials (local workers or Ray), one JSON line per finished trial")
+    w.add_argument("study", help="study file (.toml), e.g. studies/kwon-hybrid.toml")
+    w.add_argument("--out", required=True, help="results file (.jsonl); a rerun skips the trials already in it")
+    w.add_argument("--workers", type=int, default=1, help="local worker processes (threads: the cores divided)")
+    w.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                   help="run the trials as Ray tasks (pip install 'neurosal[ray]')")
+    w.add_argument("--gpus-per-trial", type=float, default=0.0, help="Ray: GPU fraction per trial")
+    w.add_argument("--variant", default=None, help="a [variants.NAME] of the study (e.g. full)")
+    w.add_argument("--data-dir", default=None, help="dataset folder for every trial (replaces the study's)")
+    w.add_argument("--json", action="store_true")
+    _run_args(w)
+    w.set_defaults(func=_cmd_sweep)
+
+    rp = sub.add_parser("report", help="tables (mean ± SE over seeds) and plots from a sweep's results")
+    rp.add_argument("results", help="results file (.jsonl) written by neurosal sweep")
+    rp.add_argument("-o", "--output", default=None, metavar="DIR", help="write <study>.md, .csv and PNG plots here")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=_cmd_report)
 
     d = sub.add_parser("demo", help="the main job on the embedded digits dataset")
     d.add_argument("--out-dir", default="runs")

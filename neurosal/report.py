@@ -1,0 +1,213 @@
+"""``neurosal report``: tables with error bars and plots from a sweep's results file.
+
+Per study, the trials are grouped into cells by every configuration key that varies across
+the study except ``seed``; a cell's figures are the mean ± standard error over its seeds
+(``N`` seeds; the SE is the sample standard deviation over sqrt(N), blank for N = 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Optional
+
+from .sweep import read_results
+
+__all__ = ["summarize", "report"]
+
+#: figures per cell: (column, how to read it from a trial's result)
+METRICS = (
+    ("accuracy", lambda r: r["test_accuracy"]),
+    ("energy_nJ_per_inference", lambda r: r["cost"]["inference"]["energy_per_sample_j"] * 1e9),
+    ("train_energy_mJ", lambda r: r["cost"]["training"]["energy_j"] * 1e3),
+    ("train_step_latency_us", lambda r: r["cost"]["training"]["latency_s"] * 1e6),
+    ("pulses", lambda r: r["pulses"]),
+    ("seconds", lambda r: r["seconds"]),
+)
+_IGNORED = ("seed", "data_dir")
+
+
+def _mean_se(xs: list) -> tuple:
+    n = len(xs)
+    m = sum(xs) / n
+    if n < 2:
+        return m, float("nan"), n
+    var = sum((x - m) ** 2 for x in xs) / (n - 1)
+    return m, math.sqrt(var / n), n
+
+
+def summarize(records: list) -> dict:
+    """study -> {"axes": varying keys, "cells": [{"key": {...}, metric: (mean, se, n), "history": ...}],
+    "failed": [...]} from the latest record of each trial."""
+    latest = {}
+    for r in records:
+        latest[r["id"]] = r
+    by_study: dict = {}
+    for r in latest.values():
+        by_study.setdefault(r.get("study") or "?", []).append(r)
+    out = {}
+    for study, recs in sorted(by_study.items()):
+        ok = [r for r in recs if r.get("status") == "ok"]
+        failed = [r for r in recs if r.get("status") != "ok"]
+        keys = sorted({k for r in ok for k in r["config"]})
+        axes = [k for k in keys if k not in _IGNORED and len({json_key(r["config"].get(k)) for r in ok}) > 1]
+        cells: dict = {}
+        for r in ok:
+            ck = tuple(json_key(r["config"].get(a)) for a in axes)
+            cells.setdefault(ck, []).append(r)
+        rows = []
+        for ck, rs in cells.items():
+            row = {"key": dict(zip(axes, (rs[0]["config"].get(a) for a in axes)))}
+            for name, get in METRICS:
+                vals = []
+                for r in rs:
+                    try:
+                        vals.append(float(get({**r["result"], "seconds": r.get("seconds", 0.0)})))
+                    except (KeyError, TypeError):
+                        pass
+                row[name] = _mean_se(vals) if vals else (float("nan"), float("nan"), 0)
+            hist = [[h["test_accuracy"] for h in r["result"].get("history", [])] for r in rs]
+            if hist and all(len(h) == len(hist[0]) for h in hist):
+                row["history"] = [_mean_se([h[i] for h in hist]) for i in range(len(hist[0]))]
+            row["seeds"] = sorted(r["config"].get("seed", 0) for r in rs)
+            rows.append(row)
+        rows.sort(key=lambda row: tuple(json_key(row["key"][a]) for a in axes))
+        out[study] = {"axes": axes, "cells": rows, "failed": failed}
+    return out
+
+
+def json_key(v) -> str:
+    return repr(v)
+
+
+def _fmt(m, se, digits=4) -> str:
+    if isinstance(m, float) and math.isnan(m):
+        return "-"
+    s = f"{m:.{digits}g}"
+    return s if math.isnan(se) else f"{s} ± {se:.2g}"
+
+
+def _table(study: str, s: dict) -> str:
+    axes = s["axes"]
+    head = axes + ["N"] + [m for m, _ in METRICS]
+    lines = [f"### {study}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in s["cells"]:
+        acc = row["accuracy"]
+        vals = [str(row["key"][a]) for a in axes] + [str(acc[2])]
+        vals += [_fmt(*row[m][:2], digits=4 if m == "accuracy" else 3) for m, _ in METRICS]
+        lines.append("| " + " | ".join(vals) + " |")
+    if s["failed"]:
+        lines += ["", f"{len(s['failed'])} failed trial(s):"]
+        lines += [f"- {r['config']}: {r.get('error', '?')}" for r in s["failed"][:20]]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(study: str, s: dict, out_dir: Path) -> list:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    axes, cells = s["axes"], s["cells"]
+    if not cells:
+        return []
+    written = []
+    # x: the first varying axis that is not the rule (else the rule); lines: the other axes
+    x_axis = next((a for a in axes if a != "rule"), axes[0] if axes else None)
+    others = [a for a in axes if a != x_axis]
+    xs = []
+    for row in cells:
+        v = row["key"].get(x_axis) if x_axis else ""
+        if v not in xs:
+            xs.append(v)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines: dict = {}
+    for row in cells:
+        lk = ", ".join(f"{a}={row['key'][a]}" for a in others) or "all"
+        lines.setdefault(lk, []).append(row)
+    for lk, rows in lines.items():
+        pts = sorted(((row["key"].get(x_axis) if x_axis else "", row["accuracy"]) for row in rows),
+                     key=lambda p: p[0] if numeric else xs.index(p[0]))
+        px = [p[0] if numeric else xs.index(p[0]) for p in pts]
+        ax.errorbar(px, [p[1][0] for p in pts], yerr=[0 if math.isnan(p[1][1]) else p[1][1] for p in pts],
+                    marker="o", capsize=3, label=lk)
+    if not numeric:
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=20)
+    ax.set_xlabel(x_axis or "")
+    ax.set_ylabel("test accuracy (mean ± SE over seeds)")
+    ax.set_title(study)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = out_dir / f"{study}_accuracy.png"
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    written.append(p)
+    # accuracy against energy per inference
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in cells:
+        e, a = row["energy_nJ_per_inference"], row["accuracy"]
+        ax.errorbar([e[0]], [a[0]], xerr=[0 if math.isnan(e[1]) else e[1]], yerr=[0 if math.isnan(a[1]) else a[1]],
+                    marker="o", capsize=3, label=", ".join(f"{k}={v}" for k, v in row["key"].items()) or "all")
+    ax.set_xlabel("energy per inference (nJ)")
+    ax.set_ylabel("test accuracy")
+    ax.set_xscale("log")
+    ax.set_title(f"{study}: accuracy against energy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    p = out_dir / f"{study}_energy.png"
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    written.append(p)
+    # learning curves, where trials ran more than one epoch
+    curves = [row for row in cells if len(row.get("history", [])) > 1]
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for row in curves:
+            h = row["history"]
+            ep = list(range(1, len(h) + 1))
+            ax.errorbar(ep, [m for m, _, _ in h], yerr=[0 if math.isnan(se) else se for _, se, _ in h], marker=".",
+                        capsize=2, label=", ".join(f"{k}={v}" for k, v in row["key"].items()) or "all")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{study}: learning curves")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        p = out_dir / f"{study}_curves.png"
+        fig.savefig(p, dpi=120)
+        plt.close(fig)
+        written.append(p)
+    return written
+
+
+def report(results: str | Path, out_dir: Optional[str | Path] = None) -> dict:
+    """Summarize a results file; with ``out_dir``, write ``<study>.md``, ``<study>.csv`` and the
+    PNG plots there. Returns {"tables": {study: markdown}, "files": [...], "summary": ...}."""
+    results = Path(results)
+    if not results.is_file():
+        raise FileNotFoundError(f"{results}: no such results file")
+    recs = read_results(results)
+    if not recs:
+        raise ValueError(f"{results}: no trial records in it (a neurosal sweep results file is JSON lines)")
+    summ = summarize(recs)
+    tables = {study: _table(study, s) for study, s in summ.items()}
+    files = []
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for study, s in summ.items():
+            md = out_dir / f"{study}.md"
+            md.write_text(tables[study])
+            files.append(md)
+            cp = out_dir / f"{study}.csv"
+            with open(cp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(s["axes"] + ["N"] + [x for m, _ in METRICS for x in (m, m + "_se")])
+                for row in s["cells"]:
+                    w.writerow([row["key"][a] for a in s["axes"]] + [row["accuracy"][2]] +
+                               [x for m, _ in METRICS for x in row[m][:2]])
+            files.append(cp)
+            files += _plots(study, s, out_dir)
+    return {"tables": tables, "files": [str(f) for f in files], "summary": summ}
