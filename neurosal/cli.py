@@ -296,7 +296,7 @@ def _cmd_sweep(args) -> int:
     from .sweep import sweep
     r = sweep(args.study, args.out, workers=args.workers, ray=args.ray, accelerator=args.accelerator,
               variant=args.variant, data_dir=args.data_dir, progress=not args.json,
-              gpus_per_trial=args.gpus_per_trial)
+              gpus_per_trial=args.gpus_per_trial, threads=args.threads)
     if args.json:
         _print_json(r)
         return 0

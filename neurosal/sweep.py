@@ -19,13 +19,17 @@ A study file (TOML)::
     rule = ["hybrid", "bp"]
     seed = [0, 1, 2]
     "device.noise.c2c" = [0.0, 0.02]        # a device-card field: no card per value
-    "network.periphery.adc_bits" = [4, 8]   # a network-recipe field
+    "network.periphery.adc_bits" = [4, 8, "none"]   # a network-recipe field ("none": its default)
 
     [variants.full]                 # `--variant full`: replaces base values
     limit_train = 60000
 
 ``grid`` may also be an array of tables (``[[grid]]``): the union of their products, for
 axes that only make sense together (e.g. ``rounding`` only for ``bp``).
+
+A card field may also take a table of fields set together (``"network.charge" = [{e_plus =
+1.0, e_minus = -1.0}, ...]``). ``data_dir`` may hold ``{dataset}``, replaced by each trial's
+dataset (``--data-dir ../data/{dataset}``).
 
 A trial's identity is its configuration (without ``data_dir``): rerunning a sweep skips
 the trials whose result is already in the output file, so a killed sweep loses nothing it had
@@ -86,8 +90,12 @@ def _check_key(key: str, source, where: str) -> None:
 def _check_value(key: str, value, source, where: str) -> None:
     typ = TRAIN_OPTIONS.get(key)
     if typ is None:
-        if not isinstance(value, (int, float, str, bool)):
-            raise CardError(source, f"{where}.{key}", f"a card field takes a number, string or boolean, got {value!r}")
+        scalar = (int, float, str, bool)
+        ok = isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value)) \
+            or (isinstance(value, dict) and all(isinstance(v, scalar) for v in value.values()))
+        if not ok:
+            raise CardError(source, f"{where}.{key}", "a card field takes a number, string, boolean, a list of "
+                            f"them, or a table of fields (set together), got {value!r}")
         return
     ok = isinstance(value, typ) and not isinstance(value, bool) or (typ is float and isinstance(value, int)
                                                                        and not isinstance(value, bool))
@@ -166,11 +174,21 @@ def trial_id(cfg: dict) -> str:
 # ----------------------------------------------------------------------------- one trial
 def _override(card_dict: dict, path: list, value) -> None:
     """Set a nested field of a card's dict (a missing table is created: the card's own
-    validation then names a field that does not exist)."""
+    validation then names a field that does not exist); the string ``"none"`` removes the
+    field, so that its default applies (e.g. ``"network.periphery.adc_bits" = "none"``: an
+    ideal ADC)."""
     d = card_dict
     for p in path[:-1]:
         d = d.setdefault(p, {})
-    d[path[-1]] = value
+    if isinstance(value, dict):            # a table: its fields set together
+        sub = d.setdefault(path[-1], {})
+        for k, v in value.items():
+            _override(sub, [k], v) if isinstance(sub, dict) else None
+        return
+    if value == "none":
+        d.pop(path[-1], None)
+    else:
+        d[path[-1]] = value
 
 
 def _cards(cfg: dict):
@@ -217,6 +235,8 @@ def run_trial(cfg: dict, *, study: str = "", accelerator=None, threads: Optional
     try:
         net, dev = _cards(cfg)
         kw = {k: v for k, v in cfg.items() if k in TRAIN_OPTIONS and k not in ("network", "device")}
+        if "data_dir" in kw and "dataset" in kw:         # "data/{dataset}": one folder per dataset
+            kw["data_dir"] = kw["data_dir"].replace("{dataset}", kw["dataset"])
         res = train(net, dev, progress=False, accelerator=accelerator, **kw)
         rec.update(status="ok", result=json.loads(json.dumps(res, default=str)))
     except Exception as exc:  # a failed trial is a result too
@@ -278,10 +298,11 @@ def _local_run(args) -> dict:
 
 def sweep(study_path: str | Path, out: str | Path, *, workers: int = 1, ray: Optional[str] = None,
           accelerator=None, variant: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
-          ray_init: Optional[dict] = None, gpus_per_trial: float = 0.0) -> dict:
+          ray_init: Optional[dict] = None, gpus_per_trial: float = 0.0, threads: Optional[int] = None) -> dict:
     """Run every trial of a study not yet in ``out``; returns counts (done before, run, failed).
 
-    ``workers`` local processes (threads per worker: the usable cores divided among them), or,
+    ``workers`` local processes (``threads`` per worker; default: the usable cores divided among
+    them), or,
     with ``ray`` (``'auto'``, ``'local'`` or a cluster address), Ray tasks (``ray_init``: extra
     ``ray.init`` arguments; ``gpus_per_trial``: a GPU fraction per task)."""
     from tqdm import tqdm
@@ -310,7 +331,9 @@ def sweep(study_path: str | Path, out: str | Path, *, workers: int = 1, ray: Opt
     todo = [t for t in trials if trial_id(t) not in done]
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    threads = max(1, _usable_cores() // workers)
+    threads = int(threads) if threads is not None else max(1, _usable_cores() // workers)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     counts = {"trials": len(trials), "done_before": len(trials) - len(todo), "run": 0, "failed": 0}
     bar = tqdm(total=len(trials), initial=counts["done_before"], unit="trial", desc=study.name,
                disable=not progress)
