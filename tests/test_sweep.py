@@ -215,3 +215,41 @@ def test_ray_results_equal_local(tmp_path):
     ra = {r["id"]: _strip(r) for r in read_results(a)}
     rb = {r["id"]: _strip(r) for r in read_results(b)}
     assert ra == rb and len(ra) == 4
+
+
+def test_card_fields_lists_tables_none_and_dataset_folders(tmp_path):
+    """A card field takes a list (MLP sizes), a table of fields set together (E+ and E-), or
+    "none" (its default: an ideal ADC); data_dir's {dataset} is each trial's dataset."""
+    from neurosal.sweep import _cards, run_trial
+    p = _study(tmp_path, BASE + """
+[grid]
+device = ["ideal"]
+"network.sizes" = [[64, 32, 10]]
+"network.charge" = [{e_plus = 2.0, e_minus = -2.0}]
+"network.periphery.adc_bits" = ["none", 6]
+""")
+    trials = expand(load_study(p))
+    assert len(trials) == 2
+    net, dev = _cards(trials[0])
+    assert net.sizes == (64, 32, 10) and (net.charge.e_plus, net.charge.e_minus) == (2.0, -2.0)
+    assert net.periphery.adc_bits is None and _cards(trials[1])[0].periphery.adc_bits == 6
+    assert net.charge.v_th == 1.0                      # the other fields of the table are kept
+    rec = run_trial({**trials[1], "dataset": "mnist", "data_dir": str(tmp_path / "{dataset}")}, threads=1)
+    assert rec["status"] == "error" and str(tmp_path / "mnist") in rec["error"]
+
+
+def test_shipped_studies_load_and_build(tmp_path):
+    """Every study in studies/ expands and every trial's cards build (no training here)."""
+    from pathlib import Path
+
+    from neurosal.sweep import _cards
+    root = Path(__file__).resolve().parent.parent / "studies"
+    files = sorted(root.glob("*.toml"))
+    assert {f.stem for f in files} >= {"kwon-hybrid", "wolters-dfa", "sakemi-dstd", "coding"}
+    for f in files:
+        st = load_study(f)
+        assert st.cite and st.cut, f"{f.name}: a study cites what it reproduces and says what it cut"
+        trials = expand(st)
+        assert len(trials) >= 3
+        for t in trials:
+            _cards(t)
