@@ -174,7 +174,7 @@ def _cmd_train(args) -> int:
               data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, lr=args.lr, batch=args.batch,
               steps=args.steps, rounding=args.rounding, out=args.out, limit_train=args.limit_train,
               limit_test=args.limit_test, progress=not args.json, array=args.array, readback=args.readback,
-              accelerator=args.accelerator)
+              accelerator=args.accelerator, crop=args.crop, binarize=args.binarize)
     if args.json:
         _print_json(r)
         return 0
@@ -392,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--readback", type=int, default=0, metavar="K",
                    help="hybrid: every K steps read the arrays (counted verify reads) to re-anchor the "
                         "controller's estimates; 0 (default): pure open loop")
+    t.add_argument("--crop", type=int, default=None, metavar="N", help="input transform: the central NxN pixels")
+    t.add_argument("--binarize", type=float, default=None, metavar="T", help="input transform: pixels > T -> 1, else 0")
     t.add_argument("--out", default=None, help="checkpoint file (chip + network + rule state)")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--json", action="store_true")

@@ -149,11 +149,15 @@ def _load_cifar(d: Path):
 # ------------------------------------------------------------------------------ entry point
 def load(name: str = "digits", *, data_dir: Optional[str | Path] = None, seed: int = 0,
          test_fraction: float = 0.25, limit_train: Optional[int] = None,
-         limit_test: Optional[int] = None) -> Split:
+         limit_test: Optional[int] = None, crop: Optional[int] = None,
+         binarize: Optional[float] = None) -> Split:
     """Load a dataset by name (one of :data:`DATASETS`).
 
     ``digits`` is split at random (seeded) into train and test; the others come with their
-    published split. ``limit_train`` / ``limit_test`` keep the first samples only.
+    published split. ``limit_train`` / ``limit_test`` keep the first samples only. Input
+    transforms, as some studies use them (DNN+NeuroSim: MNIST cropped to 20x20 and binarized):
+    ``crop`` keeps the central ``crop x crop`` pixels, ``binarize`` maps pixels to 1 above the
+    threshold and 0 otherwise.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
@@ -175,4 +179,15 @@ def load(name: str = "digits", *, data_dir: Optional[str | Path] = None, seed: i
         xtr, ytr = xtr[:limit_train], ytr[:limit_train]
     if limit_test is not None:
         xte, yte = xte[:limit_test], yte[:limit_test]
+    if crop is not None:
+        c, h, w = shape
+        if not 1 <= crop <= min(h, w):
+            raise ValueError(f"crop must be in [1, {min(h, w)}] for {name} ({h}x{w} images), got {crop}")
+        top, left = (h - crop) // 2, (w - crop) // 2
+        cut = lambda x: x.reshape(-1, c, h, w)[:, :, top:top + crop, left:left + crop].reshape(len(x), -1)  # noqa
+        xtr, xte, shape = cut(xtr), cut(xte), (c, crop, crop)
+    if binarize is not None:
+        if not 0 <= binarize < 1:
+            raise ValueError(f"binarize is a threshold in [0, 1), got {binarize}")
+        xtr, xte = (xtr > binarize).to(xtr.dtype), (xte > binarize).to(xte.dtype)
     return Split(name, xtr, ytr, xte, yte, shape=shape, classes=10)

@@ -619,13 +619,14 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
           steps: Optional[int] = None, rounding: str = "stochastic", out: Optional[str | Path] = None,
           limit_train: Optional[int] = None, limit_test: Optional[int] = None, progress: bool = True,
           return_net: bool = False, array: str = "all", periphery="isaac-32nm", coprocessor="puma-vfu-32nm",
-          readback: int = 0, accelerator=None):
+          readback: int = 0, accelerator=None, crop: Optional[int] = None, binarize: Optional[float] = None):
     """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts,
     and the energy of the training and of the final test run from the cost ledger
     (:mod:`neurosal.cost`, with the ``periphery`` and ``coprocessor`` cost cards); and the
     trained network with ``return_net``. ``accelerator``: where the simulation runs
     (``'cpu'``, ``'auto'``, ``'cuda'``, ``'cuda:N'``; see :mod:`neurosal.accel`); the data
-    go there once, the chip is drawn on the CPU and moved."""
+    go there once, the chip is drawn on the CPU and moved. ``crop`` and ``binarize``: input
+    transforms (see :func:`neurosal.datasets.load`)."""
     from .datasets import load
     from .devices import load_device
     from .networks import build, load_network, save_checkpoint
@@ -635,7 +636,8 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
         raise ValueError("epochs and batch must be >= 1 and lr > 0")
     card = load_network(network)
     dev = load_device(device)
-    data = load(dataset, data_dir=data_dir, seed=seed, limit_train=limit_train, limit_test=limit_test)
+    data = load(dataset, data_dir=data_dir, seed=seed, limit_train=limit_train, limit_test=limit_test, crop=crop,
+                binarize=binarize)
     net = build(card, device=dev, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
                 classes=data.classes, array=array, accelerator=accelerator)
     where = _device_of(net)

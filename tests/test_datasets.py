@@ -93,3 +93,19 @@ def test_digits_default():
     s = load("digits")
     assert s.shape == (1, 8, 8) and s.x_train.shape[1] == 64 and len(s.y_test) == 449
     assert float(s.x_train.max()) == 1.0 and float(s.x_train.min()) == 0.0
+
+
+def test_crop_and_binarize(tmp_path):
+    """DNN+NeuroSim's input: the central 20x20 of MNIST, binarized."""
+    ref = _mnist_dir(tmp_path / "m")
+    s = load("mnist", data_dir=tmp_path / "m", crop=20, binarize=0.5)
+    assert s.shape == (1, 20, 20) and s.features == 400 and s.x_train.shape == (12, 400)
+    want = (ref["train"][0][:, 4:24, 4:24].reshape(12, -1) / 255.0) > 0.5
+    assert torch.equal(s.x_train, torch.tensor(want, dtype=torch.float32))
+    assert set(s.x_test.unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match=r"crop must be in \[1, 28\]"):
+        load("mnist", data_dir=tmp_path / "m", crop=29)
+    with pytest.raises(ValueError, match="binarize is a threshold"):
+        load("mnist", data_dir=tmp_path / "m", binarize=1.5)
+    d = load("digits", crop=6)                      # any image dataset
+    assert d.shape == (1, 6, 6) and d.x_train.shape[1] == 36
