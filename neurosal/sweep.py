@@ -21,8 +21,8 @@ A study file (TOML)::
     "device.noise.c2c" = [0.0, 0.02]        # a device-card field: no card per value
     "network.periphery.adc_bits" = [4, 8, "none"]   # a network-recipe field ("none": its default)
 
-    [variants.full]                 # `--variant full`: replaces base values
-    limit_train = 60000
+    [variants.full]                 # `--variant full`: replaces base values (and, for a key
+    limit_train = 60000             # that is a grid axis, that axis's list of values)
 
 ``grid`` may also be an array of tables (``[[grid]]``): the union of their products, for
 axes that only make sense together (e.g. ``rounding`` only for ``bp``).
@@ -138,10 +138,19 @@ def load_study(path: str | Path, variant: Optional[str] = None) -> Study:
     if variant is not None:
         if variant not in variants:
             raise CardError(path, "variants", f"no variant {variant!r}; available: {', '.join(variants) or 'none'}")
+        new_base = dict(base)
         for k, v in variants[variant].items():
             _check_key(k, path, f"variants.{variant}")
-            _check_value(k, v, path, f"variants.{variant}")
-        base = {**base, **variants[variant]}
+            if any(k in g for g in grids):          # an axis: the variant's list of values replaces it
+                if not isinstance(v, list) or not v:
+                    raise CardError(path, f"variants.{variant}.{k}", f"{k} is a grid axis: give a non-empty list")
+                for x in v:
+                    _check_value(k, x, path, f"variants.{variant}")
+                grids = [{**g, k: v} if k in g else g for g in grids]
+            else:
+                _check_value(k, v, path, f"variants.{variant}")
+                new_base[k] = v
+        base = new_base
     return Study(name=data["name"] + (f"-{variant}" if variant else ""), base=base, grids=grids,
                  cite=data.get("cite", ""), description=data.get("description", ""), cut=data.get("cut", ""),
                  variant=variant, source=str(path), variants=variants)

@@ -253,3 +253,20 @@ def test_shipped_studies_load_and_build(tmp_path):
         assert len(trials) >= 3
         for t in trials:
             _cards(t)
+
+
+def test_a_variant_replaces_base_values_and_axes(tmp_path):
+    p = _study(tmp_path, BASE + """
+[grid]
+device = ["ideal", "mild", "severe"]
+seed = [0, 1]
+[variants.small]
+limit_train = 8
+device = ["severe"]
+[variants.bad]
+device = "severe"
+""")
+    t = expand(load_study(p, variant="small"))
+    assert len(t) == 2 and {x["device"] for x in t} == {"severe"} and all(x["limit_train"] == 8 for x in t)
+    with pytest.raises(CardError, match="grid axis: give a non-empty list"):
+        load_study(p, variant="bad")
