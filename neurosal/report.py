@@ -19,9 +19,10 @@ __all__ = ["summarize", "report"]
 #: figures per cell: (column, how to read it from a trial's result)
 METRICS = (
     ("accuracy", lambda r: r["test_accuracy"]),
+    ("software_accuracy", lambda r: r["software_accuracy"]),      # verify: before programming
     ("energy_nJ_per_inference", lambda r: r["cost"]["inference"]["energy_per_sample_j"] * 1e9),
     ("train_energy_mJ", lambda r: r["cost"]["training"]["energy_j"] * 1e3),
-    ("train_step_latency_us", lambda r: r["cost"]["training"]["latency_s"] * 1e6),
+    ("train_latency_s", lambda r: r["cost"]["training"]["latency_s"]),     # the chip's, whole training
     ("pulses", lambda r: r["pulses"]),
     ("seconds", lambda r: r["seconds"]),
 )
@@ -95,7 +96,7 @@ def _table(study: str, s: dict) -> str:
     for row in s["cells"]:
         acc = row["accuracy"]
         vals = [str(row["key"][a]) for a in axes] + [str(acc[2])]
-        vals += [_fmt(*row[m][:2], digits=4 if m == "accuracy" else 3) for m, _ in METRICS]
+        vals += [_fmt(*row[m][:2], digits=4 if m.endswith("accuracy") else 3) for m, _ in METRICS]
         lines.append("| " + " | ".join(vals) + " |")
     if s["failed"]:
         lines += ["", f"{len(s['failed'])} failed trial(s):"]
