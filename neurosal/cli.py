@@ -307,7 +307,7 @@ def _cmd_sweep(args) -> int:
 
 def _cmd_report(args) -> int:
     from .report import report
-    r = report(args.results, args.output)
+    r = report(args.results, args.output, x=args.x)
     if args.json:
         _print_json({"files": r["files"], "tables": r["tables"]})
         return 0
@@ -451,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="tables (mean ± SE over seeds) and plots from a sweep's results")
     rp.add_argument("results", help="results file (.jsonl) written by neurosal sweep")
     rp.add_argument("-o", "--output", default=None, metavar="DIR", help="write <study>.md, .csv and PNG plots here")
+    rp.add_argument("--x", default=None, metavar="AXIS", help="the plots' x axis (default: a nonideality level, "
+                    "else the device, else the axis with the most values)")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=_cmd_report)
 

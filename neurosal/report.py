@@ -104,7 +104,27 @@ def _table(study: str, s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plots(study: str, s: dict, out_dir: Path) -> list:
+def _x_axis(s: dict, wanted: Optional[str] = None) -> Optional[str]:
+    """The plots' x axis: ``wanted`` if it varies; else a card field (a nonideality level), else
+    the device, else the axis with the most values; the rule is never the x axis while another
+    one varies."""
+    axes = s["axes"]
+    if wanted is not None:
+        if wanted not in axes:
+            raise ValueError(f"--x {wanted!r} does not vary in this study; its axes: {', '.join(axes) or 'none'}")
+        return wanted
+    for a in axes:
+        if "." in a:
+            return a
+    if "device" in axes:
+        return "device"
+    others = [a for a in axes if a != "rule"]
+    if not others:
+        return axes[0] if axes else None
+    return max(others, key=lambda a: len({repr(row["key"][a]) for row in s["cells"]}))
+
+
+def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -112,8 +132,7 @@ def _plots(study: str, s: dict, out_dir: Path) -> list:
     if not cells:
         return []
     written = []
-    # x: the first varying axis that is not the rule (else the rule); lines: the other axes
-    x_axis = next((a for a in axes if a != "rule"), axes[0] if axes else None)
+    x_axis = _x_axis(s, x)                     # lines: the other axes
     others = [a for a in axes if a != x_axis]
     xs = []
     for row in cells:
@@ -183,7 +202,7 @@ def _plots(study: str, s: dict, out_dir: Path) -> list:
     return written
 
 
-def report(results: str | Path, out_dir: Optional[str | Path] = None) -> dict:
+def report(results: str | Path, out_dir: Optional[str | Path] = None, x: Optional[str] = None) -> dict:
     """Summarize a results file; with ``out_dir``, write ``<study>.md``, ``<study>.csv`` and the
     PNG plots there. Returns {"tables": {study: markdown}, "files": [...], "summary": ...}."""
     results = Path(results)
@@ -210,5 +229,5 @@ def report(results: str | Path, out_dir: Optional[str | Path] = None) -> dict:
                     w.writerow([row["key"][a] for a in s["axes"]] + [row["accuracy"][2]] +
                                [x for m, _ in METRICS for x in row[m][:2]])
             files.append(cp)
-            files += _plots(study, s, out_dir)
+            files += _plots(study, s, out_dir, x)
     return {"tables": tables, "files": [str(f) for f in files], "summary": summ}
