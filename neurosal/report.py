@@ -124,23 +124,31 @@ def _x_axis(s: dict, wanted: Optional[str] = None) -> Optional[str]:
     return max(others, key=lambda a: len({repr(row["key"][a]) for row in s["cells"]}))
 
 
-def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
+def _x_axes(s: dict, wanted: Optional[str]) -> list:
+    """The axes that get an accuracy plot: ``wanted``; else every card field (nonideality
+    levels) and the device; else the axis with the most values."""
+    if wanted is not None:
+        return [_x_axis(s, wanted)]
+    axes = [a for a in s["axes"] if "." in a] + (["device"] if "device" in s["axes"] else [])
+    return axes or ([_x_axis(s)] if s["axes"] else [None])
+
+
+def _accuracy_plot(study: str, cells: list, x_axis: Optional[str], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    axes, cells = s["axes"], s["cells"]
-    if not cells:
-        return []
-    written = []
-    x_axis = _x_axis(s, x)                     # lines: the other axes
-    others = [a for a in axes if a != x_axis]
+    # the cells where this axis is set (a study's grids may have different axes); lines: the
+    # other keys that vary among them
+    cells = [row for row in cells if x_axis is None or row["key"].get(x_axis) is not None]
+    others = [a for a in (cells[0]["key"] if cells else {}) if a != x_axis
+              and len({repr(row["key"].get(a)) for row in cells}) > 1]
     xs = []
     for row in cells:
         v = row["key"].get(x_axis) if x_axis else ""
         if v not in xs:
             xs.append(v)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     lines: dict = {}
     for row in cells:
         lk = ", ".join(f"{a}={row['key'][a]}" for a in others) or "all"
@@ -157,14 +165,27 @@ def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
     ax.set_ylabel("test accuracy (mean ± SE over seeds)")
     ax.set_title(study)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    p = out_dir / f"{study}_accuracy.png"
-    fig.savefig(p, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    written.append(p)
+
+
+def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cells = s["cells"]
+    if not cells:
+        return []
+    written = []
+    for x_axis in _x_axes(s, x):
+        tag = "" if x_axis is None else "_" + "".join(c if c.isalnum() else "-" for c in x_axis)
+        p = out_dir / f"{study}_accuracy{tag}.png"
+        _accuracy_plot(study, cells, x_axis, p)
+        written.append(p)
     # accuracy against energy per inference
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     for row in cells:
         e, a = row["energy_nJ_per_inference"], row["accuracy"]
         ax.errorbar([e[0]], [a[0]], xerr=[0 if math.isnan(e[1]) else e[1]], yerr=[0 if math.isnan(a[1]) else a[1]],
@@ -174,7 +195,7 @@ def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
     ax.set_xscale("log")
     ax.set_title(f"{study}: accuracy against energy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     p = out_dir / f"{study}_energy.png"
     fig.savefig(p, dpi=120)
@@ -183,7 +204,7 @@ def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
     # learning curves, where trials ran more than one epoch
     curves = [row for row in cells if len(row.get("history", [])) > 1]
     if curves:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(10, 4.8))
         for row in curves:
             h = row["history"]
             ep = list(range(1, len(h) + 1))
@@ -193,7 +214,7 @@ def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{study}: learning curves")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         p = out_dir / f"{study}_curves.png"
         fig.savefig(p, dpi=120)

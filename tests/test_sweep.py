@@ -189,7 +189,7 @@ def test_report_statistics_tables_and_plots(tmp_path):
     out.write_text("".join(json.dumps(r) + "\n" for r in recs))
     rep = report(out, tmp_path / "rep")
     assert "| ideal | 3 | 0.85 ± 0.029 |" in rep["tables"]["s"]
-    for suffix in ("s.md", "s.csv", "s_accuracy.png", "s_energy.png", "s_curves.png"):
+    for suffix in ("s.md", "s.csv", "s_accuracy_device.png", "s_energy.png", "s_curves.png"):
         f = tmp_path / "rep" / suffix
         assert f.is_file() and f.stat().st_size > 0
 
