@@ -184,42 +184,39 @@ def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
         p = out_dir / f"{study}_accuracy{tag}.png"
         _accuracy_plot(study, cells, x_axis, p)
         written.append(p)
-    # accuracy against energy per inference
-    fig, ax = plt.subplots(figsize=(10, 4.8))
-    for row in cells:
-        e, a = row["energy_nJ_per_inference"], row["accuracy"]
-        ax.errorbar([e[0]], [a[0]], xerr=[0 if math.isnan(e[1]) else e[1]], yerr=[0 if math.isnan(a[1]) else a[1]],
-                    marker="o", capsize=3, label=", ".join(f"{k}={v}" for k, v in row["key"].items()) or "all")
-    ax.set_xlabel("energy per inference (nJ)")
-    ax.set_ylabel("test accuracy")
-    ax.set_xscale("log")
-    ax.set_title(f"{study}: accuracy against energy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    p = out_dir / f"{study}_energy.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    written.append(p)
-    # learning curves, where trials ran more than one epoch
-    curves = [row for row in cells if len(row.get("history", [])) > 1]
-    if curves:
+    label = lambda row: ", ".join(f"{k}={v}" for k, v in row["key"].items()) or "all"  # noqa: E731
+    nz = lambda se: 0 if math.isnan(se) else se                                         # noqa: E731
+
+    def figure(name: str, xlabel: str, title: str, draw, log_x: bool = False) -> None:
         fig, ax = plt.subplots(figsize=(10, 4.8))
-        for row in curves:
-            h = row["history"]
-            ep = list(range(1, len(h) + 1))
-            ax.errorbar(ep, [m for m, _, _ in h], yerr=[0 if math.isnan(se) else se for _, se, _ in h], marker=".",
-                        capsize=2, label=", ".join(f"{k}={v}" for k, v in row["key"].items()) or "all")
-        ax.set_xlabel("epoch")
+        draw(ax)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy")
-        ax.set_title(f"{study}: learning curves")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_title(f"{study}: {title}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
-        p = out_dir / f"{study}_curves.png"
+        p = out_dir / f"{study}_{name}.png"
         fig.savefig(p, dpi=120)
         plt.close(fig)
         written.append(p)
+
+    def energy(ax):                         # accuracy against energy per inference
+        for row in cells:
+            e, a = row["energy_nJ_per_inference"], row["accuracy"]
+            ax.errorbar([e[0]], [a[0]], xerr=[nz(e[1])], yerr=[nz(a[1])], marker="o", capsize=3, label=label(row))
+    figure("energy", "energy per inference (nJ)", "accuracy against energy", energy, log_x=True)
+    curves = [row for row in cells if len(row.get("history", [])) > 1]
+
+    def learning(ax):                       # where trials ran more than one epoch
+        for row in curves:
+            h = row["history"]
+            ax.errorbar(list(range(1, len(h) + 1)), [m for m, _, _ in h], yerr=[nz(se) for _, se, _ in h],
+                        marker=".", capsize=2, label=label(row))
+    if curves:
+        figure("curves", "epoch", "learning curves", learning)
     return written
 
 

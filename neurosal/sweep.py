@@ -204,21 +204,17 @@ def _cards(cfg: dict):
     from .cards import from_dict, to_dict
     from .devices import DeviceCard, load_device
     from .networks import NetworkCard, load_network
-    dev_over = {k[len("device."):]: v for k, v in cfg.items() if k.startswith("device.")}
-    net_over = {k[len("network."):]: v for k, v in cfg.items() if k.startswith("network.")}
-    dev = load_device(cfg["device"])
-    if dev_over:
-        d = to_dict(dev)
-        for k, v in sorted(dev_over.items()):
+    def card(kind: str, cls, load, what: str):
+        over = {k[len(kind) + 1:]: v for k, v in cfg.items() if k.startswith(kind + ".")}
+        c = load(cfg[kind])
+        if not over:
+            return c
+        d = to_dict(c)
+        for k, v in sorted(over.items()):
             _override(d, k.split("."), v)
-        dev = from_dict(DeviceCard, d, source=f"device card {cfg['device']} with {dev_over}")
-    net = load_network(cfg["network"])
-    if net_over:
-        d = to_dict(net)
-        for k, v in sorted(net_over.items()):
-            _override(d, k.split("."), v)
-        net = from_dict(NetworkCard, d, source=f"network recipe {cfg['network']} with {net_over}")
-    return net, dev
+        return from_dict(cls, d, source=f"{what} {cfg[kind]} with {over}")
+    return (card("network", NetworkCard, load_network, "network recipe"),
+            card("device", DeviceCard, load_device, "device card"))
 
 
 def _versions() -> dict:
