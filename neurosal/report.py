@@ -133,6 +133,12 @@ def _x_axes(s: dict, wanted: Optional[str]) -> list:
     return axes or ([_x_axis(s)] if s["axes"] else [None])
 
 
+def _style(i: int) -> dict:
+    """A distinct colour and marker for series i (20 colours, then the next marker)."""
+    import matplotlib
+    return {"color": matplotlib.colormaps["tab20"](i % 20), "marker": "osD^v<>p*h"[(i // 20) % 10]}
+
+
 def _accuracy_plot(study: str, cells: list, x_axis: Optional[str], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -153,12 +159,12 @@ def _accuracy_plot(study: str, cells: list, x_axis: Optional[str], path: Path) -
     for row in cells:
         lk = ", ".join(f"{a}={row['key'][a]}" for a in others) or "all"
         lines.setdefault(lk, []).append(row)
-    for lk, rows in lines.items():
+    for i, (lk, rows) in enumerate(lines.items()):
         pts = sorted(((row["key"].get(x_axis) if x_axis else "", row["accuracy"]) for row in rows),
                      key=lambda p: p[0] if numeric else xs.index(p[0]))
         px = [p[0] if numeric else xs.index(p[0]) for p in pts]
         ax.errorbar(px, [p[1][0] for p in pts], yerr=[0 if math.isnan(p[1][1]) else p[1][1] for p in pts],
-                    marker="o", capsize=3, label=lk)
+                    capsize=3, label=lk, **_style(i))
     if not numeric:
         ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=20)
     ax.set_xlabel(x_axis or "")
@@ -204,17 +210,17 @@ def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
         written.append(p)
 
     def energy(ax):                         # accuracy against energy per inference
-        for row in cells:
+        for i, row in enumerate(cells):
             e, a = row["energy_nJ_per_inference"], row["accuracy"]
-            ax.errorbar([e[0]], [a[0]], xerr=[nz(e[1])], yerr=[nz(a[1])], marker="o", capsize=3, label=label(row))
+            ax.errorbar([e[0]], [a[0]], xerr=[nz(e[1])], yerr=[nz(a[1])], capsize=3, label=label(row), **_style(i))
     figure("energy", "energy per inference (nJ)", "accuracy against energy", energy, log_x=True)
     curves = [row for row in cells if len(row.get("history", [])) > 1]
 
     def learning(ax):                       # where trials ran more than one epoch
-        for row in curves:
+        for i, row in enumerate(curves):
             h = row["history"]
             ax.errorbar(list(range(1, len(h) + 1)), [m for m, _, _ in h], yerr=[nz(se) for _, se, _ in h],
-                        marker=".", capsize=2, label=label(row))
+                        capsize=2, label=label(row), **_style(i))
     if curves:
         figure("curves", "epoch", "learning curves", learning)
     return written
