@@ -425,7 +425,7 @@ def load_checkpoint(net, path: str | Path) -> dict:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such checkpoint file")
     try:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
+        ck = torch.load(p, map_location="cpu", weights_only=True)     # tensors and plain data: no code runs
     except Exception as exc:  # torch raises several types for a corrupt file
         raise ValueError(f"{p}: not a readable neurosal checkpoint ({exc})") from None
     if not isinstance(ck, dict) or ck.get("format") != "neurosal-checkpoint-1":

@@ -54,3 +54,29 @@ def test_checkpoint_restores_the_same_chip(tmp_path):
         load_checkpoint(b, tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         load_checkpoint(b, tmp_path / "none.pt")
+
+
+class _Exploit:
+    """Unpickling this runs a command: what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_loading_a_crafted_checkpoint_runs_no_code(tmp_path):
+    """Checkpoints hold tensors and plain data only (torch.load weights_only=True): a file
+    whose unpickling would run a command is refused and the command does not run."""
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "bad.pt"
+    torch.save({"format": "neurosal-checkpoint-1", "meta": _Exploit(marker)}, bad)
+    net = build("mlp-64-100-10", device="ideal", coding="rate")
+    with pytest.raises(ValueError, match="not a readable neurosal checkpoint"):
+        load_checkpoint(net, bad)
+    assert not marker.exists()
+    good = tmp_path / "good.pt"                       # a real checkpoint still loads
+    save_checkpoint(net, good)
+    load_checkpoint(build("mlp-64-100-10", device="ideal", coding="rate", seed=3), good)
