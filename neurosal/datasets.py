@@ -121,6 +121,22 @@ def _load_idx(name: str, d: Path):
 
 
 # ------------------------------------------------------------------------------ CIFAR-10
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR-10's python batches are pickles by design; a pickle can name any Python callable
+    and run it while loading. This unpickler accepts only what the format uses (dicts, lists,
+    bytes, strings and numbers, and numpy arrays) and refuses every other global by name."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refused {module}.{name}: a CIFAR-10 batch holds only arrays, "
+                                         "lists and bytes")
+        return super().find_class(module, name)
+
+
 def _load_cifar(d: Path):
     if (d / "cifar-10-batches-py").is_dir():
         d = d / "cifar-10-batches-py"
@@ -131,7 +147,7 @@ def _load_cifar(d: Path):
             raise DatasetError(f"{p}: missing; {_HOWTO['cifar10'].format(dir=d)}")
         try:
             with open(p, "rb") as fh:
-                obj = pickle.load(fh, encoding="bytes")
+                obj = _CifarUnpickler(fh, encoding="bytes").load()
             data, labels = obj[b"data"], obj[b"labels"]
         except Exception as exc:  # pickle raises many types on a corrupt file
             raise DatasetError(f"{p}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None

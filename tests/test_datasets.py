@@ -109,3 +109,29 @@ def test_crop_and_binarize(tmp_path):
         load("mnist", data_dir=tmp_path / "m", binarize=1.5)
     d = load("digits", crop=6)                      # any image dataset
     assert d.shape == (1, 6, 6) and d.x_train.shape[1] == 36
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_cifar_batch_runs_no_code(tmp_path):
+    """CIFAR-10's batches are pickles: only arrays, lists and bytes are accepted, so a batch
+    that would run a command is refused by name and the command does not run."""
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(d / f, "wb") as fh:
+            pickle.dump({b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [1, 2]}, fh)
+    marker = tmp_path / "pwned"
+    with open(d / "data_batch_2", "wb") as fh:
+        pickle.dump({b"data": _Exploit(marker), b"labels": [1, 2]}, fh)
+    with pytest.raises(DatasetError, match="data_batch_2: not a CIFAR-10 python batch.*refused posix.system"):
+        load("cifar10", data_dir=d)
+    assert not marker.exists()
