@@ -24,3 +24,20 @@ levels = 11
 g_min = 1e-6
 g_max = 1e-5
 '''
+
+
+class _Exploit:
+    """Unpickling this runs a command (creates ``marker``): what a crafted file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def exploit(tmp_path):
+    """(payload, marker): a picklable object whose loading creates ``marker``."""
+    marker = tmp_path / "pwned"
+    return _Exploit(marker), marker

@@ -111,16 +111,8 @@ def test_crop_and_binarize(tmp_path):
     assert d.shape == (1, 6, 6) and d.x_train.shape[1] == 36
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = str(marker)
 
-    def __reduce__(self):
-        import os
-        return (os.system, (f"touch {self.marker}",))
-
-
-def test_a_crafted_cifar_batch_runs_no_code(tmp_path):
+def test_a_crafted_cifar_batch_runs_no_code(tmp_path, exploit):
     """CIFAR-10's batches are pickles: only arrays, lists and bytes are accepted, so a batch
     that would run a command is refused by name and the command does not run."""
     d = tmp_path / "cifar-10-batches-py"
@@ -129,9 +121,9 @@ def test_a_crafted_cifar_batch_runs_no_code(tmp_path):
     for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         with open(d / f, "wb") as fh:
             pickle.dump({b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [1, 2]}, fh)
-    marker = tmp_path / "pwned"
+    payload, marker = exploit
     with open(d / "data_batch_2", "wb") as fh:
-        pickle.dump({b"data": _Exploit(marker), b"labels": [1, 2]}, fh)
+        pickle.dump({b"data": payload, b"labels": [1, 2]}, fh)
     with pytest.raises(DatasetError, match="data_batch_2: not a CIFAR-10 python batch.*refused posix.system"):
         load("cifar10", data_dir=d)
     assert not marker.exists()

@@ -56,23 +56,13 @@ def test_checkpoint_restores_the_same_chip(tmp_path):
         load_checkpoint(b, tmp_path / "none.pt")
 
 
-class _Exploit:
-    """Unpickling this runs a command: what a crafted checkpoint would do."""
 
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-        return (os.system, (f"touch {self.marker}",))
-
-
-def test_loading_a_crafted_checkpoint_runs_no_code(tmp_path):
+def test_loading_a_crafted_checkpoint_runs_no_code(tmp_path, exploit):
     """Checkpoints hold tensors and plain data only (torch.load weights_only=True): a file
     whose unpickling would run a command is refused and the command does not run."""
-    marker = tmp_path / "pwned"
+    payload, marker = exploit
     bad = tmp_path / "bad.pt"
-    torch.save({"format": "neurosal-checkpoint-1", "meta": _Exploit(marker)}, bad)
+    torch.save({"format": "neurosal-checkpoint-1", "meta": payload}, bad)
     net = build("mlp-64-100-10", device="ideal", coding="rate")
     with pytest.raises(ValueError, match="not a readable neurosal checkpoint"):
         load_checkpoint(net, bad)
