@@ -95,6 +95,10 @@ def from_dict(cls, data: dict, source: str | Path | None = None, prefix: str = "
     if not isinstance(data, dict):
         raise CardError(source, prefix.rstrip(".") or None, f"expected a table, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not data and not prefix:
+        need = [f.name for f in fields.values()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        raise CardError(source, None, "the card is empty" + (f"; it needs at least: {', '.join(need)}" if need else ""))
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise CardError(source, prefix + unknown[0],
@@ -105,8 +109,11 @@ def from_dict(cls, data: dict, source: str | Path | None = None, prefix: str = "
         full = prefix + name
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise CardError(source, full, f"required field is missing; allowed: {_range_text(f.metadata)}"
-                                if f.metadata else "required field is missing")
+                tp, _ = _strip_optional(hints[name])
+                allowed = (_range_text(f.metadata) if tp in (int, float) or f.metadata.get("choices") else
+                           "a string" if tp is str else None)
+                raise CardError(source, full, f"required field is missing; allowed: {allowed}"
+                                if allowed else "required field is missing")
             continue
         value = data[name]
         tp, _optional = _strip_optional(hints[name])
@@ -161,11 +168,25 @@ def to_dict(card) -> dict:
 def load_toml(path: str | Path) -> dict:
     """Parse a TOML file; a missing or malformed file gives a :class:`CardError`."""
     path = Path(path)
+    if path.is_dir():
+        raise CardError(path, None, "is a folder, not a card file (.toml)")
     if not path.is_file():
         raise CardError(path, None, "no such file")
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
+    except PermissionError:
+        raise CardError(path, None, "cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise CardError(path, None, f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CardError(path, None, f"not a UTF-8 text file (byte {exc.start}); a card is TOML text") from None
+    if "\x00" in text:
+        raise CardError(path, None, "a binary file, not a card (TOML text)")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CardError(path, None, f"not valid TOML: {exc}") from None
 
@@ -199,7 +220,9 @@ def resolve_card(name_or_path: str | Path, kind: str, subdir: str = "") -> Path:
     """A card name (shipped) or a path to a TOML file -> the path of the file."""
     s = str(name_or_path)
     p = Path(s)
-    if s.endswith(".toml") or p.is_file() or "/" in s or "\\" in s:
+    if s.endswith(".toml") or p.is_file() or p.is_dir() or "/" in s or "\\" in s:
+        if p.is_dir():
+            raise CardError(p, None, "is a folder, not a card file (.toml)")
         if not p.is_file():
             raise CardError(p, None, "no such card file")
         return p

@@ -9,6 +9,47 @@ import sys
 from pathlib import Path
 
 from .cards import CardError
+from .files import OutputError
+
+
+def _int(lo: int, hi: int | None = None, extra: str = ""):
+    """argparse type: an integer in [lo, hi]; a bad value is a usage error (exit 2) that
+    names the argument, the value and what is allowed."""
+    allowed = f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi}"
+
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; allowed: {allowed}{extra}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{v} is out of range; allowed: {allowed}{extra}")
+        return v
+    conv.__name__ = "integer"
+    return conv
+
+
+def _float(lo: float, *, lo_open: bool = False, hi: float | None = None, hi_open: bool = False):
+    """argparse type: a finite number in the given range."""
+    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    allowed = f"a finite number in {left}{lo:g}, {'inf' if hi is None else f'{hi:g}'}{right if hi is not None else ')'}"
+
+    def conv(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: {allowed}") from None
+        bad = (not math.isfinite(v) or v < lo or (lo_open and v == lo)
+               or (hi is not None and (v > hi or (hi_open and v == hi))))
+        if bad:
+            raise argparse.ArgumentTypeError(f"{v:g} is out of range; allowed: {allowed}")
+        return v
+    conv.__name__ = "number"
+    return conv
+
+
+_SEED = _int(0, 2**32 - 1)
+_POS = _int(1)
 
 
 def _print_json(obj) -> None:
@@ -77,8 +118,6 @@ def _cmd_devices_show(args) -> int:
 
 def _cmd_devices_curve(args) -> int:
     from .devices import Device
-    if args.pulses < 1:
-        raise SystemExit("neurosal devices curve: --pulses must be >= 1")
     up, down = Device(args.device).curve(args.pulses)
     out = dict(device=args.device, pulses=args.pulses, units="S", potentiation=up.tolist(),
                depression=down.tolist())
@@ -166,15 +205,29 @@ def _cmd_inspect(args) -> int:
 
 
 # ----------------------------------------------------------------------------- train
+_TRAIN_KEYS = ("network", "device", "rule", "coding", "dataset", "seed", "lr", "batch", "steps", "rounding",
+               "limit_train", "limit_test", "array", "readback", "crop", "binarize")
+
+
 def _cmd_train(args) -> int:
-    from .learning import train
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    from .learning import resume_config, train
+    if args.resume:
+        # options left at their defaults take the checkpoint's values; one given that differs
+        # from the checkpoint's is an error (train() names it)
+        saved = resume_config(args.resume)["config"]
+        for k in _TRAIN_KEYS:
+            if k in saved and getattr(args, k) == args.parser.get_default(k):
+                setattr(args, k, saved[k])
+        if args.out is None:
+            args.out = args.resume
+    elif args.network is None or args.device is None:
+        raise ValueError("train: --network and --device are required (or --resume CKPT)")
     r = train(args.network, args.device, rule=args.rule, coding=args.coding, dataset=args.dataset,
               data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, lr=args.lr, batch=args.batch,
               steps=args.steps, rounding=args.rounding, out=args.out, limit_train=args.limit_train,
               limit_test=args.limit_test, progress=not args.json, array=args.array, readback=args.readback,
-              accelerator=args.accelerator, crop=args.crop, binarize=args.binarize)
+              accelerator=args.accelerator, crop=args.crop, binarize=args.binarize, overwrite=args.overwrite,
+              resume=args.resume)
     if args.json:
         _print_json(r)
         return 0
@@ -319,20 +372,20 @@ def _cmd_report(args) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
-def _training_args(a: argparse.ArgumentParser, *, rules: tuple, epochs: int) -> None:
+def _training_args(a: argparse.ArgumentParser, *, rules: tuple, epochs: int, resume: bool = False) -> None:
     """Arguments shared by `train` and `compare-coding`."""
-    a.add_argument("--network", required=True, metavar="NAME|PATH")
-    a.add_argument("--device", required=True, metavar="NAME|PATH")
+    a.add_argument("--network", required=not resume, metavar="NAME|PATH")
+    a.add_argument("--device", required=not resume, metavar="NAME|PATH")
     a.add_argument("--rule", default="hybrid", choices=rules)
     a.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
     a.add_argument("--data-dir", default=None, help="folder with the dataset files (default data/<dataset>)")
-    a.add_argument("--epochs", type=int, default=epochs)
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--lr", type=float, default=0.1)
-    a.add_argument("--batch", type=int, default=8)
-    a.add_argument("--steps", type=int, default=None, help="time steps of the spike codings (default: the recipe's)")
-    a.add_argument("--limit-train", type=int, default=None, help="use only the first N training samples")
-    a.add_argument("--limit-test", type=int, default=None)
+    a.add_argument("--epochs", type=_POS, default=epochs)
+    a.add_argument("--seed", type=_SEED, default=0)
+    a.add_argument("--lr", type=_float(0, lo_open=True), default=0.1)
+    a.add_argument("--batch", type=_POS, default=8)
+    a.add_argument("--steps", type=_POS, default=None, help="time steps of the spike codings (default: the recipe's)")
+    a.add_argument("--limit-train", type=_POS, default=None, help="use only the first N training samples")
+    a.add_argument("--limit-test", type=_POS, default=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,31 +404,31 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_cmd_devices_show)
     a = dsub.add_parser("curve", help="nominal potentiation/depression curve of a device")
     a.add_argument("device", metavar="NAME|PATH")
-    a.add_argument("--pulses", type=int, required=True, help="pulses up from Gmin, then the same number down")
+    a.add_argument("--pulses", type=_int(1, 100_000), required=True, help="pulses up from Gmin, then the same number down")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_cmd_devices_curve)
     a = dsub.add_parser("plot", help="plot conductance vs pulse number with the C2C spread")
     a.add_argument("devices", nargs="+", metavar="NAME|PATH")
     a.add_argument("-o", "--output", default="curves.png")
-    a.add_argument("--samples", type=int, default=200, help="noisy cycles drawn for the spread")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--samples", type=_POS, default=200, help="noisy cycles drawn for the spread")
+    a.add_argument("--seed", type=_SEED, default=0)
     a.set_defaults(func=_cmd_devices_plot)
 
     s = sub.add_parser("simulate", help="run a network on dataset samples and record spikes / traces to HDF5")
     s.add_argument("--network", required=True, metavar="NAME|PATH", help="network recipe (e.g. mlp-64-100-10)")
     s.add_argument("--device", required=True, metavar="NAME|PATH", help="device card of the crossbars")
     s.add_argument("--coding", default="spike", choices=("rate", "spike", "latency"))
-    s.add_argument("--steps", type=int, default=None, help="time steps (default: the recipe's; rate coding: 1)")
-    s.add_argument("--samples", type=int, default=100, help="test samples to simulate")
+    s.add_argument("--steps", type=_POS, default=None, help="time steps (default: the recipe's; rate coding: 1)")
+    s.add_argument("--samples", type=_POS, default=100, help="test samples to simulate")
     s.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
     s.add_argument("--data-dir", default=None, help="folder with the dataset files (default data/<dataset>)")
     s.add_argument("--record", default="spikes", help="comma list of spikes,v,current ('' = nothing)")
-    s.add_argument("--record-samples", type=int, default=16, help="how many of the samples to record")
+    s.add_argument("--record-samples", type=_POS, default=16, help="how many of the samples to record")
     s.add_argument("--out", default=None, help="recording file (.h5); nothing is written without it")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     s.add_argument("--checkpoint", default=None, help="trained network checkpoint (default: fresh network)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch", type=int, default=256)
+    s.add_argument("--seed", type=_SEED, default=0)
+    s.add_argument("--batch", type=_POS, default=256)
     s.add_argument("--path", default="auto", choices=("auto", "event", "dense"),
                    help="crossbar reads: event-driven, dense, or chosen by activity")
     s.add_argument("--json", action="store_true")
@@ -383,22 +436,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_simulate)
 
     t = sub.add_parser("train", help="train a network on the simulated chip with an on-chip learning rule")
-    _training_args(t, rules=("bp", "dfa", "hybrid", "verify"), epochs=1)
+    _training_args(t, rules=("bp", "dfa", "hybrid", "verify"), epochs=1, resume=True)
     t.add_argument("--coding", default="rate", choices=("rate", "spike", "latency"))
     t.add_argument("--rounding", default="stochastic", choices=("stochastic", "round"),
                    help="gradient -> pulses rounding of bp and dfa")
     t.add_argument("--array", default="all", choices=("all", "first"),
                    help="layers on crossbars: all, or only the first (the rest in software)")
-    t.add_argument("--readback", type=int, default=0, metavar="K",
+    t.add_argument("--readback", type=_int(0), default=0, metavar="K",
                    help="hybrid: every K steps read the arrays (counted verify reads) to re-anchor the "
                         "controller's estimates; 0 (default): pure open loop")
-    t.add_argument("--crop", type=int, default=None, metavar="N", help="input transform: the central NxN pixels")
-    t.add_argument("--binarize", type=float, default=None, metavar="T", help="input transform: pixels > T -> 1, else 0")
-    t.add_argument("--out", default=None, help="checkpoint file (chip + network + rule state)")
-    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--crop", type=_POS, default=None, metavar="N", help="input transform: the central NxN pixels")
+    t.add_argument("--binarize", type=_float(0, hi=1, hi_open=True), default=None, metavar="T", help="input transform: pixels > T -> 1, else 0")
+    t.add_argument("--out", default=None, help="checkpoint file (chip + network + rule state), written at the end "
+                   "of every epoch")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    t.add_argument("--resume", default=None, metavar="CKPT",
+                   help="continue the run that wrote CKPT up to --epochs (options left out take its values; "
+                        "--out defaults to CKPT)")
     t.add_argument("--json", action="store_true")
     _run_args(t)
-    t.set_defaults(func=_cmd_train)
+    t.set_defaults(func=_cmd_train, parser=t)
 
     cc = sub.add_parser("compare-coding", help="the same network trained rate- and spike-coded: accuracy and events")
     _training_args(cc, rules=("bp", "hybrid", "verify"), epochs=2)
@@ -413,11 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--coding", default="rate", choices=("rate", "spike", "latency"))
     k.add_argument("--rule", default="bp", choices=("bp", "dfa", "hybrid", "verify", "none"),
                    help="learning rule of the measured training step ('none': inference only)")
-    k.add_argument("--steps", type=int, default=None, help="time steps of the spike codings (default: the recipe's)")
+    k.add_argument("--steps", type=_POS, default=None, help="time steps of the spike codings (default: the recipe's)")
     k.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
     k.add_argument("--data-dir", default=None)
-    k.add_argument("--batch", type=int, default=16, help="samples measured (inference) and the training batch")
-    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--batch", type=_POS, default=16, help="samples measured (inference) and the training batch")
+    k.add_argument("--seed", type=_SEED, default=0)
     k.add_argument("--checkpoint", default=None, help="trained network (default: a fresh one)")
     k.add_argument("--periphery", default="isaac-32nm", metavar="NAME|PATH", help="periphery cost card")
     k.add_argument("--coprocessor", default="puma-vfu-32nm", metavar="NAME|PATH", help="co-processor cost card")
@@ -431,17 +488,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.add_argument("--raster", action="store_true", help="draw a spike raster PNG (see -o, --sample)")
     i.add_argument("-o", "--output", default="raster.png")
-    i.add_argument("--sample", type=int, default=0, help="which recorded sample the raster shows")
+    i.add_argument("--sample", type=_int(0), default=0, help="which recorded sample the raster shows")
     i.add_argument("--allow-incomplete", action="store_true", help="read a file whose run did not finish")
     i.set_defaults(func=_cmd_inspect)
 
     w = sub.add_parser("sweep", help="run a study's trials (local workers or Ray), one JSON line per finished trial")
     w.add_argument("study", help="study file (.toml), e.g. studies/kwon-hybrid.toml")
     w.add_argument("--out", required=True, help="results file (.jsonl); a rerun skips the trials already in it")
-    w.add_argument("--workers", type=int, default=1, help="local worker processes (threads: the cores divided)")
+    w.add_argument("--workers", type=_POS, default=1, help="local worker processes (threads: the cores divided)")
     w.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
                    help="run the trials as Ray tasks (pip install 'neurosal[ray]')")
-    w.add_argument("--gpus-per-trial", type=float, default=0.0, help="Ray: GPU fraction per trial")
+    w.add_argument("--gpus-per-trial", type=_float(0), default=0.0, help="Ray: GPU fraction per trial")
     w.add_argument("--variant", default=None, help="a [variants.NAME] of the study (e.g. full)")
     w.add_argument("--data-dir", default=None, help="dataset folder for every trial (replaces the study's)")
     w.add_argument("--json", action="store_true")
@@ -458,8 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job on the embedded digits dataset")
     d.add_argument("--out-dir", default="runs")
-    d.add_argument("--epochs", type=int, default=3)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--epochs", type=_POS, default=3)
+    d.add_argument("--seed", type=_SEED, default=0)
     _run_args(d)
     d.set_defaults(func=_cmd_demo)
     return p
@@ -470,7 +527,7 @@ def _run_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--accelerator", default="auto", metavar="auto|cpu|cuda|cuda:N",
                    help="hardware that runs the simulation (auto: a GPU when there is one); "
                         "--device is the memory device on the chip")
-    a.add_argument("--threads", type=int, default=None, metavar="N",
+    a.add_argument("--threads", type=_POS, default=None, metavar="N",
                    help="CPU threads (default: the cores not already busy, at least 1)")
 
 
@@ -483,10 +540,20 @@ def main(argv=None) -> int:
             set_threads(args.threads)
             args.accelerator = resolve(args.accelerator)        # a bad name fails before any work
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        from .files import kept
+        left = kept()
+        print("\nneurosal: interrupted (Ctrl-C); " + ("kept: " + "; ".join(left) if left else
+                                                     "nothing of this run was written"), file=sys.stderr)
+        return 130
+    except OutputError as exc:
+        print(f"neurosal: {exc}", file=sys.stderr)
+        return 1
     except CardError as exc:
         print(f"neurosal: bad card: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError, IsADirectoryError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError,
+            ValueError) as exc:
         print(f"neurosal: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`

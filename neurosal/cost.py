@@ -357,6 +357,22 @@ class Ledger:
                     acc[k] = acc.get(k, 0) + v - before[unit].get(k, 0)
             self._resolved = None
 
+    def state_dict(self) -> dict:
+        """Every count so far, as plain numbers (a resumed run continues the same ledger)."""
+        return {"samples": self.samples,
+                "crossbar": {ph: {u: c.as_dict() for u, c in d.items()} for ph, d in self._xb.items()},
+                "other": {ph: {u: {k: (int(v) if isinstance(v, torch.Tensor) else v) for k, v in d.items()}
+                               for u, d in units.items()} for ph, units in self._other.items()}}
+
+    def load_state_dict(self, sd: dict) -> None:
+        for ph, d in sd["crossbar"].items():
+            for u, counts in d.items():
+                self._xb[ph][u] = Counters(**counts)
+        for ph, units in sd["other"].items():
+            for u, d in units.items():
+                self._other[ph][u] = dict(d)
+        self._resolved = None
+
     @contextlib.contextmanager
     def active(self):
         token = _current.set(self)
@@ -568,6 +584,8 @@ def measure(network, device, *, coding: str = "rate", rule: Optional[str] = "bp"
     from .learning import forward, make_rule
     from .networks import build, load_checkpoint
 
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch {batch!r}: not allowed; allowed: an integer >= 1 (samples measured)")
     if data is None:
         data = load(dataset, data_dir=data_dir, seed=seed, limit_test=batch, limit_train=batch)
     trained = net is not None

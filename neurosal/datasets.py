@@ -103,7 +103,7 @@ def _find(d: Path, stem: str, name: str) -> Path:
 
 
 def _load_idx(name: str, d: Path):
-    out = []
+    out, shapes = [], []
     for part in ("train", "t10k"):
         img_p, lab_p = _find(d, f"{part}-images-idx3-ubyte", name), _find(d, f"{part}-labels-idx1-ubyte", name)
         img, lab = read_idx(img_p), read_idx(lab_p)
@@ -111,13 +111,20 @@ def _load_idx(name: str, d: Path):
             raise DatasetError(f"{img_p}: expected [n, rows, cols] images, got shape {img.shape}")
         if lab.ndim != 1 or len(lab) != len(img):
             raise DatasetError(f"{lab_p}: {len(lab)} labels for {len(img)} images in {img_p.name}")
+        if len(img) == 0:
+            raise DatasetError(f"{img_p}: holds zero images")
+        if not np.issubdtype(lab.dtype, np.integer):
+            raise DatasetError(f"{lab_p}: labels are {lab.dtype}, expected integers 0..9")
         if len(lab) and (lab.min() < 0 or lab.max() > 9):
-            raise DatasetError(f"{lab_p}: labels outside 0..9")
+            raise DatasetError(f"{lab_p}: labels outside 0..9 (found {lab.min()}..{lab.max()})")
         out.append((torch.from_numpy(img.astype(np.float32) / 255.0).reshape(len(img), -1),
                     torch.from_numpy(lab.astype(np.int64))))
-        shape = (1, img.shape[1], img.shape[2])
+        shapes.append((1, img.shape[1], img.shape[2]))
+    if shapes[0] != shapes[1]:
+        raise DatasetError(f"{d}: training images are {shapes[0][1]}x{shapes[0][2]}, test images "
+                           f"{shapes[1][1]}x{shapes[1][2]}; both must have one size")
     (xtr, ytr), (xte, yte) = out
-    return xtr, ytr, xte, yte, shape
+    return xtr, ytr, xte, yte, shapes[0]
 
 
 # ------------------------------------------------------------------------------ CIFAR-10
@@ -152,6 +159,14 @@ def _load_cifar(d: Path):
         except Exception as exc:  # pickle raises many types on a corrupt file
             raise DatasetError(f"{p}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
         data = np.asarray(data)
+        if not isinstance(labels, (list, np.ndarray)) or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
+            raise DatasetError(f"{p}: labels must be a list of integers 0..9, got {type(labels).__name__}"
+                               + (f" of {type(labels[0]).__name__}" if isinstance(labels, list) and labels else ""))
+        if len(labels) and not all(0 <= int(v) <= 9 for v in labels):
+            raise DatasetError(f"{p}: labels outside 0..9 (found {min(labels)}..{max(labels)})")
+        if len(data) == 0:
+            raise DatasetError(f"{p}: holds zero images")
         if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8 or len(labels) != len(data):
             raise DatasetError(f"{p}: corrupt CIFAR-10 batch: data {data.shape} {data.dtype}, {len(labels)} labels "
                                "(expected [n, 3072] uint8 and n labels)")
@@ -177,6 +192,9 @@ def load(name: str = "digits", *, data_dir: Optional[str | Path] = None, seed: i
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    for arg, v in (("limit_train", limit_train), ("limit_test", limit_test)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{arg} {v!r}: not allowed; allowed: an integer >= 1 (or None for all)")
     if name == "digits":
         from sklearn.datasets import load_digits
         dg = load_digits()

@@ -385,6 +385,9 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
     return f0 + t * (f1 - f0)
 
 
+MAX_CURVE_PULSES = 100_000
+
+
 class Device:
     """A device model: the card plus vectorized pulse response, reads and nonidealities.
 
@@ -794,6 +797,9 @@ class Device:
         conductances (S), starting values included."""
         c = self.card
         n = c.pmax if pulses is None else int(pulses)
+        if not 1 <= n <= MAX_CURVE_PULSES:
+            raise ValueError(f"pulses {n}: not allowed; allowed: 1 to {MAX_CURVE_PULSES:,d} (one pulse at a time "
+                             "through the device model)")
         nominal = dataclasses.replace(c, noise=Noise(), variation=Variation(), faults=Faults(), drift=Drift())
         dev = Device(nominal)
         st = dev.init_state((1,), u0=0.0, dtype=dtype)

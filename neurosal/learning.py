@@ -191,6 +191,19 @@ class DFA(BP):
         self.feedback = [torch.randn(n_out, layer.n_out, generator=g, device="cpu") / math.sqrt(n_out)
                          for layer in net.layers[:-1]]
 
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        if self._module:          # the feedback matrices are drawn as their layers are first met
+            sd["feedback_generator"] = self._gen.get_state()
+            sd["feedback"] = {k: v.detach().cpu().clone() for k, v in self.feedback.items()}
+        return sd
+
+    def load_state_dict(self, sd: dict) -> None:
+        super().load_state_dict(sd)
+        if self._module and "feedback_generator" in sd:
+            self._gen.set_state(sd["feedback_generator"])
+            self.feedback = dict(sd["feedback"])
+
     def _module_step(self, x, y) -> float:
         net = self.net
         self.opt.zero_grad()
@@ -619,21 +632,109 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
           steps: Optional[int] = None, rounding: str = "stochastic", out: Optional[str | Path] = None,
           limit_train: Optional[int] = None, limit_test: Optional[int] = None, progress: bool = True,
           return_net: bool = False, array: str = "all", periphery="isaac-32nm", coprocessor="puma-vfu-32nm",
-          readback: int = 0, accelerator=None, crop: Optional[int] = None, binarize: Optional[float] = None):
+          readback: int = 0, accelerator=None, crop: Optional[int] = None, binarize: Optional[float] = None,
+          overwrite: bool = False, resume: Optional[str | Path] = None):
     """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts,
     and the energy of the training and of the final test run from the cost ledger
     (:mod:`neurosal.cost`, with the ``periphery`` and ``coprocessor`` cost cards); and the
     trained network with ``return_net``. ``accelerator``: where the simulation runs
     (``'cpu'``, ``'auto'``, ``'cuda'``, ``'cuda:N'``; see :mod:`neurosal.accel`); the data
     go there once, the chip is drawn on the CPU and moved. ``crop`` and ``binarize``: input
-    transforms (see :func:`neurosal.datasets.load`)."""
-    from .datasets import load
-    from .devices import load_device
-    from .networks import build, load_network, save_checkpoint
+    transforms (see :func:`neurosal.datasets.load`).
+
+    ``out``: the checkpoint, checked and owned before any work, written (atomically) at the
+    end of every epoch with everything a resumed run needs. ``resume``: a checkpoint written
+    by an unfinished (or shorter) run with the same configuration (:func:`resume_config`);
+    training continues from its last epoch up to ``epochs``, on the same chip, with the same
+    random streams and data order, and ends exactly where an uninterrupted run ends."""
+    from .files import Owner, check_output
+    cfg = dict(network=str(network), device=str(device), rule=rule, coding=coding, dataset=dataset, seed=seed,
+               lr=lr, batch=batch, steps=steps, rounding=rounding, limit_train=limit_train, limit_test=limit_test,
+               array=array, readback=readback, crop=crop, binarize=binarize, periphery=str(periphery),
+               coprocessor=str(coprocessor))
+    check_train_args(**{k: cfg[k] for k in ("rule", "lr", "batch", "steps", "limit_train", "limit_test", "seed",
+                                            "readback")}, epochs=epochs)
+    state = None
+    if resume is not None:
+        state = resume_config(resume)
+        saved = state["config"]
+        diff = [k for k in cfg if k in saved and k not in _RESUME_FREE and saved[k] != cfg[k]]
+        if diff:
+            raise ValueError(f"{resume}: the run to resume had " + ", ".join(
+                f"{k} = {saved[k]!r}" for k in diff) + "; this one asks for " + ", ".join(
+                f"{k} = {cfg[k]!r}" for k in diff) + " (leave them out to take the checkpoint's)")
+        if state["epoch"] >= epochs:
+            raise ValueError(f"{resume}: the run already finished {state['epoch']} epoch(s); "
+                             f"pass --epochs N with N > {state['epoch']} to train further")
+    owner = None
+    if out is not None:
+        same = resume is not None and Path(out).resolve() == Path(resume).resolve()
+        out = check_output(out, overwrite=overwrite or same)
+        owner = Owner(out).acquire()
+    try:
+        return _train(cfg, epochs=epochs, data_dir=data_dir, out=out, progress=progress, return_net=return_net,
+                      accelerator=accelerator, state=state, resume=resume)
+    finally:
+        if owner is not None:
+            owner.release()
+
+
+# options a resumed run may change: where things are and how long it trains
+_RESUME_FREE = ("periphery", "coprocessor")
+
+
+def check_train_args(*, rule: str, epochs: int, lr: float, batch: int, steps, limit_train, limit_test, seed: int,
+                     readback: int = 0) -> None:
+    """Named errors for training options out of range (before any work)."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; allowed: {', '.join(RULES)}")
-    if epochs < 1 or batch < 1 or not lr > 0:
-        raise ValueError("epochs and batch must be >= 1 and lr > 0")
+    checks = [("--epochs", epochs, "an integer >= 1", isinstance(epochs, int) and epochs >= 1),
+              ("--batch", batch, "an integer >= 1", isinstance(batch, int) and batch >= 1),
+              ("--lr", lr, "a finite number > 0", isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0),
+              ("--steps", steps, "an integer >= 1 (or leave it out for the recipe's)",
+               steps is None or (isinstance(steps, int) and steps >= 1)),
+              ("--limit-train", limit_train, "an integer >= 1 (or leave it out for all)",
+               limit_train is None or (isinstance(limit_train, int) and limit_train >= 1)),
+              ("--limit-test", limit_test, "an integer >= 1 (or leave it out for all)",
+               limit_test is None or (isinstance(limit_test, int) and limit_test >= 1)),
+              ("--seed", seed, f"an integer from 0 to {2**32 - 1}", isinstance(seed, int) and 0 <= seed < 2**32),
+              ("--readback", readback, "an integer >= 0", isinstance(readback, int) and readback >= 0)]
+    for name, value, allowed, ok in checks:
+        if not ok:
+            raise ValueError(f"{name} {value}: not allowed; allowed: {allowed}")
+
+
+def resume_config(path) -> dict:
+    """The training state a checkpoint holds: ``{"config", "epoch", ...}``; a named error for a
+    file that is not a resumable neurosal checkpoint."""
+    import torch as _t
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--resume {p}: no such checkpoint file")
+    try:
+        ck = _t.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for a bad file
+        raise ValueError(f"--resume {p}: not a readable neurosal checkpoint ({exc})") from None
+    if not isinstance(ck, dict) or ck.get("format") != "neurosal-checkpoint-1":
+        raise ValueError(f"--resume {p}: not a neurosal checkpoint")
+    st = ck.get("train")
+    if not isinstance(st, dict) or not isinstance(st.get("config"), dict):
+        raise ValueError(f"--resume {p}: this checkpoint holds no training state (written by `train` before "
+                         "resuming existed, or by another command); it cannot be resumed")
+    return {**st, "rule_state": ck.get("rule_state")}
+
+
+def _train(cfg: dict, *, epochs, data_dir, out, progress, return_net, accelerator, state, resume):
+    from .datasets import load
+    from .devices import load_device
+    from .files import keep, unkeep
+    from .networks import build, load_checkpoint, load_network, save_checkpoint
+    network, device, rule, coding, dataset, seed = (cfg[k] for k in ("network", "device", "rule", "coding",
+                                                                        "dataset", "seed"))
+    lr, batch, steps, rounding, limit_train, limit_test = (cfg[k] for k in ("lr", "batch", "steps", "rounding",
+                                                                            "limit_train", "limit_test"))
+    array, readback, crop, binarize = cfg["array"], cfg["readback"], cfg["crop"], cfg["binarize"]
+    periphery, coprocessor = cfg["periphery"], cfg["coprocessor"]
     card = load_network(network)
     dev = load_device(device)
     data = load(dataset, data_dir=data_dir, seed=seed, limit_train=limit_train, limit_test=limit_test, crop=crop,
@@ -650,6 +751,13 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     r = make_rule(rule, net, lr=lr, rounding=rounding, seed=seed, readback=readback)
     g = torch.Generator(device="cpu").manual_seed(seed)
     history = []
+    start, seconds_before = 0, 0.0
+    if state is not None:                 # the chip, the rule, the data order and the ledger as they were
+        load_checkpoint(net, resume)
+        r.load_state_dict(state["rule_state"])
+        g.set_state(state["data_rng"])
+        history = list(state["history"])
+        start, seconds_before = int(state["epoch"]), float(state["seconds"])
     t0 = time.perf_counter()
     n = len(data.y_train)
     per = card.periphery
@@ -663,9 +771,13 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
         if per.adc_calibration == "epoch":
             with ledger.phase("forward"):                 # calibration reads are chip work too
                 calibrate(net, calib_x, coding=coding, steps=T, quantile=per.adc_quantile, seed=seed + 11)
-    recalibrate()
-    with tqdm(total=epochs * n, unit="sample", desc=f"train {rule}", disable=not progress) as bar:
-        for ep in range(epochs):
+    if state is not None:
+        ledger.load_state_dict(state["ledger"])
+    else:
+        recalibrate()
+    with tqdm(total=epochs * n, initial=start * n, unit="sample", desc=f"train {rule}",
+              disable=not progress) as bar:
+        for ep in range(start, epochs):
             perm = torch.randperm(n, generator=g, device="cpu").to(where)
             losses = []
             for i in range(0, n, batch):
@@ -686,7 +798,13 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
                 acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
             history.append({"epoch": ep + 1, "loss": float(torch.stack(losses).double().mean()), "test_accuracy": acc})
             bar.set_postfix(acc=f"{acc:.3f}")
-    seconds = time.perf_counter() - t0
+            if out is not None and ep < epochs - 1:     # the last epoch's checkpoint carries the result too
+                save_checkpoint(net, out, rule=rule, rule_state=r.state_dict(), train=dict(
+                    config=cfg, epoch=ep + 1, history=history, data_rng=g.get_state(), ledger=ledger.state_dict(),
+                    seconds=seconds_before + time.perf_counter() - t0))
+                keep(f"train:{out}", f"the checkpoint of epoch {ep + 1} at {out} (continue with "
+                                     f"`neurosal train --resume {out} --epochs {epochs}`)")
+    seconds = seconds_before + time.perf_counter() - t0
     counters = {}
     if isinstance(net, Network):
         for layer in net.layers:
@@ -722,5 +840,8 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     if isinstance(r, Verify) and r.programmed:
         result.update(r.programmed, software_accuracy=r.software_accuracy)
     if out is not None:
-        save_checkpoint(net, out, rule=rule, rule_state=r.state_dict(), result=result)
+        save_checkpoint(net, out, rule=rule, rule_state=r.state_dict(), result=result, train=dict(
+            config=cfg, epoch=epochs, history=history, data_rng=g.get_state(), ledger=ledger.state_dict(),
+            seconds=seconds))
+        unkeep(f"train:{out}")
     return (result, net, data) if return_net else result

@@ -95,7 +95,7 @@ def plot_raster(rec, path, sample: int = 0) -> Path:
         ax.tick_params(labelsize=7)
         if len(t) == 0 and f"{pop}.v" in rec.reports and n <= 32:
             # a silent (e.g. leaky-integrator readout) layer: show its membrane potentials
-            times, _ = rec.report(f"{pop}.v")
+            times = rec.times(f"{pop}.v")
             v = rec.trace(pop, "v", sample)
             for j in range(n):
                 bold = j == label_of

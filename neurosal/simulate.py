@@ -39,11 +39,28 @@ def simulate(network: str, device: str, *, coding: str = "spike", steps: Optiona
     bad = [v for v in record if v not in VARIABLES]
     if bad:
         raise ValueError(f"--record: unknown variable(s) {', '.join(bad)}; allowed: {', '.join(VARIABLES)}")
-    if samples < 1 or batch < 1:
-        raise ValueError("--samples and --batch must be >= 1")
-    out = Path(out) if out is not None else None
-    if out is not None and out.exists() and not overwrite:          # fail before any work
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    for name, v in (("samples", samples), ("batch", batch), ("record_samples", record_samples), ("chunk", chunk)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} {v!r}: not allowed; allowed: an integer >= 1")
+    owner = None
+    if out is not None:                    # checked and owned before any work
+        from .files import Owner, check_output
+        out = check_output(out, overwrite=overwrite)
+        owner = Owner(out).acquire()
+    try:
+        return _simulate(network, device, coding=coding, steps=steps, samples=samples, dataset=dataset,
+                         data_dir=data_dir, record=record, out=out, record_samples=record_samples,
+                         checkpoint=checkpoint, overwrite=overwrite, seed=seed, batch=batch, chunk=chunk, path=path,
+                         progress=progress, accelerator=accelerator, owner=owner)
+    finally:
+        if owner is not None:
+            owner.release()
+
+
+def _simulate(network, device, *, coding, steps, samples, dataset, data_dir, record, out, record_samples,
+              checkpoint, overwrite, seed, batch, chunk, path, progress, accelerator, owner) -> dict:
+    from .datasets import load
+    from .devices import load_device
     card = load_network(network)
     dev_card = load_device(device)
     data = load(dataset, data_dir=data_dir, seed=seed)
@@ -76,7 +93,7 @@ def simulate(network: str, device: str, *, coding: str = "spike", steps: Optiona
                       data_dir=str(data_dir) if data_dir else None, record=list(record), record_samples=rec_n, checkpoint=str(checkpoint) if checkpoint else None,
                       seed=seed, batch=batch, chunk=chunk, path=path, encoder=ENCODER_OF[coding])
         recorder = Recorder(out, dt=card.dt, steps=T, populations=pops, samples=range(rec_n),
-                            labels=data.y_test[:rec_n].tolist(), overwrite=overwrite,
+                            labels=data.y_test[:rec_n].tolist(), overwrite=overwrite, owner=owner,
                             metadata=dict(config=config, network=card.to_dict(), devices={"crossbar": dev_card.to_dict()},
                                           seed=seed, coding=coding, dataset=dataset,
                                           encoder=ENCODER_OF[coding]))

@@ -274,7 +274,9 @@ class Crossbar:
         dtype change) to every tensor the array holds; the analog layers call it from their
         own ``_apply``, so ``net.to(...)`` moves the chip."""
         st = self._state
-        self._state = DeviceState(**{k: (fn(v) if isinstance(v, torch.Tensor) else v)
+        # programming times stay float64 on any dtype change (seconds since t = 0 need the bits)
+        self._state = DeviceState(**{k: ((fn(v).to(torch.float64) if k == "t_prog" else fn(v))
+                                         if isinstance(v, torch.Tensor) else v)
                                      for k, v in st.state_dict().items()})
         self.initial_weights = fn(self.initial_weights)
         self.torch_device = self._state.g.device
@@ -824,9 +826,10 @@ class Crossbar:
             raise ValueError(f"checkpoint crossbar is {sd['rows']}x{sd['cols']}, this one {self.rows}x{self.cols}")
         # onto this array's device, in this array's dtype (a float32 checkpoint loads into a
         # float64 network and the reverse; masks and other non-float tensors keep their dtype)
-        conv = lambda v: (v.to(self.torch_device, self.dtype if v.is_floating_point() else None)  # noqa: E731
-                          if isinstance(v, torch.Tensor) else v)
-        self._state = DeviceState(**{k: conv(v) for k, v in sd["state"].items()})
+        # (programming times stay float64 whatever the array's dtype: seconds since t = 0)
+        conv = lambda k, v: (v.to(self.torch_device, self.dtype if v.is_floating_point() and k != "t_prog" else None)  # noqa: E731
+                             if isinstance(v, torch.Tensor) else v)
+        self._state = DeviceState(**{k: conv(k, v) for k, v in sd["state"].items()})
         rng = sd["rng"]
         if isinstance(rng, dict):
             self._gens.load_state_dict(rng)
