@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import torch
 
 from .cost import COMPONENTS, Ledger, cost_report
+from .files import savefig
 from .learning import forward, train
 
 __all__ = ["compare_coding", "plot_comparison"]
@@ -91,6 +92,6 @@ def plot_comparison(result: dict, path: str | Path) -> Path:
                  f"{result['epochs']} epoch(s): rate vs spike coding", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    savefig(fig, path, dpi=120)
     plt.close(fig)
     return path

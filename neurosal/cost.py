@@ -67,6 +67,7 @@ import torch
 
 from .cards import CardError, from_dict, list_cards, load_toml, resolve_card, spec, to_dict
 from .crossbar import Counters
+from .files import savefig
 
 __all__ = ["PHASES", "COMPONENTS", "ANALOG", "DIGITAL", "Ledger", "phase", "PeripheryCost", "CoprocessorCost",
            "load_periphery", "load_coprocessor", "device_energies", "CostReport", "cost_report",
@@ -677,6 +678,6 @@ def plot_breakdown(result: dict, path, title: Optional[str] = None) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    savefig(fig, path, dpi=120)
     plt.close(fig)
     return path

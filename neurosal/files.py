@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 __all__ = ["OutputError", "OutputBusyError", "check_output", "Owner", "atomic", "fsync_dir", "keep", "unkeep",
-           "kept"]
+           "kept", "savefig", "write_text"]
 
 
 class OutputError(OSError):
@@ -173,3 +173,20 @@ class Owner:
     def __exit__(self, *exc) -> bool:
         self.release()
         return False
+
+
+def savefig(fig, path, **kw) -> Path:
+    """``fig.savefig`` through :func:`atomic` (the format from the name's suffix, PNG without one)."""
+    p = Path(path)
+    with atomic(p, what="plot") as tmp:
+        fig.savefig(tmp, format=(p.suffix[1:] or "png").lower(), **kw)
+    return p
+
+
+def write_text(path, text: str, *, what: str = "output") -> Path:
+    """Write a text file through :func:`atomic`."""
+    p = Path(path)
+    with atomic(p, what=what) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            fh.write(text)
+    return p

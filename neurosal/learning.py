@@ -648,10 +648,11 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     training continues from its last epoch up to ``epochs``, on the same chip, with the same
     random streams and data order, and ends exactly where an uninterrupted run ends."""
     from .files import Owner, check_output
-    cfg = dict(network=str(network), device=str(device), rule=rule, coding=coding, dataset=dataset, seed=seed,
+    label = lambda x: str(x) if isinstance(x, (str, Path)) else getattr(x, "name", str(x))  # noqa: E731 (a card)
+    cfg = dict(network=label(network), device=label(device), rule=rule, coding=coding, dataset=dataset, seed=seed,
                lr=lr, batch=batch, steps=steps, rounding=rounding, limit_train=limit_train, limit_test=limit_test,
-               array=array, readback=readback, crop=crop, binarize=binarize, periphery=str(periphery),
-               coprocessor=str(coprocessor))
+               array=array, readback=readback, crop=crop, binarize=binarize, periphery=label(periphery),
+               coprocessor=label(coprocessor))
     check_train_args(**{k: cfg[k] for k in ("rule", "lr", "batch", "steps", "limit_train", "limit_test", "seed",
                                             "readback")}, epochs=epochs)
     state = None
@@ -672,8 +673,8 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
         out = check_output(out, overwrite=overwrite or same)
         owner = Owner(out).acquire()
     try:
-        return _train(cfg, epochs=epochs, data_dir=data_dir, out=out, progress=progress, return_net=return_net,
-                      accelerator=accelerator, state=state, resume=resume)
+        return _train(cfg, network, device, periphery, coprocessor, epochs=epochs, data_dir=data_dir, out=out,
+                      progress=progress, return_net=return_net, accelerator=accelerator, state=state, resume=resume)
     finally:
         if owner is not None:
             owner.release()
@@ -724,17 +725,16 @@ def resume_config(path) -> dict:
     return {**st, "rule_state": ck.get("rule_state")}
 
 
-def _train(cfg: dict, *, epochs, data_dir, out, progress, return_net, accelerator, state, resume):
+def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_dir, out, progress, return_net,
+           accelerator, state, resume):
     from .datasets import load
     from .devices import load_device
     from .files import keep, unkeep
     from .networks import build, load_checkpoint, load_network, save_checkpoint
-    network, device, rule, coding, dataset, seed = (cfg[k] for k in ("network", "device", "rule", "coding",
-                                                                        "dataset", "seed"))
+    rule, coding, dataset, seed = (cfg[k] for k in ("rule", "coding", "dataset", "seed"))
     lr, batch, steps, rounding, limit_train, limit_test = (cfg[k] for k in ("lr", "batch", "steps", "rounding",
                                                                             "limit_train", "limit_test"))
     array, readback, crop, binarize = cfg["array"], cfg["readback"], cfg["crop"], cfg["binarize"]
-    periphery, coprocessor = cfg["periphery"], cfg["coprocessor"]
     card = load_network(network)
     dev = load_device(device)
     data = load(dataset, data_dir=data_dir, seed=seed, limit_train=limit_train, limit_test=limit_test, crop=crop,

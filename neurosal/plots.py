@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import savefig
+
 
 def _plt():
     import matplotlib
@@ -66,7 +68,7 @@ def plot_device_curves(names, output, samples: int = 200, seed: int = 0) -> Path
     fig.tight_layout(rect=(0, 0.06 if nrow == 1 else 0.04, 1, 1))
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    savefig(fig, out, dpi=120)
     plt.close(fig)
     return out
 
@@ -123,6 +125,6 @@ def plot_raster(rec, path, sample: int = 0) -> Path:
     fig.suptitle(f"{net} on {dev}, {md.get('coding', '')} coding: recorded sample {sample}{label}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    savefig(fig, path, dpi=120)
     plt.close(fig)
     return path

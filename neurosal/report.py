@@ -8,10 +8,12 @@ the study except ``seed``; a cell's figures are the mean ± standard error over 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Optional
 
+from .files import savefig, write_text
 from .sweep import read_results
 
 __all__ = ["summarize", "report"]
@@ -173,7 +175,7 @@ def _accuracy_plot(study: str, cells: list, x_axis: Optional[str], path: Path) -
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    savefig(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -205,7 +207,7 @@ def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         p = out_dir / f"{study}_{name}.png"
-        fig.savefig(p, dpi=120)
+        savefig(fig, p, dpi=120)
         plt.close(fig)
         written.append(p)
 
@@ -243,15 +245,16 @@ def report(results: str | Path, out_dir: Optional[str | Path] = None, x: Optiona
         out_dir.mkdir(parents=True, exist_ok=True)
         for study, s in summ.items():
             md = out_dir / f"{study}.md"
-            md.write_text(tables[study])
+            write_text(md, tables[study], what="table")
             files.append(md)
             cp = out_dir / f"{study}.csv"
-            with open(cp, "w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(s["axes"] + ["N"] + [x for m, _ in METRICS for x in (m, m + "_se")])
-                for row in s["cells"]:
-                    w.writerow([row["key"][a] for a in s["axes"]] + [row["accuracy"][2]] +
-                               [x for m, _ in METRICS for x in row[m][:2]])
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(s["axes"] + ["N"] + [x for m, _ in METRICS for x in (m, m + "_se")])
+            for row in s["cells"]:
+                w.writerow([row["key"][a] for a in s["axes"]] + [row["accuracy"][2]] +
+                           [x for m, _ in METRICS for x in row[m][:2]])
+            write_text(cp, buf.getvalue(), what="table")
             files.append(cp)
             files += _plots(study, s, out_dir, x)
     return {"tables": tables, "files": [str(f) for f in files], "summary": summ}

@@ -317,11 +317,8 @@ def sweep(study_path: str | Path, out: str | Path, *, workers: int = 1, ray: Opt
     trials = expand(study)
     if data_dir is not None:
         trials = [{**t, "data_dir": str(data_dir)} for t in trials]
-    out = Path(out)
-    if out.is_dir():
-        raise IsADirectoryError(f"{out} is a directory; --out takes a results file (.jsonl)")
-    if not out.parent.exists():
-        raise FileNotFoundError(f"{out.parent}: no such folder for the results file")
+    from .files import Owner, check_output, keep, unkeep
+    out = check_output(out, overwrite=True)       # appended to: a rerun continues it
     # every trial's cards are built once here, so that a bad card field fails before any work
     seen = set()
     for t in trials:
@@ -340,6 +337,7 @@ def sweep(study_path: str | Path, out: str | Path, *, workers: int = 1, ray: Opt
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     counts = {"trials": len(trials), "done_before": len(trials) - len(todo), "run": 0, "failed": 0}
+    owner = Owner(out).acquire()          # one sweep per results file at a time
     bar = tqdm(total=len(trials), initial=counts["done_before"], unit="trial", desc=study.name,
                disable=not progress)
 
@@ -349,6 +347,8 @@ def sweep(study_path: str | Path, out: str | Path, *, workers: int = 1, ray: Opt
         counts["failed"] += rec.get("status") != "ok"
         bar.update(1)
         bar.set_postfix(failed=counts["failed"])
+        keep(f"sweep:{out}", f"{counts['done_before'] + counts['run']} finished trial(s) in {out} (the same "
+                             "command runs the rest)")
 
     try:
         if not todo:
@@ -374,8 +374,14 @@ def sweep(study_path: str | Path, out: str | Path, *, workers: int = 1, ray: Opt
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                      initializer=_worker_init, initargs=(threads,)) as ex:
                 futs = [ex.submit(_local_run, (t, study.name, accelerator, threads)) for t in todo]
-                for f in as_completed(futs):
-                    finish(f.result())
+                try:
+                    for f in as_completed(futs):
+                        finish(f.result())
+                except KeyboardInterrupt:
+                    ex.shutdown(wait=False, cancel_futures=True)
+                    raise
     finally:
         bar.close()
+        owner.release()
+    unkeep(f"sweep:{out}")
     return counts

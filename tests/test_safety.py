@@ -490,3 +490,22 @@ def test_api_checks_match_the_command_line():
     from neurosal.devices import Device
     with pytest.raises(ValueError, match="pulses 100000000: not allowed"):
         Device("ideal").curve(100_000_000)
+
+
+def test_ctrl_c_in_a_sweep_says_what_finished(tmp_path, monkeypatch, capsys):
+    from neurosal import sweep as sw
+    study = tmp_path / "s.toml"
+    study.write_text('name = "s"\n[base]\nnetwork = "mlp-64-100-10"\nepochs = 1\nlimit_train = 16\n'
+                     'limit_test = 8\n[grid]\ndevice = ["ideal"]\nseed = [0, 1, 2]\n')
+    real, calls = sw.run_trial, {"n": 0}
+
+    def second_interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(sw, "run_trial", second_interrupted)
+    out = tmp_path / "r.jsonl"
+    code, err = _cli(["sweep", study, "--out", out, "--threads", "1"], capsys)
+    assert code == 130 and f"1 finished trial(s) in {out}" in err and "Traceback" not in err, err
+    assert len(sw.read_results(out)) == 1 and not (tmp_path / ".r.jsonl.lock").exists()
