@@ -539,6 +539,9 @@ def main(argv=None) -> int:
             from .accel import resolve, set_threads
             set_threads(args.threads)
             args.accelerator = resolve(args.accelerator)        # a bad name fails before any work
+        if getattr(args, "output", None) and args.command in ("compare-coding", "cost"):
+            from .files import check_output                      # a plot's -o, checked before the work too
+            check_output(args.output, overwrite=True, what="-o")
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         from .files import kept

@@ -509,3 +509,10 @@ def test_ctrl_c_in_a_sweep_says_what_finished(tmp_path, monkeypatch, capsys):
     code, err = _cli(["sweep", study, "--out", out, "--threads", "1"], capsys)
     assert code == 130 and f"1 finished trial(s) in {out}" in err and "Traceback" not in err, err
     assert len(sw.read_results(out)) == 1 and not (tmp_path / ".r.jsonl.lock").exists()
+
+
+def test_a_plot_output_is_checked_before_the_work(tmp_path, monkeypatch, capsys):
+    import neurosal.cost as cost
+    monkeypatch.setattr(cost, "measure", lambda *a, **k: pytest.fail("work started before -o was checked"))
+    code, err = _cli(["cost", "--network", "mlp-64-100-10", "--device", "ideal", "-o", tmp_path], capsys)
+    assert code == 2 and "is a folder" in err
