@@ -371,6 +371,47 @@ def _cmd_report(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- gradcam
+def _cmd_gradcam(args) -> int:
+    from .datasets import load
+    from .gradcam import ablation, plot_gradcam
+    from .networks import build, load_checkpoint
+    stages = tuple(int(v) for v in args.stages.split(",") if v.strip())
+    data = load(args.dataset, data_dir=args.data_dir, seed=args.seed, limit_test=args.samples)
+    net = build(args.network, device=args.device, coding="rate", seed=args.seed, input_shape=data.shape,
+                classes=data.classes, accelerator=args.accelerator)
+    load_checkpoint(net, args.checkpoint)
+    where = next(net.parameters()).device
+    x, y = data.x_test.to(where), data.y_test.to(where)
+    r = ablation(net, x, y, stages=stages, batch=args.batch, target=args.target)
+    if args.output:
+        r["plot"] = str(plot_gradcam(r, data.images(x)[:4], args.output,
+                                     title=f"Grad-CAM of {args.network} on {args.device}, {args.dataset} "
+                                           f"(off chip; {args.target} class)"))
+    out = {k: v for k, v in r.items() if k != "maps"}
+    if args.json:
+        _print_json(out)
+        return 0
+    acc = r["accuracy"]
+    print(f"{args.network} on {args.device}, {r['samples']} {args.dataset} test samples: accuracy {acc[0]:.4f} "
+          f"with attention; Grad-CAM of the {args.target} class (off chip: not counted as chip work)")
+    print("  stage  map concentration (top 10 % share)")
+    for s, c in r["concentration"].items():
+        print(f"  {s:>5}  {c[0]:.3f} ± {c[1]:.3f}")
+    if not r["blocks"]:
+        print("  (no attention blocks attached: nothing to ablate)")
+    else:
+        print(f"  {'block':>5} {'accuracy without':>17} {'drop':>16} {'conc. with':>16} {'conc. without':>16} "
+              f"{'corr. with/without':>19}")
+        for b, d in r["blocks"].items():
+            f = lambda t: "-" if t is None else f"{t[0]:.3f} ± {t[1]:.3f}"   # noqa: E731
+            print(f"  {b:>5} {f(d['accuracy_without']):>17} {f(d['accuracy_drop']):>16} "
+                  f"{f(d['concentration_with']):>16} {f(d['concentration_without']):>16} {f(d['correlation']):>19}")
+    if args.output:
+        print(f"wrote {r['plot']}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def _training_args(a: argparse.ArgumentParser, *, rules: tuple, epochs: int, resume: bool = False) -> None:
     """Arguments shared by `train` and `compare-coding`."""
@@ -513,6 +554,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=_cmd_report)
 
+    gc = sub.add_parser("gradcam", help="Grad-CAM per residual stage, with and without each attention block "
+                        "(off chip)")
+    gc.add_argument("--network", required=True, metavar="NAME|PATH", help="a SAnet / ResNet recipe")
+    gc.add_argument("--device", required=True, metavar="NAME|PATH")
+    gc.add_argument("--checkpoint", required=True, help="the trained network (neurosal train --out)")
+    gc.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
+    gc.add_argument("--data-dir", default=None)
+    gc.add_argument("--samples", type=_POS, default=256, help="test samples the figures average over")
+    gc.add_argument("--stages", default="1,2,3", help="residual stages to map (comma list of 1, 2, 3)")
+    gc.add_argument("--target", default="predicted", choices=("predicted", "label"), help="class whose score is mapped")
+    gc.add_argument("--batch", type=_POS, default=128)
+    gc.add_argument("--seed", type=_SEED, default=0)
+    gc.add_argument("-o", "--output", default=None, help="PNG grid (input, then each stage with and without its block)")
+    gc.add_argument("--json", action="store_true")
+    _run_args(gc)
+    gc.set_defaults(func=_cmd_gradcam)
+
     d = sub.add_parser("demo", help="the main job on the embedded digits dataset")
     d.add_argument("--out-dir", default="runs")
     d.add_argument("--epochs", type=_POS, default=3)
@@ -539,7 +597,7 @@ def main(argv=None) -> int:
             from .accel import resolve, set_threads
             set_threads(args.threads)
             args.accelerator = resolve(args.accelerator)        # a bad name fails before any work
-        if getattr(args, "output", None) and args.command in ("compare-coding", "cost"):
+        if getattr(args, "output", None) and args.command in ("compare-coding", "cost", "gradcam"):
             from .files import check_output                      # a plot's -o, checked before the work too
             check_output(args.output, overwrite=True, what="-o")
         return int(args.func(args) or 0)

@@ -96,6 +96,9 @@ class SAnet(nn.Module):
         #: set by the DFA rule: every layer's output (after its activation) and every attention
         #: block's output, by name, for the layer-local feedback
         self._capture: Optional[dict] = None
+        #: set by Grad-CAM (:mod:`neurosal.gradcam`): each stage's output as the next stage
+        #: sees it (after its attention block when one is attached), by stage number
+        self._stage_outputs: Optional[dict] = None
         self._spike_gens = Generators(seed + 4099)      # input spikes, on the data's device
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"ResNet depth must be 6n + 2 >= 8 (8, 14, 20, ...), got {depth}")
@@ -163,6 +166,8 @@ class SAnet(nn.Module):
                 h = self.attn[str(i)](h if cap is None else h.detach())
                 if cap is not None:
                     cap[f"attn.{i}"] = h
+            if self._stage_outputs is not None:
+                self._stage_outputs[i] = h
         h = h.mean((2, 3))                                  # global average pool (periphery)
         return self.fc(h)
 
