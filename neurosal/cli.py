@@ -206,7 +206,8 @@ def _cmd_inspect(args) -> int:
 
 # ----------------------------------------------------------------------------- train
 _TRAIN_KEYS = ("network", "device", "rule", "coding", "dataset", "seed", "lr", "batch", "steps", "rounding",
-               "limit_train", "limit_test", "array", "readback", "crop", "binarize")
+               "limit_train", "limit_test", "array", "readback", "crop", "binarize", "attach", "attach_epochs",
+               "attach_gate")
 
 
 def _cmd_train(args) -> int:
@@ -227,7 +228,7 @@ def _cmd_train(args) -> int:
               steps=args.steps, rounding=args.rounding, out=args.out, limit_train=args.limit_train,
               limit_test=args.limit_test, progress=not args.json, array=args.array, readback=args.readback,
               accelerator=args.accelerator, crop=args.crop, binarize=args.binarize, overwrite=args.overwrite,
-              resume=args.resume)
+              resume=args.resume, attach=args.attach, attach_epochs=args.attach_epochs, attach_gate=args.attach_gate)
     if args.json:
         _print_json(r)
         return 0
@@ -245,6 +246,15 @@ def _cmd_train(args) -> int:
           f"({100 * ct['digital_energy_j'] / max(ct['energy_j'], 1e-300):.1f} % digital; forward "
           f"{ct['phases']['forward']:.3g} J, backward {ct['phases']['backward']:.3g} J, update "
           f"{ct['phases']['update']:.3g} J); inference {ci['energy_per_sample_j'] * 1e9:.4g} nJ per sample")
+    if "attention" in r:
+        a = r["attention"]
+        dev = ", ".join(f"stage {k}: {v:.3f}" for k, v in a["deviation"].items()) if a["deviation"] else None
+        print(f"attention ({a['kind']}): blocks at stages {a['blocks'] or 'none'}, used by inference: "
+              f"{a['attached'] or 'none'}" + (f"; detached after epoch {a['attach_epochs']}"
+                                               if a["attach_epochs"] is not None else "")
+              + (f"; fresh chip's deviation from ideal {dev} (gate {a['attach_gate']:g})" if dev else "")
+              + f"; digital share of energy: {100 * r['digital_share']['inference']:.1f} % per inference, "
+                f"{100 * r['digital_share']['training']:.1f} % in training")
     for name, c in r["layers"].items():
         print(f"  {name}: {c['forward_reads']:,d} forward reads, {c['backward_reads']:,d} backward reads, "
               f"{c['adc_conversions']:,d} ADC conversions, {c['pulses']:,d} pulses")
@@ -375,10 +385,14 @@ def _cmd_report(args) -> int:
 def _cmd_gradcam(args) -> int:
     from .datasets import load
     from .gradcam import ablation, plot_gradcam
-    from .networks import build, load_checkpoint
-    stages = tuple(int(v) for v in args.stages.split(",") if v.strip())
+    from .networks import build, load_checkpoint, recipe_for
+    try:
+        stages = tuple(int(v) for v in args.stages.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--stages {args.stages!r}: not allowed; allowed: a comma list of 1, 2, 3") from None
     data = load(args.dataset, data_dir=args.data_dir, seed=args.seed, limit_test=args.samples)
-    net = build(args.network, device=args.device, coding="rate", seed=args.seed, input_shape=data.shape,
+    net = build(recipe_for(args.network, args.checkpoint), device=args.device, coding="rate", seed=args.seed,
+                input_shape=data.shape,
                 classes=data.classes, accelerator=args.accelerator)
     load_checkpoint(net, args.checkpoint)
     where = next(net.parameters()).device
@@ -488,6 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "controller's estimates; 0 (default): pure open loop")
     t.add_argument("--crop", type=_POS, default=None, metavar="N", help="input transform: the central NxN pixels")
     t.add_argument("--binarize", type=_float(0, hi=1, hi_open=True), default=None, metavar="T", help="input transform: pixels > T -> 1, else 0")
+    t.add_argument("--attach", default=None, metavar="STAGES|none",
+                   help="SAnet: stages with an attention block, e.g. 1,3 (default: the recipe's)")
+    t.add_argument("--attach-epochs", type=_int(0), default=None, metavar="K",
+                   help="SAnet: attention for the first K epochs, then detached (the backbone trains on alone)")
+    t.add_argument("--attach-gate", type=_float(0), default=None, metavar="T",
+                   help="SAnet: keep a block only where the fresh chip's stage output deviates from the "
+                        "ideal-device value by more than T (relative)")
     t.add_argument("--out", default=None, help="checkpoint file (chip + network + rule state), written at the end "
                    "of every epoch")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -583,7 +583,7 @@ def measure(network, device, *, coding: str = "rate", rule: Optional[str] = "bp"
 
     from .datasets import load
     from .learning import forward, make_rule
-    from .networks import build, load_checkpoint
+    from .networks import build, load_checkpoint, recipe_for
 
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch {batch!r}: not allowed; allowed: an integer >= 1 (samples measured)")
@@ -591,8 +591,8 @@ def measure(network, device, *, coding: str = "rate", rule: Optional[str] = "bp"
         data = load(dataset, data_dir=data_dir, seed=seed, limit_test=batch, limit_train=batch)
     trained = net is not None
     if net is None:
-        net = build(network, device=device, coding=coding, seed=seed, steps=steps, input_shape=data.shape,
-                    classes=data.classes, accelerator=accelerator)
+        net = build(recipe_for(network, checkpoint), device=device, coding=coding, seed=seed, steps=steps,
+                    input_shape=data.shape, classes=data.classes, accelerator=accelerator)
         if checkpoint is not None:          # the trained chip, into the network of its recipe
             load_checkpoint(net, checkpoint)
             trained = True

@@ -27,7 +27,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -633,7 +633,8 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
           limit_train: Optional[int] = None, limit_test: Optional[int] = None, progress: bool = True,
           return_net: bool = False, array: str = "all", periphery="isaac-32nm", coprocessor="puma-vfu-32nm",
           readback: int = 0, accelerator=None, crop: Optional[int] = None, binarize: Optional[float] = None,
-          overwrite: bool = False, resume: Optional[str | Path] = None):
+          overwrite: bool = False, resume: Optional[str | Path] = None, attach: Optional[Sequence[int]] = None,
+          attach_epochs: Optional[int] = None, attach_gate: Optional[float] = None):
     """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts,
     and the energy of the training and of the final test run from the cost ledger
     (:mod:`neurosal.cost`, with the ``periphery`` and ``coprocessor`` cost cards); and the
@@ -646,13 +647,31 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     end of every epoch with everything a resumed run needs. ``resume``: a checkpoint written
     by an unfinished (or shorter) run with the same configuration (:func:`resume_config`);
     training continues from its last epoch up to ``epochs``, on the same chip, with the same
-    random streams and data order, and ends exactly where an uninterrupted run ends."""
+    random streams and data order, and ends exactly where an uninterrupted run ends.
+
+    Attention strategies (SAnet recipes; see :func:`attention_deviation`): ``attach`` the stages
+    that get a block (overrides the recipe; ``()``: none); ``attach_epochs = K``: the blocks
+    train with the backbone for the first ``K`` epochs, then are detached and the backbone
+    trains on alone (inference runs without them: no digital work); ``attach_gate = t``: keep a
+    block only where a calibration read of the fresh chip shows its stage's output deviating
+    from the ideal-device value by more than ``t`` (relative Frobenius norm). The result says
+    which blocks inference uses (``attached``) and the digital share of the energy per
+    inference and per training step."""
     from .files import Owner, check_output
     label = lambda x: str(x) if isinstance(x, (str, Path)) else getattr(x, "name", str(x))  # noqa: E731 (a card)
+    if isinstance(attach, str):          # "1,3", "none" (the command line's and a study's form)
+        text = attach.strip().lower()
+        try:
+            attach = [] if text in ("none", "") else [int(v) for v in text.split(",")]
+        except ValueError:
+            raise ValueError(f"attach {text!r}: not allowed; allowed: stages among 1, 2, 3 as '1,3', or 'none'") \
+                from None
     cfg = dict(network=label(network), device=label(device), rule=rule, coding=coding, dataset=dataset, seed=seed,
                lr=lr, batch=batch, steps=steps, rounding=rounding, limit_train=limit_train, limit_test=limit_test,
                array=array, readback=readback, crop=crop, binarize=binarize, periphery=label(periphery),
-               coprocessor=label(coprocessor))
+               coprocessor=label(coprocessor),
+               attach=None if attach is None else [int(v) for v in attach], attach_epochs=attach_epochs,
+               attach_gate=attach_gate)
     check_train_args(**{k: cfg[k] for k in ("rule", "lr", "batch", "steps", "limit_train", "limit_test", "seed",
                                             "readback")}, epochs=epochs)
     state = None
@@ -705,6 +724,33 @@ def check_train_args(*, rule: str, epochs: int, lr: float, batch: int, steps, li
             raise ValueError(f"{name} {value}: not allowed; allowed: {allowed}")
 
 
+@torch.no_grad()
+def attention_deviation(net, card, x: torch.Tensor, *, seed: int = 0) -> dict:
+    """Per residual stage, how far the chip's output is from the ideal-device value:
+    :math:`\lVert h_{chip} - h_{ideal}\rVert_F / \lVert h_{ideal}\rVert_F` on the calibration batch
+    ``x``, blocks detached, batch norm in inference mode. The chip is read (its reads are chip
+    work); the ideal value comes from the same recipe and seed on the ideal device (a software
+    reference of the weights the chip was meant to hold, off chip)."""
+    from .networks import build
+    ideal = build(card, device="ideal", coding="rate", seed=net.meta["seed"], input_shape=net.input_shape,
+                  classes=net.classes).to(x.device)
+    outs = []
+    for m in (net, ideal):
+        was, attached = m.training, set(m.attached)
+        m.eval()
+        m.detach()
+        m._stage_outputs = {}
+        try:
+            m(x.reshape(-1, *m.input_shape))
+            outs.append({k: v.detach() for k, v in m._stage_outputs.items()})
+        finally:
+            m._stage_outputs = None
+            m.attached = attached
+            m.train(was)
+    chip, ref = outs
+    return {s: float((chip[s] - ref[s]).norm() / ref[s].norm().clamp_min(1e-30)) for s in sorted(ref)}
+
+
 def resume_config(path) -> dict:
     """The training state a checkpoint holds: ``{"config", "epoch", ...}``; a named error for a
     file that is not a resumable neurosal checkpoint."""
@@ -736,6 +782,21 @@ def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_d
                                                                             "limit_train", "limit_test"))
     array, readback, crop, binarize = cfg["array"], cfg["readback"], cfg["crop"], cfg["binarize"]
     card = load_network(network)
+    attach, attach_epochs, attach_gate = cfg.get("attach"), cfg.get("attach_epochs"), cfg.get("attach_gate")
+    strategy = attach is not None or attach_epochs is not None or attach_gate is not None
+    if strategy and card.kind != "resnet":
+        raise ValueError(f"attention strategies (attach, attach_epochs, attach_gate) are options of SAnet / ResNet "
+                         f"recipes, not of {card.name!r} ({card.kind})")
+    if attach is not None:
+        bad = [v for v in attach if v not in (1, 2, 3)]
+        if bad:
+            raise ValueError(f"attach: stages {bad} not allowed; allowed: 1, 2, 3 (or none)")
+        card = dataclasses.replace(card, attach=tuple(sorted(set(attach))))
+    if attach_epochs is not None and not (isinstance(attach_epochs, int) and attach_epochs >= 0):
+        raise ValueError(f"attach_epochs {attach_epochs!r}: not allowed; allowed: an integer >= 0")
+    if attach_gate is not None and not (isinstance(attach_gate, (int, float)) and attach_gate >= 0
+                                        and math.isfinite(attach_gate)):
+        raise ValueError(f"attach_gate {attach_gate!r}: not allowed; allowed: a finite number >= 0")
     dev = load_device(device)
     data = load(dataset, data_dir=data_dir, seed=seed, limit_train=limit_train, limit_test=limit_test, crop=crop,
                 binarize=binarize)
@@ -771,13 +832,23 @@ def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_d
         if per.adc_calibration == "epoch":
             with ledger.phase("forward"):                 # calibration reads are chip work too
                 calibrate(net, calib_x, coding=coding, steps=T, quantile=per.adc_quantile, seed=seed + 11)
+    gate = None
     if state is not None:
         ledger.load_state_dict(state["ledger"])
+        if "attached" in state:
+            net.attached = set(state["attached"])
+        gate = state.get("gate")
     else:
+        if attach_gate is not None and getattr(net, "attn", None):
+            with ledger.phase("forward"):            # the calibration reads are chip work
+                gate = attention_deviation(net, card, calib_x, seed=seed)
+            net.attach([s_ for s_, d in gate.items() if d > attach_gate])
         recalibrate()
     with tqdm(total=epochs * n, initial=start * n, unit="sample", desc=f"train {rule}",
               disable=not progress) as bar:
         for ep in range(start, epochs):
+            if attach_epochs is not None and ep == attach_epochs and hasattr(net, "detach"):
+                net.detach()                        # the backbone trains on alone
             perm = torch.randperm(n, generator=g, device="cpu").to(where)
             losses = []
             for i in range(0, n, batch):
@@ -801,7 +872,8 @@ def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_d
             if out is not None and ep < epochs - 1:     # the last epoch's checkpoint carries the result too
                 save_checkpoint(net, out, rule=rule, rule_state=r.state_dict(), train=dict(
                     config=cfg, epoch=ep + 1, history=history, data_rng=g.get_state(), ledger=ledger.state_dict(),
-                    seconds=seconds_before + time.perf_counter() - t0))
+                    seconds=seconds_before + time.perf_counter() - t0, attached=sorted(getattr(net, "attached", ())),
+                    gate=gate))
                 keep(f"train:{out}", f"the checkpoint of epoch {ep + 1} at {out} (continue with "
                                      f"`neurosal train --resume {out} --epochs {epochs}`)")
     seconds = seconds_before + time.perf_counter() - t0
@@ -837,11 +909,19 @@ def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_d
                       "analog_energy_j": te.analog_energy_j, "digital_energy_j": te.digital_energy_j,
                       "samples": te.samples},
         "periphery": tr.meta["periphery"], "coprocessor": tr.meta["coprocessor"]}
+    steps_run = max(1, epochs * math.ceil(n / batch))
+    result["digital_share"] = {"inference": te.digital_energy_j / max(te.energy_j, 1e-300),
+                               "training": tr.digital_energy_j / max(tr.energy_j, 1e-300)}
+    result["cost"]["training"]["energy_per_step_j"] = tr.energy_j / steps_run
+    if hasattr(net, "attached"):
+        result["attention"] = {"kind": getattr(net, "attention_kind", None), "blocks": sorted(int(k) for k in net.attn),
+                               "attached": sorted(net.attached), "attach_epochs": attach_epochs,
+                               "attach_gate": attach_gate, "deviation": gate}
     if isinstance(r, Verify) and r.programmed:
         result.update(r.programmed, software_accuracy=r.software_accuracy)
     if out is not None:
         save_checkpoint(net, out, rule=rule, rule_state=r.state_dict(), result=result, train=dict(
             config=cfg, epoch=epochs, history=history, data_rng=g.get_state(), ledger=ledger.state_dict(),
-            seconds=seconds))
+            seconds=seconds, attached=sorted(getattr(net, "attached", ())), gate=gate))
         unkeep(f"train:{out}")
     return (result, net, data) if return_net else result

@@ -139,6 +139,25 @@ def load_network(name_or_path: str | Path | NetworkCard) -> NetworkCard:
     return from_dict(NetworkCard, load_toml(path), source=path)
 
 
+def recipe_for(network, checkpoint=None) -> NetworkCard:
+    """The recipe to build for ``checkpoint``: the one stored in it when ``network`` names it
+    (a trained network keeps the overrides it was trained with, e.g. a sweep's
+    ``network.attach`` or ``network.sizes``); otherwise ``network`` itself (a different one is
+    refused when the checkpoint loads)."""
+    card = load_network(network)
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return card
+    import torch
+    try:
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        rec = ck["meta"]["recipe"]
+    except Exception:  # noqa: BLE001 - load_checkpoint names what is wrong with the file
+        return card
+    if isinstance(rec, dict) and rec.get("name") == card.name:
+        return from_dict(NetworkCard, rec, source=f"{checkpoint} (recipe)")
+    return card
+
+
 def list_networks() -> list[str]:
     return list_cards("networks")
 
@@ -425,6 +444,8 @@ def save_checkpoint(net, path: str | Path, **extra) -> None:
     digital = {k: v for k, v in net.state_dict().items() if k not in _mirror_keys(net)}
     import io
     buf = io.BytesIO()    # serialized in memory: a full disk is then a plain OSError on write
+    if hasattr(net, "attached"):                  # SAnet: which attention blocks the network runs with
+        extra.setdefault("attached", sorted(int(v) for v in net.attached))
     torch.save({"format": "neurosal-checkpoint-1", "meta": net.meta, "digital": digital, "crossbars": xbars,
                 "rngs": _module_rngs(net), **extra}, buf)
     with atomic(path, what="checkpoint") as tmp:
@@ -527,4 +548,6 @@ def load_checkpoint(net, path: str | Path) -> dict:
         raise ValueError(f"{p}: checkpoint does not fit this network (unexpected {bad}, missing {lost})")
     if isinstance(ck.get("rngs"), dict):
         _load_module_rngs(net, ck["rngs"])
+    if hasattr(net, "attached") and isinstance(ck.get("attached"), list):
+        net.attach([int(v) for v in ck["attached"]])
     return ck

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from .networks import CODINGS, build, load_checkpoint, load_network
+from .networks import CODINGS, build, load_checkpoint, recipe_for
 from .simulator import VARIABLES, Probe, Simulator, encoder_for
 
 __all__ = ["simulate", "ENCODER_OF"]
@@ -61,7 +61,7 @@ def _simulate(network, device, *, coding, steps, samples, dataset, data_dir, rec
               checkpoint, overwrite, seed, batch, chunk, path, progress, accelerator, owner) -> dict:
     from .datasets import load
     from .devices import load_device
-    card = load_network(network)
+    card = recipe_for(network, checkpoint)
     dev_card = load_device(device)
     data = load(dataset, data_dir=data_dir, seed=seed)
     n_in = data.features

@@ -58,7 +58,7 @@ TRAIN_OPTIONS = {
     "network": str, "device": str, "rule": str, "coding": str, "dataset": str, "data_dir": str,
     "epochs": int, "seed": int, "lr": float, "batch": int, "steps": int, "rounding": str,
     "limit_train": int, "limit_test": int, "array": str, "periphery": str, "coprocessor": str,
-    "readback": int, "crop": int, "binarize": float,
+    "readback": int, "crop": int, "binarize": float, "attach": str, "attach_epochs": int, "attach_gate": float,
 }
 _TOP = ("name", "cite", "description", "cut", "base", "grid", "variants")
 _NOT_IDENTITY = ("data_dir",)            # where the data lie does not change a trial
