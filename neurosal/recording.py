@@ -346,14 +346,24 @@ def _link(parent, name: str, where: str):
     return parent[name]
 
 
-def _dataset(parent, name: str, where: str, *, ndim: int, kind: str = "number", required: bool = True):
-    d = _link(parent, name, where)
-    if d is None:
+def _member(parent, name: str, where: str, cls, required: bool):
+    """``parent[name]`` if it is a ``cls`` (h5py Dataset or Group); ``None`` when it is absent
+    and not ``required``; a named error otherwise."""
+    obj = _link(parent, name, where)
+    if obj is None:
         if required:
             raise RecordingError(f"{where}: missing (a SONATA recording has it)")
         return None
-    if not isinstance(d, h5py.Dataset):
-        raise RecordingError(f"{where}: a group where a dataset belongs")
+    if not isinstance(obj, cls):
+        want, got = ("dataset", "group") if cls is h5py.Dataset else ("group", "dataset")
+        raise RecordingError(f"{where}: a {got} where a {want} belongs")
+    return obj
+
+
+def _dataset(parent, name: str, where: str, *, ndim: int, kind: str = "number", required: bool = True):
+    d = _member(parent, name, where, h5py.Dataset, required)
+    if d is None:
+        return None
     if d.ndim != ndim:
         raise RecordingError(f"{where}: {d.ndim}-d, expected {ndim}-d")
     k = d.dtype.kind
@@ -364,14 +374,7 @@ def _dataset(parent, name: str, where: str, *, ndim: int, kind: str = "number", 
 
 
 def _group(parent, name: str, where: str, *, required: bool = False):
-    g = _link(parent, name, where)
-    if g is None:
-        if required:
-            raise RecordingError(f"{where}: missing")
-        return None
-    if not isinstance(g, h5py.Group):
-        raise RecordingError(f"{where}: a dataset where a group belongs")
-    return g
+    return _member(parent, name, where, h5py.Group, required)
 
 
 def _number(v, where: str, *, integer: bool = False):
