@@ -177,6 +177,9 @@ class DFA(BP):
         super().__init__(net, lr=lr, rounding=rounding, seed=seed, max_pulses=max_pulses)
         self._module = not isinstance(net, Network)
         if self._module:
+            if getattr(net, "position", "stage") == "residual" and getattr(net, "attn", None):
+                raise ValueError("dfa supports attention blocks at the stage output (attention_position = 'stage'), "
+                                 "not on the residual branch")
             if not hasattr(net, "_capture") or getattr(net, "coding", "rate") != "rate":
                 raise ValueError("dfa is implemented for rate coding (--coding rate) of MLPs and SAnet/ResNet")
             self._gen = torch.Generator(device="cpu").manual_seed(seed + 4242)

@@ -89,6 +89,10 @@ class NetworkCard:
     width: int = spec(16, lo=1, hi=1024, doc="resnet: channels of the first stage")
     attention: str = spec("none", choices=("none", "se", "cbam"))
     attach: tuple[float, ...] = spec((1, 2, 3), lo=1, hi=3, doc="resnet: stages with an attention block")
+    attention_position: str = spec("stage", choices=("stage", "residual"),
+                                   doc="resnet: an attention block gates the stage's output (after its last "
+                                       "residual add) or, as in SE-ResNet, the last block's residual branch "
+                                       "(after its batch norm, before the add)")
     dstd_steps: int = spec(4, lo=1, hi=1024, doc="charge-mlp: DSTD grid steps M per phase")
     logit_scale: float = spec(10.0, lo=0, lo_open=True, hi=1e6, doc="charge-mlp: logits = scale x (1 - output time)")
     spike_logit_scale: float = spec(4.0, lo=0, lo_open=True, hi=1e6,
@@ -281,11 +285,13 @@ def _build(name_or_path, *, device, coding, seed, steps, input_shape, classes, a
             raise ValueError(f"{card.name}: ResNet/SAnet runs rate- or spike-coded, not {coding!r}")
         return sanet_resnet(card.depth, card.width, attention=None if card.attention == "none" else card.attention,
                             attach=tuple(int(a) for a in card.attach), device=device, seed=seed, coding=coding,
+                            position=card.attention_position,
                             steps=steps, input_shape=input_shape or (3, 32, 32), classes=classes or 10, card=card)
     raise CardError(card.name, "kind", f"unknown network kind {card.kind!r}")  # pragma: no cover
 
 
 def sanet_resnet(depth: int = 8, width: int = 16, *, attention: Optional[str] = None, attach=(1, 2, 3),
+                 position: str = "stage",
                  coding: str = "rate", device="ideal", seed: int = 0, input_shape=(3, 32, 32), classes: int = 10,
                  card: Optional[NetworkCard] = None, steps: Optional[int] = None):
     """SAnet: analog ResNet-``depth`` on crossbars + ``attention`` ('se' | 'cbam' | None) on the
@@ -298,6 +304,7 @@ def sanet_resnet(depth: int = 8, width: int = 16, *, attention: Optional[str] = 
     lif = LIFParameters(tau_mem=lc.tau_mem, v_th=lc.v_th, v_reset=lc.v_reset, method=lc.surrogate, alpha=lc.alpha)
     fmt = NumberFormat(card.cp_format, card.cp_bits, card.cp_frac_bits) if card is not None else NumberFormat()
     net = SAnet(depth, width, input_shape=input_shape, classes=classes, attention=attention, attach=attach,
+                position=position,
                 device=device, seed=seed, number_format=fmt, coding=coding, steps=T, lif=lif,
                 dt=card.dt if card is not None else 1e-3,
                 spike_logit_scale=card.spike_logit_scale if card is not None else 4.0,

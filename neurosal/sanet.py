@@ -21,6 +21,12 @@ all ``T`` steps of its input in one call (the reads, conversions and noise draws
 calls), batch normalization sees time and batch together (tdBN, Zheng et al. 2021), and the
 layer's LIF neurons then step through time.
 
+Where a block sits (``position``): ``'stage'`` gates the stage's output (after its last
+residual add and activation: what the next stage reads); ``'residual'`` gates the last block's
+residual branch after its batch norm and before the add, as in SE-ResNet (Hu et al. 2018), so
+its per-channel gain in (0, 1) acts on the analog convolution's output while the identity
+path passes untouched.
+
 Attachment strategies: ``attach`` names the stages (1-based) that get a block;
 :meth:`SAnet.detach` switches blocks off after training (the backbone then runs alone, no
 digital work); :meth:`SAnet.attach` switches them on again.
@@ -61,18 +67,22 @@ class BasicBlock(nn.Module):
             self.short = nn.Sequential(AnalogConv2d(cin, cout, 1, stride=stride, bias=False, seed=seed + 2, **xbar),
                                        nn.BatchNorm2d(cout))
 
-    def forward(self, x, act=lambda key, v: _act(v)):
-        """Rate mode; ``act(key, value)`` is the periphery's activation of the conv ``key``."""
+    def forward(self, x, act=lambda key, v: _act(v), gate=None):
+        """Rate mode; ``act(key, value)`` is the periphery's activation of the conv ``key``;
+        ``gate``: an attention block on the residual branch (SE-ResNet), before the add."""
         out = act("conv1", self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if gate is not None:
+            out = gate(out)
         sc = (x.detach() if self.local else x) if self.short is None else self.short(x)
         return act("conv2", out + sc)
 
-    def forward_spike(self, x, neuron):
+    def forward_spike(self, x, neuron, gate=None):
         """Spike mode, all ``T`` steps of the layer at once: ``x`` is ``[T*B, C, H, W]`` (time
         major) and ``neuron(key, current)`` runs the LIF neurons of the conv ``key`` through the steps."""
         z1 = neuron("conv1", self.bn1(self.conv1(x)))
-        z2 = neuron("conv2", self.bn2(self.conv2(z1)))
+        c2 = self.bn2(self.conv2(z1))
+        z2 = neuron("conv2", gate(c2) if gate is not None else c2)
         sc = x if self.short is None else neuron("short.0", self.short(x))
         return z2 + sc                                   # spike-element-wise ADD
 
@@ -85,8 +95,11 @@ class SAnet(nn.Module):
                  attention: Optional[str] = None, attach: Sequence[int] = (1, 2, 3), device="ideal",
                  seed: int = 0, xbar: Optional[dict] = None, number_format: NumberFormat = NumberFormat(),
                  coding: str = "rate", steps: int = 8, lif: LIFParameters = LIFParameters(alpha=10.0),
-                 dt: float = 1e-3, spike_logit_scale: float = 4.0):
+                 dt: float = 1e-3, spike_logit_scale: float = 4.0, position: str = "stage"):
         super().__init__()
+        if position not in ("stage", "residual"):
+            raise ValueError(f"attention position must be 'stage' or 'residual', got {position!r}")
+        self.position = position
         if coding not in ("rate", "spike"):
             raise ValueError(f"SAnet runs rate- or spike-coded, got coding {coding!r}")
         self.coding, self.steps, self.lif, self.dt = coding, int(steps), lif, float(dt)
@@ -133,6 +146,13 @@ class SAnet(nn.Module):
         self.fc = AnalogLinear(4 * width, classes, device=device, seed=s, **{k: v for k, v in xbar.items()
                                                                            if k != "device"})
 
+    def _gate(self, stage: int, block: int):
+        """The attention block on the residual branch of block ``block`` of ``stage`` (position
+        'residual': the stage's last block), or None."""
+        if self.position != "residual" or stage not in self.attached or block != len(self.stages[stage - 1]) - 1:
+            return None
+        return self.attn[str(stage)]
+
     def attach(self, stages: Optional[Iterable[int]] = None) -> None:
         """Switch attention on at ``stages`` (default: every stage that has a block)."""
         self.attached = set(int(k) for k in self.attn) if stages is None else {int(s) for s in stages} & \
@@ -161,8 +181,8 @@ class SAnet(nn.Module):
         h = act("stem", self.bn(self.stem(x)))
         for i, stage in enumerate(self.stages, start=1):
             for j, blk in enumerate(stage):
-                h = blk(h, lambda key, v, p=f"stages.{i - 1}.{j}.": act(p + key, v))
-            if i in self.attached:
+                h = blk(h, lambda key, v, p=f"stages.{i - 1}.{j}.": act(p + key, v), gate=self._gate(i, j))
+            if i in self.attached and self.position == "stage":
                 h = self.attn[str(i)](h if cap is None else h.detach())
                 if cap is not None:
                     cap[f"attn.{i}"] = h
@@ -195,8 +215,9 @@ class SAnet(nn.Module):
         h = neuron("stem", self.bn(self.stem(s.reshape(T * B, *x.shape[1:]))))
         for i, stage in enumerate(self.stages, start=1):
             for j, blk in enumerate(stage):
-                h = blk.forward_spike(h, lambda key, c, p=f"stages.{i - 1}.{j}.": neuron(p + key, c))
-            if i in self.attached:
+                h = blk.forward_spike(h, lambda key, c, p=f"stages.{i - 1}.{j}.": neuron(p + key, c),
+                                      gate=self._gate(i, j))
+            if i in self.attached and self.position == "stage":
                 h = self.attn[str(i)](h)                 # per step: each step's map is its own sample
         out = self.fc(h.mean((2, 3)))                    # [T*B, classes]
         return self.spike_logit_scale * out.reshape(T, B, -1).mean(0)

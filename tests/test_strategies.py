@@ -84,3 +84,37 @@ def test_bad_strategy_options(kw, msg):
     if "attach" in kw:
         with pytest.raises(ValueError, match="options of SAnet / ResNet recipes"):
             train("mlp-64-100-10", "ideal", attach="1", progress=False)
+
+
+@pytest.mark.parametrize("position", ["stage", "residual"])
+def test_an_open_gate_is_the_identity_and_a_detached_block_the_backbone(position):
+    from neurosal.sanet import SAnet
+    kw = dict(input_shape=(1, 8, 8), classes=10, attention="se", device="ideal", seed=2, position=position)
+    net, plain = SAnet(8, 4, **kw), SAnet(8, 4, **{**kw, "attention": None})
+    net.eval(), plain.eval()
+    x = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():
+        closed = net(x)
+        for blk in net.attn.values():
+            blk.fc2.bias.fill_(60.0)                      # sigmoid(60) = 1 - 1e-26: the gate is open
+        # equal up to the co-processor's fixed-point format (10 fractional bits: steps of 2^-10)
+        assert torch.allclose(net(x), plain(x), atol=2.0 ** -10)
+        net.detach()
+        assert torch.equal(net(x), plain(x))
+        net.attach()
+        assert not torch.allclose(closed, plain(x), atol=1e-3)
+
+
+def test_the_residual_position_gates_the_branch_not_the_stage():
+    from neurosal.sanet import SAnet
+    kw = dict(input_shape=(1, 8, 8), classes=10, attention="se", device="ideal", seed=2)
+    a, b = SAnet(8, 4, position="stage", **kw), SAnet(8, 4, position="residual", **kw)   # same chip, same blocks
+    assert all(torch.equal(p, q) for p, q in zip(a.attn.parameters(), b.attn.parameters()))
+    a.eval(), b.eval()
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert not torch.allclose(a(x), b(x))
+    with pytest.raises(ValueError, match="not on the residual branch"):
+        train(load_network("sanet-resnet8").__class__(**{**load_network("sanet-resnet8").__dict__,
+                                                         "attention_position": "residual"}),
+              "ideal", rule="dfa", limit_train=16, limit_test=8, progress=False)
