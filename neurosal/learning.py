@@ -729,7 +729,7 @@ def check_train_args(*, rule: str, epochs: int, lr: float, batch: int, steps, li
 
 @torch.no_grad()
 def attention_deviation(net, card, x: torch.Tensor, *, seed: int = 0) -> dict:
-    """Per residual stage, how far the chip's output is from the ideal-device value:
+    r"""Per residual stage, how far the chip's output is from the ideal-device value:
     :math:`\lVert h_{chip} - h_{ideal}\rVert_F / \lVert h_{ideal}\rVert_F` on the calibration batch
     ``x``, blocks detached, batch norm in inference mode. The chip is read (its reads are chip
     work); the ideal value comes from the same recipe and seed on the ideal device (a software
