@@ -728,7 +728,7 @@ def check_train_args(*, rule: str, epochs: int, lr: float, batch: int, steps, li
 
 
 @torch.no_grad()
-def attention_deviation(net, card, x: torch.Tensor, *, seed: int = 0) -> dict:
+def attention_deviation(net, card, x: torch.Tensor) -> dict:
     r"""Per residual stage, how far the chip's output is from the ideal-device value:
     :math:`\lVert h_{chip} - h_{ideal}\rVert_F / \lVert h_{ideal}\rVert_F` on the calibration batch
     ``x``, blocks detached, batch norm in inference mode. The chip is read (its reads are chip
@@ -844,7 +844,7 @@ def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_d
     else:
         if attach_gate is not None and getattr(net, "attn", None):
             with ledger.phase("forward"):            # the calibration reads are chip work
-                gate = attention_deviation(net, card, calib_x, seed=seed)
+                gate = attention_deviation(net, card, calib_x)
             net.attach([s_ for s_, d in gate.items() if d > attach_gate])
         recalibrate()
     with tqdm(total=epochs * n, initial=start * n, unit="sample", desc=f"train {rule}",
