@@ -223,6 +223,8 @@ def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
             h = row["history"]
             ax.errorbar(list(range(1, len(h) + 1)), [m for m, _, _ in h], yerr=[nz(se) for _, se, _ in h],
                         capsize=2, label=label(row), **_style(i))
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))       # epochs are whole
     if curves:
         figure("curves", "epoch", "learning curves", learning)
     return written
