@@ -53,13 +53,19 @@ _POS = _int(1)
 
 
 def _print_json(obj) -> None:
-    def default(o):
-        if isinstance(o, float) and math.isinf(o):
-            return None
+    """Standard JSON: a non-finite number (e.g. a reversal potential of inf, the ideal limit)
+    is written as the string "inf", "-inf" or "nan"."""
+    def finite(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return "nan" if math.isnan(o) else ("inf" if o > 0 else "-inf")
+        if isinstance(o, dict):
+            return {k: finite(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [finite(v) for v in o]
         if hasattr(o, "tolist"):
-            return o.tolist()
-        raise TypeError(type(o))
-    print(json.dumps(obj, indent=2, default=default, allow_nan=False))
+            return finite(o.tolist())
+        return o
+    print(json.dumps(finite(obj), indent=2, allow_nan=False))
 
 
 # ----------------------------------------------------------------------------- devices
@@ -134,6 +140,64 @@ def _cmd_devices_plot(args) -> int:
     from .plots import plot_device_curves
     out = plot_device_curves(args.devices, args.output, samples=args.samples, seed=args.seed)
     print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- other card listings
+def _print_card(d: dict, indent: str = "") -> None:
+    """A card as aligned ``key value`` lines, tables as ``[section]`` blocks."""
+    for k, v in d.items():
+        if not isinstance(v, dict):
+            print(f"{indent}{k:<18} {v}")
+    for k, v in d.items():
+        if isinstance(v, dict):
+            print(f"{indent}[{k}]")
+            _print_card(v, indent + "  ")
+
+
+def _network_row(name: str) -> dict:
+    from .networks import load_network
+    c = load_network(name)
+    shape = ("-".join(str(int(v)) for v in c.sizes) if c.kind in ("mlp", "charge-mlp") else
+             f"depth {c.depth}, width {c.width}" if c.kind == "resnet" else f"width {c.width}")
+    return dict(name=name, kind=c.kind, shape=shape, neuron=c.neuron,
+                attention=c.attention if c.kind == "resnet" else "-", steps=c.steps, description=c.description)
+
+
+def _cmd_cards_list(args) -> int:
+    from .cost import list_coprocessors, list_periphery, load_coprocessor, load_periphery
+    from .networks import list_networks
+    if args.kind == "networks":
+        rows = [_network_row(n) for n in list_networks()]
+        cols = ("name", "kind", "shape", "neuron", "attention", "steps")
+    else:
+        names, load = ((list_periphery(), load_periphery) if args.kind == "periphery"
+                       else (list_coprocessors(), load_coprocessor))
+        rows = []
+        for n in names:
+            c = load(n)
+            rows.append(dict(name=n, technology_nm=c.technology_nm, description=c.description))
+        cols = ("name", "technology_nm")
+    if args.json:
+        _print_json(rows)
+        return 0
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(f"{c:<{widths[c]}}" for c in cols) + "  description")
+    for r in rows:
+        print("  ".join(f"{str(r[c]):<{widths[c]}}" for c in cols) + f"  {r['description']}")
+    return 0
+
+
+def _cmd_cards_show(args) -> int:
+    from .cards import to_dict
+    from .cost import load_coprocessor, load_periphery
+    from .networks import load_network
+    load = {"networks": load_network, "periphery": load_periphery, "coprocessor": load_coprocessor}[args.kind]
+    d = to_dict(load(args.name))
+    if args.json:
+        _print_json(d)
+    else:
+        _print_card(d)
     return 0
 
 
@@ -468,6 +532,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--samples", type=_POS, default=200, help="noisy cycles drawn for the spread")
     a.add_argument("--seed", type=_SEED, default=0)
     a.set_defaults(func=_cmd_devices_plot)
+
+    for kind, what in (("networks", "network recipes (networks/*.toml)"),
+                       ("periphery", "periphery cost cards (devices/periphery/*.toml)"),
+                       ("coprocessor", "co-processor cost cards (devices/coprocessor/*.toml)")):
+        cp = sub.add_parser(kind, help=f"the shipped {what}")
+        csub = cp.add_subparsers(dest=f"{kind}_command", required=True)
+        a = csub.add_parser("list", help=f"list the shipped {what}")
+        a.add_argument("--json", action="store_true")
+        a.set_defaults(func=_cmd_cards_list, kind=kind)
+        a = csub.add_parser("show", help="show one card (name or path), every field resolved")
+        a.add_argument("name", metavar="NAME|PATH")
+        a.add_argument("--json", action="store_true")
+        a.set_defaults(func=_cmd_cards_show, kind=kind)
 
     s = sub.add_parser("simulate", help="run a network on dataset samples and record spikes / traces to HDF5")
     s.add_argument("--network", required=True, metavar="NAME|PATH", help="network recipe (e.g. mlp-64-100-10)")

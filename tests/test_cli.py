@@ -170,3 +170,27 @@ def test_train_hybrid_readback_is_counted_and_only_for_hybrid(capsys):
     assert reads[0] == 0 and reads[5] == (80 // 8 // 5) * 2 * (64 * 100 + 100 * 10)
     assert main(base + ["--rule", "bp", "--readback", "5"]) == 2
     assert "readback is an option of the hybrid rule" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["networks", "periphery", "coprocessor"])
+def test_card_listings(kind, capsys):
+    """`neurosal networks|periphery|coprocessor list|show`: every shipped card listed; `show --json`
+    gives the fully resolved card, which builds the same card back."""
+    import json as _json
+    from neurosal.cards import from_dict
+    from neurosal.cost import CoprocessorCost, PeripheryCost, list_coprocessors, list_periphery, load_coprocessor, \
+        load_periphery
+    from neurosal.networks import NetworkCard, list_networks, load_network
+    names, load, cls = {"networks": (list_networks(), load_network, NetworkCard),
+                        "periphery": (list_periphery(), load_periphery, PeripheryCost),
+                        "coprocessor": (list_coprocessors(), load_coprocessor, CoprocessorCost)}[kind]
+    assert main([kind, "list", "--json"]) == 0
+    rows = _json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == names and names
+    for n in names:
+        assert main([kind, "show", n, "--json"]) == 0
+        d = _json.loads(capsys.readouterr().out, object_hook=lambda o: {
+            k: (float(v) if v in ("inf", "-inf") else v) for k, v in o.items()})      # JSON spells inf as a string
+        assert from_dict(cls, d) == load(n)
+    assert main([kind, "show", "no-such-card"]) == 2
+    assert "no shipped" in capsys.readouterr().err
