@@ -292,7 +292,11 @@ def _cmd_train(args) -> int:
               steps=args.steps, rounding=args.rounding, out=args.out, limit_train=args.limit_train,
               limit_test=args.limit_test, progress=not args.json, array=args.array, readback=args.readback,
               accelerator=args.accelerator, crop=args.crop, binarize=args.binarize, overwrite=args.overwrite,
-              resume=args.resume, attach=args.attach, attach_epochs=args.attach_epochs, attach_gate=args.attach_gate)
+              resume=args.resume, attach=args.attach, attach_epochs=args.attach_epochs, attach_gate=args.attach_gate,
+              log=args.log)
+    if args.output:
+        from .plots import plot_history
+        r["plot"] = str(plot_history(r, args.output))
     if args.json:
         _print_json(r)
         return 0
@@ -324,6 +328,10 @@ def _cmd_train(args) -> int:
               f"{c['adc_conversions']:,d} ADC conversions, {c['pulses']:,d} pulses")
     if args.out:
         print(f"wrote {args.out}")
+    if args.log:
+        print(f"wrote {args.log}")
+    if args.output:
+        print(f"wrote {r['plot']}")
     return 0
 
 
@@ -589,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="checkpoint file (chip + network + rule state), written at the end "
                    "of every epoch")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    t.add_argument("--log", default=None, metavar="FILE.csv|FILE.jsonl",
+                   help="append each epoch's loss, accuracy, pulses, energy and seconds as it ends")
+    t.add_argument("-o", "--output", default=None, metavar="PNG", help="learning curves (loss and accuracy per epoch)")
     t.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue the run that wrote CKPT up to --epochs (options left out take its values; "
                         "--out defaults to CKPT)")
@@ -695,7 +706,7 @@ def main(argv=None) -> int:
             from .accel import resolve, set_threads
             set_threads(args.threads)
             args.accelerator = resolve(args.accelerator)        # a bad name fails before any work
-        if getattr(args, "output", None) and args.command in ("compare-coding", "cost", "gradcam"):
+        if getattr(args, "output", None) and args.command in ("compare-coding", "cost", "gradcam", "train"):
             from .files import check_output                      # a plot's -o, checked before the work too
             check_output(args.output, overwrite=True, what="-o")
         return int(args.func(args) or 0)

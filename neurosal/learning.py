@@ -31,13 +31,13 @@ from typing import Optional, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import coding as coding_mod
 from .accel import all_finite
 from .cost import COMPONENTS, PHASES, Ledger, cost_report, phase
 from .crossbar import AnalogLinear, PulseError, PulseSGD, analog_layers, calibrate_adc
 from .neurons import RateNeurons
+from .progress import bar as progress_bar
 from .simulator import Network, Simulator, encoder_for
 
 __all__ = ["RULES", "BP", "DFA", "Hybrid", "HybridController", "Verify", "make_rule", "forward", "evaluate", "train",
@@ -637,7 +637,8 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
           return_net: bool = False, array: str = "all", periphery="isaac-32nm", coprocessor="puma-vfu-32nm",
           readback: int = 0, accelerator=None, crop: Optional[int] = None, binarize: Optional[float] = None,
           overwrite: bool = False, resume: Optional[str | Path] = None, attach: Optional[Sequence[int]] = None,
-          attach_epochs: Optional[int] = None, attach_gate: Optional[float] = None):
+          attach_epochs: Optional[int] = None, attach_gate: Optional[float] = None,
+          log: Optional[str | Path] = None):
     """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts,
     and the energy of the training and of the final test run from the cost ledger
     (:mod:`neurosal.cost`, with the ``periphery`` and ``coprocessor`` cost cards); and the
@@ -659,7 +660,11 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     block only where a calibration read of the fresh chip shows its stage's output deviating
     from the ideal-device value by more than ``t`` (relative Frobenius norm). The result says
     which blocks inference uses (``attached``) and the digital share of the energy per
-    inference and per training step."""
+    inference and per training step.
+
+    ``log``: a ``.csv`` or ``.jsonl`` file that gets one row per epoch as it ends (epoch, loss,
+    test accuracy, cumulative pulses, training energy and seconds), flushed to disk; a
+    resumed run appends to it."""
     from .files import Owner, check_output
     label = lambda x: str(x) if isinstance(x, (str, Path)) else getattr(x, "name", str(x))  # noqa: E731 (a card)
     if isinstance(attach, str):          # "1,3", "none" (the command line's and a study's form)
@@ -690,13 +695,20 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
             raise ValueError(f"{resume}: the run already finished {state['epoch']} epoch(s); "
                              f"pass --epochs N with N > {state['epoch']} to train further")
     owner = None
+    if log is not None:
+        if Path(log).suffix.lower() not in (".csv", ".jsonl"):
+            raise ValueError(f"--log {log}: not allowed; allowed: a .csv or .jsonl file")
+        log = check_output(log, overwrite=overwrite or resume is not None, what="--log")
+        if resume is None and log.exists():
+            log.unlink()                         # --overwrite: a new run starts a new log
     if out is not None:
         same = resume is not None and Path(out).resolve() == Path(resume).resolve()
         out = check_output(out, overwrite=overwrite or same)
         owner = Owner(out).acquire()
     try:
         return _train(cfg, network, device, periphery, coprocessor, epochs=epochs, data_dir=data_dir, out=out,
-                      progress=progress, return_net=return_net, accelerator=accelerator, state=state, resume=resume)
+                      progress=progress, return_net=return_net, accelerator=accelerator, state=state, resume=resume,
+                      log=log)
     finally:
         if owner is not None:
             owner.release()
@@ -704,6 +716,40 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
 
 # options a resumed run may change: where things are and how long it trains
 _RESUME_FREE = ("periphery", "coprocessor")
+
+
+def _attached(net):
+    """SAnet: the attention blocks in use (None for networks without attention)."""
+    return sorted(int(v) for v in net.attached) if hasattr(net, "attached") else None
+
+
+_LOG_FIELDS = ("epoch", "loss", "test_accuracy", "pulses", "energy_j", "seconds")
+
+
+def _log_epoch(path: Path, row: dict, net, ledger, seconds: float, **cost) -> None:
+    """Append one epoch's metrics to a CSV or JSONL log (cumulative pulses, training energy and
+    seconds), flushed and fsync'd so that a log read during a run is whole."""
+    import csv
+    import io
+    import json
+    import os
+    pulses = sum(layer.crossbar.counters.pulses for layer in analog_layers(net))
+    rec = dict(epoch=row["epoch"], loss=row["loss"], test_accuracy=row["test_accuracy"], pulses=int(pulses),
+               energy_j=cost_report(ledger, **cost).energy_j, seconds=seconds)
+    new = not path.exists() or path.stat().st_size == 0
+    if path.suffix.lower() == ".csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        if new:
+            w.writerow(_LOG_FIELDS)
+        w.writerow([rec[k] for k in _LOG_FIELDS])
+        text = buf.getvalue()
+    else:
+        text = json.dumps(rec) + "\n"
+    with open(path, "a", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def check_train_args(*, rule: str, epochs: int, lr: float, batch: int, steps, limit_train, limit_test, seed: int,
@@ -775,7 +821,7 @@ def resume_config(path) -> dict:
 
 
 def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_dir, out, progress, return_net,
-           accelerator, state, resume):
+           accelerator, state, resume, log=None):
     from .datasets import load
     from .devices import load_device
     from .files import keep, unkeep
@@ -838,7 +884,7 @@ def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_d
     gate = None
     if state is not None:
         ledger.load_state_dict(state["ledger"])
-        if "attached" in state:
+        if hasattr(net, "attached") and state.get("attached") is not None:
             net.attached = set(state["attached"])
         gate = state.get("gate")
     else:
@@ -847,7 +893,7 @@ def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_d
                 gate = attention_deviation(net, card, calib_x)
             net.attach([s_ for s_, d in gate.items() if d > attach_gate])
         recalibrate()
-    with tqdm(total=epochs * n, initial=start * n, unit="sample", desc=f"train {rule}",
+    with progress_bar(epochs * n, initial=start * n, unit="sample", desc=f"train {rule}",
               disable=not progress) as bar:
         for ep in range(start, epochs):
             if attach_epochs is not None and ep == attach_epochs and hasattr(net, "detach"):
@@ -872,11 +918,13 @@ def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_d
                 acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
             history.append({"epoch": ep + 1, "loss": float(torch.stack(losses).double().mean()), "test_accuracy": acc})
             bar.set_postfix(acc=f"{acc:.3f}")
+            if log is not None:
+                _log_epoch(log, history[-1], net, ledger, seconds_before + time.perf_counter() - t0,
+                           periphery=periphery, coprocessor=coprocessor, rule=rule)
             if out is not None and ep < epochs - 1:     # the last epoch's checkpoint carries the result too
                 save_checkpoint(net, out, rule=rule, rule_state=r.state_dict(), train=dict(
                     config=cfg, epoch=ep + 1, history=history, data_rng=g.get_state(), ledger=ledger.state_dict(),
-                    seconds=seconds_before + time.perf_counter() - t0, attached=sorted(getattr(net, "attached", ())),
-                    gate=gate))
+                    seconds=seconds_before + time.perf_counter() - t0, attached=_attached(net), gate=gate))
                 keep(f"train:{out}", f"the checkpoint of epoch {ep + 1} at {out} (continue with "
                                      f"`neurosal train --resume {out} --epochs {epochs}`)")
     seconds = seconds_before + time.perf_counter() - t0
@@ -925,6 +973,6 @@ def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_d
     if out is not None:
         save_checkpoint(net, out, rule=rule, rule_state=r.state_dict(), result=result, train=dict(
             config=cfg, epoch=epochs, history=history, data_rng=g.get_state(), ledger=ledger.state_dict(),
-            seconds=seconds, attached=sorted(getattr(net, "attached", ())), gate=gate))
+            seconds=seconds, attached=_attached(net), gate=gate))
         unkeep(f"train:{out}")
     return (result, net, data) if return_net else result

@@ -128,3 +128,26 @@ def plot_raster(rec, path, sample: int = 0) -> Path:
     savefig(fig, path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_history(result: dict, path) -> Path:
+    """Learning curves of one training run: loss and test accuracy per epoch."""
+    from matplotlib.ticker import MaxNLocator
+    plt = _plt()
+    h = result["history"]
+    ep = [r["epoch"] for r in h]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a1.plot(ep, [r["loss"] for r in h], "o-", color="tab:red")
+    a1.set_ylabel("training loss (mean over the epoch)")
+    a2.plot(ep, [r["test_accuracy"] for r in h], "o-", color="tab:blue")
+    a2.set_ylabel("test accuracy")
+    for ax in (a1, a2):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{result['network']} on {result['device']}, rule {result['rule']}, {result['coding']} coding, "
+                 f"{result['dataset']}", fontsize=9)
+    fig.tight_layout()
+    out = savefig(fig, path, dpi=120)
+    plt.close(fig)
+    return out

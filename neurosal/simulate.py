@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from tqdm import tqdm
 
 from .networks import CODINGS, build, load_checkpoint, recipe_for
+from .progress import bar as progress_bar
 from .simulator import VARIABLES, Probe, Simulator, encoder_for
 
 __all__ = ["simulate", "ENCODER_OF"]
@@ -103,7 +103,7 @@ def _simulate(network, device, *, coding, steps, samples, dataset, data_dir, rec
     totals: dict = {}
     t_start = time.perf_counter()
     try:
-        with torch.no_grad(), tqdm(total=samples, unit="sample", desc="simulate", disable=not progress) as bar:
+        with torch.no_grad(), progress_bar(samples, unit="sample", desc="simulate", disable=not progress) as bar:
             for b0 in range(0, samples, batch):
                 b1 = min(samples, b0 + batch)
                 x, y = data.x_test[b0:b1].to(where), data.y_test[b0:b1].to(where)

@@ -34,13 +34,13 @@ from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import coding
 from .accel import Generators, tally
 from .crossbar.periphery import _count_nonzero
 from .crossbar import AnalogLinear, Counters
 from .neurons import ChargeNeurons, NeuronState, RateNeurons, beta_of
+from .progress import bar as progress_bar
 
 __all__ = ["Layer", "Network", "Probe", "RunResult", "Simulator", "VARIABLES", "DECODERS"]
 
@@ -271,7 +271,7 @@ class Simulator:
         ev = {layer.name: {"spikes": 0} for layer in layers}
         paths = {layer.name: {"event": 0, "dense": 0} for layer in layers}
         out_count = out_vmax = out_first = None
-        bar = tqdm(total=steps, unit="step", desc="simulate", disable=not progress, leave=False)
+        bar = progress_bar(steps, unit="step", desc="simulate", disable=not progress, leave=False)
         try:
             for t0 in range(0, steps, self.chunk):
                 t1 = min(steps, t0 + self.chunk)

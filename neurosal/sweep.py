@@ -310,9 +310,8 @@ def sweep(study_path: str | Path, out: str | Path, *, workers: int = 1, ray: Opt
     them), or,
     with ``ray`` (``'auto'``, ``'local'`` or a cluster address), Ray tasks (``ray_init``: extra
     ``ray.init`` arguments; ``gpus_per_trial``: a GPU fraction per task)."""
-    from tqdm import tqdm
-
     from .accel import _usable_cores
+    from .progress import bar as progress_bar
     study = load_study(study_path, variant)
     trials = expand(study)
     if data_dir is not None:
@@ -338,7 +337,7 @@ def sweep(study_path: str | Path, out: str | Path, *, workers: int = 1, ray: Opt
         raise ValueError(f"threads must be >= 1, got {threads}")
     counts = {"trials": len(trials), "done_before": len(trials) - len(todo), "run": 0, "failed": 0}
     owner = Owner(out).acquire()          # one sweep per results file at a time
-    bar = tqdm(total=len(trials), initial=counts["done_before"], unit="trial", desc=study.name,
+    bar = progress_bar(len(trials), initial=counts["done_before"], unit="trial", desc=study.name,
                disable=not progress)
 
     def finish(rec: dict) -> None:
