@@ -519,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neurosal", description="Simulate analog in-memory-computing "
                                 "neuromorphic hardware and train networks on it.")
     sub = p.add_subparsers(dest="command", required=True)
+    p.commands = sub.choices                         # command name -> its parser
 
     dev = sub.add_parser("devices", help="the device library (model cards)")
     dsub = dev.add_subparsers(dest="devices_command", required=True)
@@ -573,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crossbar reads: event-driven, dense, or chosen by activity")
     s.add_argument("--json", action="store_true")
     _run_args(s)
+    _config_args(s)
     s.set_defaults(func=_cmd_simulate)
 
     t = sub.add_parser("train", help="train a network on the simulated chip with an on-chip learning rule")
@@ -605,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--out defaults to CKPT)")
     t.add_argument("--json", action="store_true")
     _run_args(t)
+    _config_args(t)
     t.set_defaults(func=_cmd_train, parser=t)
 
     cc = sub.add_parser("compare-coding", help="the same network trained rate- and spike-coded: accuracy and events")
@@ -653,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--data-dir", default=None, help="dataset folder for every trial (replaces the study's)")
     w.add_argument("--json", action="store_true")
     _run_args(w)
+    _config_args(w)
     w.set_defaults(func=_cmd_sweep)
 
     rp = sub.add_parser("report", help="tables (mean ± SE over seeds) and plots from a sweep's results")
@@ -689,6 +693,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _config_args(a: argparse.ArgumentParser) -> None:
+    a.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="options from a TOML file (as --print-config writes it); options given here win")
+    a.add_argument("--print-config", action="store_true", help="print the resolved options as TOML and stop")
+
+
 def _run_args(a: argparse.ArgumentParser) -> None:
     """Where the simulation runs: accelerator and CPU threads (every command that simulates)."""
     a.add_argument("--accelerator", default="auto", metavar="auto|cpu|cuda|cuda:N",
@@ -698,9 +708,78 @@ def _run_args(a: argparse.ArgumentParser) -> None:
                    help="CPU threads (default: the cores not already busy, at least 1)")
 
 
+_CONFIG_COMMANDS = ("train", "simulate", "sweep")
+_NOT_CONFIG = ("func", "parser", "command", "config", "print_config", "json", "kind")
+
+
+def _options(parser: argparse.ArgumentParser) -> dict:
+    """dest -> action of a (sub)parser's options."""
+    return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def _config_argv(command: str, path: str) -> list:
+    """The options a ``--config`` TOML file sets, as command-line arguments (given before the
+    user's own, which therefore win)."""
+    from .cards import load_toml
+    sub = build_parser().commands[command]
+    opts = _options(sub)
+    data = load_toml(path)
+    out = []
+    for k, v in data.items():
+        dest = k.replace("-", "_")
+        if dest not in opts or dest in _NOT_CONFIG:
+            raise CardError(path, k, "not an option of `neurosal " + command + "`; allowed: " +
+                            ", ".join(sorted(d for d in opts if d not in _NOT_CONFIG)))
+        flag = max(opts[dest].option_strings, key=len)
+        if isinstance(opts[dest], argparse._StoreTrueAction):
+            if v is True:
+                out.append(flag)
+            elif v is not False:
+                raise CardError(path, k, f"expected true or false, got {v!r}")
+        elif isinstance(v, (dict, list)):
+            raise CardError(path, k, f"expected a single value, got {v!r}")
+        else:
+            out += [flag, str(v)]
+    return out
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf" if v < 0 else "nan")
+    return json.dumps(str(v))
+
+
+def _print_config(args, sub: argparse.ArgumentParser) -> None:
+    """The fully resolved options of this command as TOML (``--config`` reads it back)."""
+    print(f"# neurosal {args.command}: the resolved options (neurosal {args.command} --config FILE reads them)")
+    for dest in _options(sub):
+        if dest in _NOT_CONFIG:
+            continue
+        v = getattr(args, dest, None)
+        if v is None:
+            print(f"# {dest} = (not set: the default applies)")
+        else:
+            print(f"{dest} = {_toml_value(v)}")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in _CONFIG_COMMANDS and any(a == "--config" or a.startswith("--config=") for a in argv):
+            i = next(i for i, a in enumerate(argv) if a == "--config" or a.startswith("--config="))
+            path = argv[i].split("=", 1)[1] if "=" in argv[i] else (argv[i + 1] if i + 1 < len(argv) else "")
+            rest = argv[:i] + argv[i + (1 if "=" in argv[i] else 2):]
+            argv = [rest[0]] + _config_argv(rest[0], path) + rest[1:]
+    except CardError as exc:
+        print(f"neurosal: bad config: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
+    if getattr(args, "print_config", False):
+        _print_config(args, parser.commands[args.command])
+        return 0
     try:
         if hasattr(args, "threads"):
             from .accel import resolve, set_threads

@@ -194,3 +194,33 @@ def test_card_listings(kind, capsys):
         assert from_dict(cls, d) == load(n)
     assert main([kind, "show", "no-such-card"]) == 2
     assert "no shipped" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--network", "mlp-64-100-10", "--device", "moderate", "--epochs", "2", "--lr", "0.05", "--binarize",
+     "0.5", "--overwrite"],
+    ["simulate", "--network", "mlp-64-100-10", "--device", "severe", "--coding", "latency", "--samples", "7"],
+    ["sweep", "studies/kwon-hybrid.toml", "--out", "r.jsonl", "--workers", "2"],
+])
+def test_print_config_round_trips_through_config(tmp_path, capsys, argv):
+    assert main(argv + ["--print-config"]) == 0
+    first = capsys.readouterr().out
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(first)
+    assert main([argv[0], "--config", str(cfg), "--print-config"] + ([argv[1]] if argv[0] == "sweep" else [])) == 0
+    assert capsys.readouterr().out == first
+    # an option given on the command line wins over the file
+    assert main([argv[0], "--config", str(cfg), "--seed" if argv[0] != "sweep" else "--workers", "3",
+                 "--print-config"] + ([argv[1]] if argv[0] == "sweep" else [])) == 0
+    out = capsys.readouterr().out
+    assert ("seed = 3" if argv[0] != "sweep" else "workers = 3") in out
+
+
+def test_a_bad_config_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = 2\nnetwork = 'mlp-64-100-10'\nbogus = 1\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "field 'bogus': not an option of `neurosal train`" in capsys.readouterr().err
+    bad.write_text("epochs = [1, 2]\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "expected a single value" in capsys.readouterr().err
