@@ -8,6 +8,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .cards import CardError
 from .files import OutputError
 
@@ -498,6 +500,36 @@ def _cmd_gradcam(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+def _cmd_export(args) -> int:
+    from . import nir as nir_mod
+    from .datasets import load
+    from .networks import build, load_checkpoint, recipe_for
+    data = load(args.dataset, data_dir=args.data_dir, seed=args.seed, limit_test=1, limit_train=1)
+    net = build(recipe_for(args.network, args.checkpoint), device=args.device, coding=args.coding, seed=args.seed,
+                input_shape=data.shape, classes=data.classes)
+    if args.checkpoint:
+        load_checkpoint(net, args.checkpoint)
+    path = nir_mod.write(args.output, net)
+    g = nir_mod.read(path)                      # what was written, read back (nir checks the graph's types)
+
+    def shape(v):
+        io = getattr(v, "input_type", None) if type(v).__name__ == "Input" else getattr(v, "output_type", None)
+        if type(v).__name__ in ("Input", "Output") and isinstance(io, dict) and io:
+            return [int(d) for d in np.asarray(next(iter(io.values()))).ravel()]
+        return list(np.shape(getattr(v, "weight", getattr(v, "tau", []))))
+    rows = [{"node": k, "type": type(v).__name__, "shape": shape(v)} for k, v in nir_mod._chain(g)]
+    if args.json:
+        _print_json({"path": str(path), "nodes": rows, "edges": [list(e) for e in g.edges]})
+        return 0
+    print(f"{args.network} on {args.device} ({args.coding} coding){'' if args.checkpoint else ' (fresh network)'} "
+          f"as NIR (dt {g.metadata.get('dt')} s):")
+    for r in rows:
+        print(f"  {r['node']:<14} {r['type']:<8} {r['shape']}")
+    print(f"wrote {path}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def _training_args(a: argparse.ArgumentParser, *, rules: tuple, epochs: int, resume: bool = False) -> None:
     """Arguments shared by `train` and `compare-coding`."""
@@ -684,6 +716,20 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(gc)
     gc.set_defaults(func=_cmd_gradcam)
 
+    ex = sub.add_parser("export", help="write a (trained) network as a NIR graph")
+    ex.add_argument("--network", required=True, metavar="NAME|PATH")
+    ex.add_argument("--device", required=True, metavar="NAME|PATH")
+    ex.add_argument("--checkpoint", default=None, help="trained network (default: a fresh one)")
+    ex.add_argument("--coding", default="spike", choices=("spike",), help="NIR holds spiking networks")
+    ex.add_argument("--format", default="nir", choices=("nir",))
+    ex.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"),
+                    help="the data the network's input size follows")
+    ex.add_argument("--data-dir", default=None)
+    ex.add_argument("--seed", type=_SEED, default=0)
+    ex.add_argument("-o", "--output", required=True, help="the NIR file (.nir, HDF5)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=_cmd_export)
+
     d = sub.add_parser("demo", help="the main job on the embedded digits dataset")
     d.add_argument("--out-dir", default="runs")
     d.add_argument("--epochs", type=_POS, default=3)
@@ -785,7 +831,7 @@ def main(argv=None) -> int:
             from .accel import resolve, set_threads
             set_threads(args.threads)
             args.accelerator = resolve(args.accelerator)        # a bad name fails before any work
-        if getattr(args, "output", None) and args.command in ("compare-coding", "cost", "gradcam", "train"):
+        if getattr(args, "output", None) and args.command in ("compare-coding", "cost", "gradcam", "train", "export"):
             from .files import check_output                      # a plot's -o, checked before the work too
             check_output(args.output, overwrite=True, what="-o")
         return int(args.func(args) or 0)
