@@ -500,6 +500,48 @@ def _cmd_gradcam(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- evaluate (drift)
+def _cmd_evaluate(args) -> int:
+    from .datasets import load
+    from .drift import COMPENSATIONS, accuracy_over_time, plot_drift
+    from .networks import build, load_checkpoint, recipe_for
+    try:
+        times = [float(v) for v in args.times.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--times {args.times!r}: not allowed; allowed: a comma list of seconds, e.g. "
+                         "1,60,3600,86400") from None
+    comps = [c.strip() for c in args.compensation.split(",") if c.strip()]
+    bad = [c for c in comps if c not in COMPENSATIONS]
+    if bad or not comps:
+        raise ValueError(f"--compensation {args.compensation!r}: not allowed; allowed: {', '.join(COMPENSATIONS)} "
+                         "or both as none,global")
+    data = load(args.dataset, data_dir=args.data_dir, seed=args.seed, limit_test=args.limit_test, limit_train=1)
+    net = build(recipe_for(args.network, args.checkpoint), device=args.device, coding=args.coding, seed=args.seed,
+                input_shape=data.shape, classes=data.classes, accelerator=args.accelerator)
+    load_checkpoint(net, args.checkpoint)
+    net.eval()
+    where = next(net.parameters()).device
+    x, y = data.x_test.to(where), data.y_test.to(where)
+    results = [accuracy_over_time(net, x, y, times=times, repeats=args.repeats, compensation=c, coding=args.coding,
+                                  steps=net.meta["steps"], seed=args.seed) for c in comps]
+    out = {"network": args.network, "device": args.device, "samples": len(y), "results": results}
+    if args.output:
+        out["plot"] = str(plot_drift(results, args.output, title=f"{args.network} on {args.device}: accuracy after "
+                                                                 f"programming ({len(y)} {args.dataset} samples)"))
+    if args.json:
+        _print_json(out)
+        return 0
+    print(f"{args.network} on {args.device}, {len(y)} {args.dataset} test samples, {args.repeats} read-noise "
+          f"draw(s) per time")
+    print(f"{'time after programming (s)':>27} " + " ".join(f"{'comp. ' + r['compensation']:>18}" for r in results))
+    for i, t in enumerate(times):
+        print(f"{t:>27g} " + " ".join(f"{r['rows'][i]['accuracy']:>10.4f} ± {r['rows'][i]['sd']:<5.4f}"
+                                      for r in results))
+    if args.output:
+        print(f"wrote {out['plot']}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- export
 def _cmd_export(args) -> int:
     from . import nir as nir_mod
@@ -716,6 +758,23 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(gc)
     gc.set_defaults(func=_cmd_gradcam)
 
+    ev = sub.add_parser("evaluate", help="accuracy at times after programming, as the devices drift")
+    ev.add_argument("--network", required=True, metavar="NAME|PATH")
+    ev.add_argument("--device", required=True, metavar="NAME|PATH")
+    ev.add_argument("--checkpoint", required=True, help="the trained chip (neurosal train --out)")
+    ev.add_argument("--coding", default="rate", choices=("rate", "spike", "latency"))
+    ev.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
+    ev.add_argument("--data-dir", default=None)
+    ev.add_argument("--limit-test", type=_POS, default=None)
+    ev.add_argument("--times", default="1,60,3600,86400,2592000", help="seconds after programming, comma list")
+    ev.add_argument("--repeats", type=_POS, default=3, help="read-noise draws per time")
+    ev.add_argument("--compensation", default="none", help="none, global, or both as none,global")
+    ev.add_argument("--seed", type=_SEED, default=0)
+    ev.add_argument("-o", "--output", default=None, help="PNG: accuracy against time after programming")
+    ev.add_argument("--json", action="store_true")
+    _run_args(ev)
+    ev.set_defaults(func=_cmd_evaluate)
+
     ex = sub.add_parser("export", help="write a (trained) network as a NIR graph")
     ex.add_argument("--network", required=True, metavar="NAME|PATH")
     ex.add_argument("--device", required=True, metavar="NAME|PATH")
@@ -831,7 +890,8 @@ def main(argv=None) -> int:
             from .accel import resolve, set_threads
             set_threads(args.threads)
             args.accelerator = resolve(args.accelerator)        # a bad name fails before any work
-        if getattr(args, "output", None) and args.command in ("compare-coding", "cost", "gradcam", "train", "export"):
+        if getattr(args, "output", None) and args.command in ("compare-coding", "cost", "gradcam", "train", "export",
+                                                                       "evaluate"):
             from .files import check_output                      # a plot's -o, checked before the work too
             check_output(args.output, overwrite=True, what="-o")
         return int(args.func(args) or 0)

@@ -320,11 +320,14 @@ class Crossbar:
                                 noise=False)
 
     def weights(self) -> torch.Tensor:
-        """Effective weights ``(G+ - G-)/Gref`` as read now (no read noise), ``[rows, cols]``."""
-        if self._cache_version != self.version or self._w is None:
+        """Effective weights ``(G+ - G-)/Gref`` as read now (no read noise), ``[rows, cols]``.
+        Cached until the next write or, on a drifting device, until the chip's clock moves."""
+        now = self.time if self._state.t_prog is not None else None
+        if self._cache_version != self.version or self._w is None or getattr(self, "_cache_time", None) != now:
             g = self.conductances()
             self._w = ((g[0] - g[1]) / self.g_ref).contiguous()
             self._cache_version = self.version
+            self._cache_time = now
         return self._w
 
     def initialize(self, w: torch.Tensor) -> None:
