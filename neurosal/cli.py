@@ -295,7 +295,7 @@ def _cmd_train(args) -> int:
               limit_test=args.limit_test, progress=not args.json, array=args.array, readback=args.readback,
               accelerator=args.accelerator, crop=args.crop, binarize=args.binarize, overwrite=args.overwrite,
               resume=args.resume, attach=args.attach, attach_epochs=args.attach_epochs, attach_gate=args.attach_gate,
-              log=args.log)
+              log=args.log, tensorboard=args.tensorboard)
     if args.output:
         from .plots import plot_history
         r["plot"] = str(plot_history(r, args.output))
@@ -675,6 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     t.add_argument("--log", default=None, metavar="FILE.csv|FILE.jsonl",
                    help="append each epoch's loss, accuracy, pulses, energy and seconds as it ends")
+    t.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="the same per-epoch figures as TensorBoard scalars (needs the tensorboard package)")
     t.add_argument("-o", "--output", default=None, metavar="PNG", help="learning curves (loss and accuracy per epoch)")
     t.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue the run that wrote CKPT up to --epochs (options left out take its values; "

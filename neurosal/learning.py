@@ -638,7 +638,7 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
           readback: int = 0, accelerator=None, crop: Optional[int] = None, binarize: Optional[float] = None,
           overwrite: bool = False, resume: Optional[str | Path] = None, attach: Optional[Sequence[int]] = None,
           attach_epochs: Optional[int] = None, attach_gate: Optional[float] = None,
-          log: Optional[str | Path] = None):
+          log: Optional[str | Path] = None, tensorboard: Optional[str | Path] = None):
     """Train ``network`` on the simulated chip; returns accuracies, pulse and event counts,
     and the energy of the training and of the final test run from the cost ledger
     (:mod:`neurosal.cost`, with the ``periphery`` and ``coprocessor`` cost cards); and the
@@ -664,7 +664,8 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
 
     ``log``: a ``.csv`` or ``.jsonl`` file that gets one row per epoch as it ends (epoch, loss,
     test accuracy, cumulative pulses, training energy and seconds), flushed to disk; a
-    resumed run appends to it."""
+    resumed run appends to it. ``tensorboard``: a folder that gets the same figures as
+    TensorBoard scalars (needs the ``tensorboard`` package)."""
     from .files import Owner, check_output
     label = lambda x: str(x) if isinstance(x, (str, Path)) else getattr(x, "name", str(x))  # noqa: E731 (a card)
     if isinstance(attach, str):          # "1,3", "none" (the command line's and a study's form)
@@ -695,6 +696,14 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
             raise ValueError(f"{resume}: the run already finished {state['epoch']} epoch(s); "
                              f"pass --epochs N with N > {state['epoch']} to train further")
     owner = None
+    writer = None
+    if tensorboard is not None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ValueError("--tensorboard needs the tensorboard package (pip install tensorboard); "
+                             "--log FILE.csv writes the same figures without it") from None
+        writer = SummaryWriter(log_dir=str(tensorboard))
     if log is not None:
         if Path(log).suffix.lower() not in (".csv", ".jsonl"):
             raise ValueError(f"--log {log}: not allowed; allowed: a .csv or .jsonl file")
@@ -708,10 +717,12 @@ def train(network, device, *, rule: str = "hybrid", coding: str = "rate", datase
     try:
         return _train(cfg, network, device, periphery, coprocessor, epochs=epochs, data_dir=data_dir, out=out,
                       progress=progress, return_net=return_net, accelerator=accelerator, state=state, resume=resume,
-                      log=log)
+                      log=log, writer=writer)
     finally:
         if owner is not None:
             owner.release()
+        if writer is not None:
+            writer.close()
 
 
 # options a resumed run may change: where things are and how long it trains
@@ -726,7 +737,7 @@ def _attached(net):
 _LOG_FIELDS = ("epoch", "loss", "test_accuracy", "pulses", "energy_j", "seconds")
 
 
-def _log_epoch(path: Path, row: dict, net, ledger, seconds: float, **cost) -> None:
+def _log_epoch(path: Optional[Path], row: dict, net, ledger, seconds: float, writer=None, **cost) -> None:
     """Append one epoch's metrics to a CSV or JSONL log (cumulative pulses, training energy and
     seconds), flushed and fsync'd so that a log read during a run is whole."""
     import csv
@@ -736,6 +747,12 @@ def _log_epoch(path: Path, row: dict, net, ledger, seconds: float, **cost) -> No
     pulses = sum(layer.crossbar.counters.pulses for layer in analog_layers(net))
     rec = dict(epoch=row["epoch"], loss=row["loss"], test_accuracy=row["test_accuracy"], pulses=int(pulses),
                energy_j=cost_report(ledger, **cost).energy_j, seconds=seconds)
+    if writer is not None:
+        for k in _LOG_FIELDS[1:]:
+            writer.add_scalar(f"train/{k}", rec[k], rec["epoch"])
+        writer.flush()
+    if path is None:
+        return
     new = not path.exists() or path.stat().st_size == 0
     if path.suffix.lower() == ".csv":
         buf = io.StringIO()
@@ -821,7 +838,7 @@ def resume_config(path) -> dict:
 
 
 def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_dir, out, progress, return_net,
-           accelerator, state, resume, log=None):
+           accelerator, state, resume, log=None, writer=None):
     from .datasets import load
     from .devices import load_device
     from .files import keep, unkeep
@@ -918,9 +935,9 @@ def _train(cfg: dict, network, device, periphery, coprocessor, *, epochs, data_d
                 acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
             history.append({"epoch": ep + 1, "loss": float(torch.stack(losses).double().mean()), "test_accuracy": acc})
             bar.set_postfix(acc=f"{acc:.3f}")
-            if log is not None:
+            if log is not None or writer is not None:
                 _log_epoch(log, history[-1], net, ledger, seconds_before + time.perf_counter() - t0,
-                           periphery=periphery, coprocessor=coprocessor, rule=rule)
+                           periphery=periphery, coprocessor=coprocessor, rule=rule, writer=writer)
             if out is not None and ep < epochs - 1:     # the last epoch's checkpoint carries the result too
                 save_checkpoint(net, out, rule=rule, rule_state=r.state_dict(), train=dict(
                     config=cfg, epoch=ep + 1, history=history, data_rng=g.get_state(), ledger=ledger.state_dict(),

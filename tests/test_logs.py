@@ -64,3 +64,14 @@ def test_progress_off_a_terminal_is_whole_lines():
     with LineProgress(10, every=1e9, file=quiet) as q:        # between reports: nothing but the last line
         q.update(10)
     assert len(quiet.getvalue().splitlines()) == 1
+
+
+def test_tensorboard_is_optional(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="--tensorboard needs the tensorboard package"):
+            train("mlp-64-100-10", "ideal", epochs=1, tensorboard=tmp_path / "tb", **KW)
+        return
+    train("mlp-64-100-10", "ideal", epochs=2, tensorboard=tmp_path / "tb", **KW)
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
