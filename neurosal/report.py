@@ -132,7 +132,15 @@ def _x_axes(s: dict, wanted: Optional[str]) -> list:
     if wanted is not None:
         return [_x_axis(s, wanted)]
     axes = [a for a in s["axes"] if "." in a] + (["device"] if "device" in s["axes"] else [])
-    return axes or ([_x_axis(s)] if s["axes"] else [None])
+    axes = axes or ([_x_axis(s)] if s["axes"] else [None])
+    # grids with different axes (e.g. one strategy per grid): when an axis is unset in some
+    # cells, one more plot puts every configuration side by side
+    if any(row["key"].get(a) is None for a in s["axes"] for row in s["cells"]):
+        axes.append(CONFIGURATION)
+    return axes
+
+
+CONFIGURATION = "configuration"       # the x axis of the side-by-side plot: one tick per cell
 
 
 def _style(i: int) -> dict:
@@ -147,6 +155,10 @@ def _accuracy_plot(study: str, cells: list, x_axis: Optional[str], path: Path) -
     import matplotlib.pyplot as plt
     # the cells where this axis is set (a study's grids may have different axes); lines: the
     # other keys that vary among them
+    if x_axis == CONFIGURATION:     # every cell its own tick, named by the keys it sets
+        cells = [{**row, "key": {CONFIGURATION: "\n".join(f"{a}={v}" for a, v in row["key"].items()
+                                                          if v is not None and a != "seed")}}
+                 for row in cells]
     cells = [row for row in cells if x_axis is None or row["key"].get(x_axis) is not None]
     others = [a for a in (cells[0]["key"] if cells else {}) if a != x_axis
               and len({repr(row["key"].get(a)) for row in cells}) > 1]
@@ -166,9 +178,10 @@ def _accuracy_plot(study: str, cells: list, x_axis: Optional[str], path: Path) -
                      key=lambda p: p[0] if numeric else xs.index(p[0]))
         px = [p[0] if numeric else xs.index(p[0]) for p in pts]
         ax.errorbar(px, [p[1][0] for p in pts], yerr=[0 if math.isnan(p[1][1]) else p[1][1] for p in pts],
-                    capsize=3, label=lk, **_style(i))
+                    capsize=3, label=lk, linestyle="none" if x_axis == CONFIGURATION else "-", **_style(i))
     if not numeric:
-        ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=20)
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=0 if x_axis == CONFIGURATION else 20,
+                      fontsize=6 if x_axis == CONFIGURATION else None)
     ax.set_xlabel(x_axis or "")
     ax.set_ylabel("test accuracy (mean ± SE over seeds)")
     ax.set_title(study)
