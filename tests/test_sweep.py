@@ -192,6 +192,13 @@ def test_report_statistics_tables_and_plots(tmp_path):
     for suffix in ("s.md", "s.csv", "s_accuracy_device.png", "s_energy.png", "s_curves.png"):
         f = tmp_path / "rep" / suffix
         assert f.is_file() and f.stat().st_size > 0
+    assert not (tmp_path / "rep" / "s_accuracy_configuration.png").exists()     # one grid: no side-by-side plot
+    # grids with different axes (a strategy per grid): every configuration side by side
+    extra = dict(recs[0], config={**recs[0]["config"], "attach": "3"})
+    extra["id"] = trial_id(extra["config"])
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs + [extra]))
+    report(out, tmp_path / "rep2")
+    assert (tmp_path / "rep2" / "s_accuracy_configuration.png").stat().st_size > 0
 
 
 def test_report_of_a_missing_or_empty_file(tmp_path):
