@@ -103,7 +103,7 @@ def test_if_nodes_run_as_lif_with_negligible_leak():
     net, _ = nnir.from_nir(g, device="ideal", dt=1e-3)
     lif = net.layers[0].neurons
     assert lif.p.tau_mem == pytest.approx(1e3)
-    w = float(net.layers[0].synapse.weight)
+    w = float(net.layers[0].synapse.weight.detach())
     assert w == pytest.approx(0.5 * 2 * 1e3, rel=2e-3)              # the weight carries r and tau
     from neurosal.neurons import lif_step
     v = torch.zeros(1)
