@@ -745,11 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gc = sub.add_parser("gradcam", help="Grad-CAM per residual stage, with and without each attention block "
                         "(off chip)")
-    gc.add_argument("--network", required=True, metavar="NAME|PATH", help="a SAnet / ResNet recipe")
-    gc.add_argument("--device", required=True, metavar="NAME|PATH")
-    gc.add_argument("--checkpoint", required=True, help="the trained network (neurosal train --out)")
-    gc.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
-    gc.add_argument("--data-dir", default=None)
+    _checkpoint_args(gc, network_help="a SAnet / ResNet recipe")
     gc.add_argument("--samples", type=_POS, default=256, help="test samples the figures average over")
     gc.add_argument("--stages", default="1,2,3", help="residual stages to map (comma list of 1, 2, 3)")
     gc.add_argument("--target", default="predicted", choices=("predicted", "label"), help="class whose score is mapped")
@@ -761,12 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=_cmd_gradcam)
 
     ev = sub.add_parser("evaluate", help="accuracy at times after programming, as the devices drift")
-    ev.add_argument("--network", required=True, metavar="NAME|PATH")
-    ev.add_argument("--device", required=True, metavar="NAME|PATH")
-    ev.add_argument("--checkpoint", required=True, help="the trained chip (neurosal train --out)")
+    _checkpoint_args(ev)
     ev.add_argument("--coding", default="rate", choices=("rate", "spike", "latency"))
-    ev.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"))
-    ev.add_argument("--data-dir", default=None)
     ev.add_argument("--limit-test", type=_POS, default=None)
     ev.add_argument("--times", default="1,60,3600,86400,2592000", help="seconds after programming, comma list")
     ev.add_argument("--repeats", type=_POS, default=3, help="read-noise draws per time")
@@ -778,14 +770,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     ex = sub.add_parser("export", help="write a (trained) network as a NIR graph")
-    ex.add_argument("--network", required=True, metavar="NAME|PATH")
-    ex.add_argument("--device", required=True, metavar="NAME|PATH")
-    ex.add_argument("--checkpoint", default=None, help="trained network (default: a fresh one)")
+    _checkpoint_args(ex, required=False)
     ex.add_argument("--coding", default="spike", choices=("spike",), help="NIR holds spiking networks")
     ex.add_argument("--format", default="nir", choices=("nir",))
-    ex.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"),
-                    help="the data the network's input size follows")
-    ex.add_argument("--data-dir", default=None)
     ex.add_argument("--seed", type=_SEED, default=0)
     ex.add_argument("-o", "--output", required=True, help="the NIR file (.nir, HDF5)")
     ex.add_argument("--json", action="store_true")
@@ -798,6 +785,17 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(d)
     d.set_defaults(func=_cmd_demo)
     return p
+
+
+def _checkpoint_args(a: argparse.ArgumentParser, *, required: bool = True, network_help: str = "") -> None:
+    """A trained chip and its data: --network, --device, --checkpoint, --dataset, --data-dir."""
+    a.add_argument("--network", required=True, metavar="NAME|PATH", help=network_help or None)
+    a.add_argument("--device", required=True, metavar="NAME|PATH")
+    a.add_argument("--checkpoint", required=required,
+                   help="the trained chip (neurosal train --out)" + ("" if required else "; default: a fresh one"))
+    a.add_argument("--dataset", default="digits", choices=("digits", "mnist", "fashion-mnist", "cifar10"),
+                   help="the data (the network's input size follows it)")
+    a.add_argument("--data-dir", default=None)
 
 
 def _config_args(a: argparse.ArgumentParser) -> None:
