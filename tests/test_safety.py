@@ -24,6 +24,18 @@ SIM = dict(network="mlp-64-100-10", device="ideal", coding="spike", steps=8, sam
            record=("spikes", "v"), record_samples=4, progress=False)
 
 
+def _ctrl_c_on_call(n: int, fn):
+    """``fn``, except that its ``n``-th call is interrupted as by Ctrl-C."""
+    calls = {"n": 0}
+
+    def wrapped(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return fn(*a, **k)
+    return wrapped
+
+
 def _cli(argv, capsys):
     """Run the command line in this process: (exit code, stderr)."""
     try:
@@ -237,14 +249,8 @@ def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path, 
     whole = tmp_path / "whole.pt"
     assert _cli(args + ["--epochs", "3", "--out", whole], capsys)[0] == 0
     # the same run, stopped by Ctrl-C in the second epoch's evaluation
-    real, calls = learning.evaluate, {"n": 0}
-
-    def stop_in_epoch_2(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setattr(learning, "evaluate", stop_in_epoch_2)
+    real = learning.evaluate
+    monkeypatch.setattr(learning, "evaluate", _ctrl_c_on_call(2, real))
     part = tmp_path / "part.pt"
     code, err = _cli(args + ["--epochs", "3", "--out", part], capsys)
     assert code == 130 and "the checkpoint of epoch 1" in err and f"--resume {part}" in err, err
@@ -497,14 +503,7 @@ def test_ctrl_c_in_a_sweep_says_what_finished(tmp_path, monkeypatch, capsys):
     study = tmp_path / "s.toml"
     study.write_text('name = "s"\n[base]\nnetwork = "mlp-64-100-10"\nepochs = 1\nlimit_train = 16\n'
                      'limit_test = 8\n[grid]\ndevice = ["ideal"]\nseed = [0, 1, 2]\n')
-    real, calls = sw.run_trial, {"n": 0}
-
-    def second_interrupted(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setattr(sw, "run_trial", second_interrupted)
+    monkeypatch.setattr(sw, "run_trial", _ctrl_c_on_call(2, sw.run_trial))
     out = tmp_path / "r.jsonl"
     code, err = _cli(["sweep", study, "--out", out, "--threads", "1"], capsys)
     assert code == 130 and f"1 finished trial(s) in {out}" in err and "Traceback" not in err, err
