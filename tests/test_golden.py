@@ -1,0 +1,67 @@
+"""Golden runs: fixed-seed command lines (every rule, coding, network kind and device family)
+whose printed results and written files must stay identical, bit for bit, through any change
+that is not meant to change the physics (see tests/golden/scenarios.py)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
+import scenarios  # noqa: E402
+
+GOLDEN = json.loads(scenarios.GOLDEN.read_text())
+
+
+def _diff(a, b, path=""):
+    """The first place where two JSON-like values differ, as a readable string (None if equal)."""
+    if type(a) is not type(b):
+        return f"{path}: {a!r} != {b!r}"
+    if isinstance(a, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{path}/{k}: only in {'the run' if k in a else 'the golden file'}"
+            d = _diff(a[k], b[k], f"{path}/{k}")
+            if d:
+                return d
+        return None
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} items != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _diff(x, y, f"{path}[{i}]")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path}: {a!r} != {b!r}"
+
+
+def test_golden_runs_are_bit_identical(tmp_path):
+    """Every scenario prints and writes exactly what it did when the golden file was made."""
+    assert set(GOLDEN) == {s[0] for s in scenarios.SCENARIOS}, "golden.json and the scenarios disagree"
+    got = scenarios.run_all(tmp_path)
+    bad = {}
+    for name, rec in got.items():
+        d = _diff(json.loads(json.dumps(rec, sort_keys=True)), GOLDEN[name])
+        if d:
+            bad[name] = d
+    assert not bad, "golden runs changed:\n" + "\n".join(f"  {k}: {v}" for k, v in bad.items())
+
+
+def test_golden_diff_sees_a_change():
+    """The comparison fails on a changed last digit (the test can fail)."""
+    rec = json.loads(json.dumps(GOLDEN["train-bp-rate"]))
+    rec["output"]["history"][0]["loss"] += 1e-15
+    assert _diff(rec, GOLDEN["train-bp-rate"])
+
+
+@pytest.mark.slow
+def test_demo_output_is_unchanged(tmp_path):
+    """`neurosal demo` prints the figures it printed when tests/golden/demo.txt was made."""
+    out = subprocess.run([sys.executable, "-m", "neurosal", "demo", "--threads", "1", "--accelerator", "cpu",
+                          "--out-dir", str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    lines = [ln.replace(str(tmp_path), "/tmp/demo_before") for ln in out.splitlines()
+             if "sample/s" not in ln and not ln.startswith(("done in", "wrote"))]
+    assert lines == (Path(scenarios.HERE) / "demo.txt").read_text().splitlines()
