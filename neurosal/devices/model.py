@@ -1,0 +1,248 @@
+r"""The device model: an array of analog synapse devices, their pulse response and nonidealities.
+
+A device holds a conductance :math:`G \in [G_\min, G_\max]` (siemens) per cell. It changes only
+through programming pulses; how much one pulse changes it depends on the present conductance
+and on the card's response family (:mod:`neurosal.devices.families`: ``linear``,
+``soft-bounds``, ``exponential``, ``power``, ``table``), written on the normalized conductance
+:math:`u = (G - G_\min)/(G_\max - G_\min)` and a pulse axis of :math:`P_\max = \text{levels} - 1`
+pulses for a full swing.
+
+Nonidealities (any family), drawn from seeded generators, vectorized over the whole array:
+
+* device-to-device variation and stuck-at faults, drawn once per cell
+  (:func:`~neurosal.devices.state.fabricate`);
+* cycle-to-cycle noise: after :math:`n` pulses
+  :math:`G \mathrel{+}= \sigma_{c2c}(G_\max-G_\min)\sqrt{|n|}\,\xi`, drawn only for the cells
+  that were pulsed;
+* read noise: every read sees :math:`G + \sigma_{read}(G_\max-G_\min)\xi`;
+* finite levels: ``levels`` pulse states per swing (the pulse axis is discrete);
+* drift/retention: :math:`G(t) = G_{prog}\,((t-t_{prog})/t_0)^{-\nu}` for
+  :math:`t - t_{prog} > t_0`, :math:`\nu` per cell;
+* stuck cells ignore their pulses.
+
+May import: :mod:`neurosal.accel`, :mod:`neurosal.cards` and the rest of :mod:`neurosal.devices`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..accel import randn
+from .card import DeviceCard, Drift, Faults, Noise, Variation, load_device
+from .family import family_class
+from .state import DeviceState, fabricate, take
+
+__all__ = ["PulseError", "check_pulses", "Device", "MAX_CURVE_PULSES"]
+
+
+class PulseError(ValueError):
+    """Pulse counts that no chip can apply (NaN or infinite): nothing was written."""
+
+
+def check_pulses(n: torch.Tensor, what: str) -> None:
+    """Raise :class:`PulseError` naming ``what`` unless every pulse count in ``n`` is finite.
+    Called before any state changes, so that a bad step leaves the chip exactly as it was."""
+    bad = ~torch.isfinite(n)
+    if bool(bad.any()):
+        k = int(bad.sum())
+        raise PulseError(f"{what}: {k} of {n.numel()} pulse counts are not finite (NaN or inf; a NaN or infinite "
+                         "gradient, learning rate or card value upstream); nothing was written")
+
+
+MAX_CURVE_PULSES = 100_000
+
+
+class Device:
+    """A device model: the card, its response family, and vectorized pulses, reads and
+    nonidealities.
+
+    Stateless apart from the card: the per-cell state lives in a :class:`DeviceState`
+    that :meth:`init_state` creates; :meth:`pulse` updates it in place.
+    """
+
+    def __init__(self, card: DeviceCard | str | Path):
+        self.card = load_device(card)
+        #: the card's response family (the curve and what a controller can plan from it)
+        self.family = family_class(self.card.model)(self.card)
+
+    def __repr__(self) -> str:
+        return f"Device({self.card.name!r}, model={self.card.model!r}, levels={self.card.levels})"
+
+    # -- state -------------------------------------------------------------------
+    def init_state(self, shape, *, generator: torch.Generator | None = None, u0: float | torch.Tensor = 0.0,
+                   dtype=torch.float32, device=None) -> DeviceState:
+        """A fresh array of cells at normalized conductance ``u0`` with its D2D draws.
+
+        Draw order is fixed (bounds, step, nonlinearity, drift, faults), so the same
+        generator seed gives the same chip.
+        """
+        return fabricate(self.card, self.family, shape, generator=generator, u0=u0, dtype=dtype, device=device)
+
+    # -- what an open-loop controller plans from the nominal curve ------------------------
+    def nominal_step(self, v: torch.Tensor, up: bool) -> torch.Tensor:
+        """Nominal travel of one pulse from travel ``v`` (0 at the bound), potentiating if ``up``."""
+        return self.family.nominal_step(v, up)
+
+    def nominal_pulses(self, v: torch.Tensor, dv: torch.Tensor, up: torch.Tensor, max_pulses: int):
+        r"""What an open-loop controller plans from the card's *nominal* curve (no variation,
+        no noise). ``v`` is a device's travel from the bound it moves away from (``u`` to
+        potentiate, ``1 - u`` to depress; ``up``: bool tensor, the direction per element).
+        Returns ``(n, v_new)``: the largest pulse count :math:`n \le` ``max_pulses`` whose
+        nominal travel does not exceed ``dv >= 0`` (nor the bound), and the travel it then
+        expects. Elementwise and in closed form: for the exponential and soft-bounds curves one
+        pulse moves a fixed fraction :math:`1 - r` of the distance to the asymptote :math:`b`, so
+        :math:`n = \lfloor \ln(1 - \Delta/(b - v)) / \ln r \rfloor` and
+        :math:`v_n = b - (b - v) r^n`; linear: :math:`n = \lfloor \Delta P_{max} \rfloor`; table:
+        through the positions on the curve; power: stepped pulse by pulse.
+        """
+        return self.family.nominal_pulses(v, dv, up, max_pulses)
+
+    # -- public API ----------------------------------------------------------------
+    def respond(self, g, n, *, g_min, g_max, pmax, p_up, p_down):
+        """Nominal response (no noise): conductance after ``n`` signed pulses, elementwise."""
+        return self.family.respond(g, n, g_min=g_min, g_max=g_max, pmax=pmax, p_up=p_up, p_down=p_down)
+
+    def pulse(self, st: DeviceState, n: torch.Tensor, *, generator: torch.Generator | None = None,
+              time: float | None = None, return_cells: bool = False):
+        """Apply signed pulse counts ``n`` (same shape as the array) in place.
+
+        Positive counts potentiate, negative depress. Only the pulsed cells are touched
+        (the work and the noise draws scale with the number of pulsed cells). Stuck cells
+        ignore their pulses. Returns the number of pulses applied (and, with
+        ``return_cells``, the number of cells pulsed).
+        """
+        n = torch.as_tensor(n, device=st.g.device)
+        if n.shape != st.g.shape:
+            raise ValueError(f"pulse counts have shape {tuple(n.shape)}, the array is {tuple(st.g.shape)}")
+        flat_n = n.reshape(-1)
+        idx = (flat_n != 0).nonzero().squeeze(1)
+        return self.pulse_at(st, idx, flat_n[idx], generator=generator, time=time, return_cells=return_cells)
+
+    def pulse_at(self, st: DeviceState, idx: torch.Tensor, n: torch.Tensor, *,
+                 generator: torch.Generator | None = None, time: float | None = None, return_cells: bool = False,
+                 what: str = "device array", check: bool = True, max_count: Optional[int] = None):
+        """Apply signed pulse counts ``n`` to the cells at flat indices ``idx`` (into ``st.g``,
+        ascending), in place: the sparse form of :meth:`pulse`, with the same result and noise
+        stream. Counts must be finite: :class:`PulseError` (naming ``what``) before anything
+        changes (``check=False``: the caller has checked). Returns the pulses applied (and, with
+        ``return_cells``, the cells pulsed) as 0-d int64 tensors on the array's device. Nothing
+        here waits for an accelerator, except the power law's pulse-by-pulse loop when
+        ``max_count`` (a bound on ``|n|``) is not given: it then reads the largest count back."""
+        if idx.shape != n.shape or idx.dim() != 1:
+            raise ValueError("pulse_at: idx and n must be 1-D tensors of equal length")
+        nn = n.to(st.g.dtype)
+        if check:
+            check_pulses(nn, what)
+        if idx.numel() == 0:
+            z = torch.zeros((), dtype=torch.int64, device=st.g.device)
+            return (z, z) if return_cells else z
+        # stuck cells and zero counts take no pulse: their count becomes 0 and their state is kept
+        keep = nn != 0
+        if st.stuck is not None:
+            keep &= ~st.stuck.reshape(-1)[idx]
+        nn = torch.where(keep, nn, torch.zeros_like(nn))
+        g_flat = st.g.view(-1)
+        up = nn > 0
+        cnt = nn.abs()
+        gmin = take(st.g_min, idx)
+        gmin = gmin.to(nn.dtype) if isinstance(gmin, torch.Tensor) else gmin
+        gmax = take(st.g_max, idx)
+        rng = (gmax.to(nn.dtype) if isinstance(gmax, torch.Tensor) else gmax) - gmin
+        u = ((g_flat[idx] - gmin) / rng).clamp_(0, 1)
+        pmax = take(st.pmax, idx)
+        # the family moves both directions at once, each cell with its own parameters (a stepwise
+        # family loops to max_count on an accelerator instead of reading the counts back)
+        k = None if max_count is None or n.device.type == "cpu" else int(max_count)
+        u_new = self.family.move_cells(u, cnt, up, pmax, take(st.p_up, idx), take(st.p_down, idx), k_max=k)
+        self._set_cells(st, idx, u_new, cnt, gmin, rng, generator, time, keep)
+        total = cnt.sum().round().to(torch.int64)
+        return (total, keep.sum()) if return_cells else total
+
+    def _set_cells(self, st: DeviceState, idx, u_new, cnt, gmin, rng, generator, time, keep=None) -> None:
+        """Write the cells ``idx``: the nominal response ``u_new`` of ``cnt >= 0`` pulses plus
+        cycle-to-cycle noise (sigma sqrt(cnt), drawn for these cells), stamped with ``time``;
+        cells where ``keep`` is False (no pulse, or stuck) keep their state."""
+        c2c = self.card.noise.c2c
+        if c2c > 0:
+            z = randn((idx.numel(),), generator=generator, dtype=u_new.dtype, device=u_new.device)
+            u_new = (u_new + c2c * cnt.sqrt() * z).clamp_(0, 1)
+        g_new = gmin + u_new * rng
+        g_flat = st.g.view(-1)
+        if keep is not None:
+            g_new = torch.where(keep, g_new, g_flat[idx])
+        g_flat[idx] = g_new
+        if st.t_prog is not None and time is not None:
+            t = st.t_prog.view(-1)
+            t[idx] = torch.where(keep, torch.full_like(g_new, time).to(t.dtype), t[idx]) if keep is not None else time
+
+    def read(self, st: DeviceState, *, generator: torch.Generator | None = None, time: float | None = None,
+             noise: bool = True) -> torch.Tensor:
+        """Conductances as read now: drift applied at ``time`` and read noise (if ``noise``)."""
+        g = self.drifted(st, time) if time is not None else st.g
+        sr = self.card.noise.read
+        if noise and sr > 0:
+            z = randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
+            g = g + sr * (torch.as_tensor(st.g_max, device=g.device) - torch.as_tensor(st.g_min, device=g.device)) * z
+        return g
+
+    def drifted(self, st: DeviceState, time: float) -> torch.Tensor:
+        r"""Drifted conductance :math:`G((t - t_{prog})/t_0)^{-\nu}` (for elapsed time > t0)."""
+        if st.t_prog is None or self.card.drift.nu == 0:
+            return st.g
+        elapsed = (time - st.t_prog).clamp_min(self.card.drift.t0)
+        factor = (elapsed / self.card.drift.t0).pow(-torch.as_tensor(st.nu, dtype=torch.float64, device=elapsed.device))
+        g = st.g * factor.to(st.g.dtype)
+        if st.stuck is not None:
+            g = torch.where(st.stuck, st.g, g)
+        return g
+
+    def step_size(self, g, sign: int, *, g_min=None, g_max=None, pmax=None, p_up=None, p_down=None):
+        """Nominal conductance change of one pulse at conductance ``g`` (S; signed)."""
+        return self.nominal_change(g, torch.full_like(g, float(sign)), g_min=g_min, g_max=g_max, pmax=pmax,
+                                   p_up=p_up, p_down=p_down)
+
+    def nominal_change(self, g, n, *, g_min=None, g_max=None, pmax=None, p_up=None, p_down=None):
+        """Nominal conductance change (S) of ``n`` signed pulses from conductance ``g``, read off
+        the card's nominal curve (no noise, no device-to-device knowledge), elementwise."""
+        c = self.card
+        su, sd = self.family.nominal_shape()
+        kw = dict(g_min=c.g_min if g_min is None else g_min, g_max=c.g_max if g_max is None else g_max,
+                  pmax=c.pmax if pmax is None else pmax, p_up=su if p_up is None else p_up,
+                  p_down=sd if p_down is None else p_down)
+        return self.respond(g, n, **kw) - g
+
+    def curve(self, pulses: int | None = None, *, dtype=torch.float64) -> tuple[np.ndarray, np.ndarray]:
+        """Nominal device (no noise, no variation): potentiation from Gmin by ``pulses``
+        pulses, then depression by ``pulses`` pulses. Returns two arrays of ``pulses + 1``
+        conductances (S), starting values included."""
+        c = self.card
+        n = c.pmax if pulses is None else int(pulses)
+        if not 1 <= n <= MAX_CURVE_PULSES:
+            raise ValueError(f"pulses {n}: not allowed; allowed: 1 to {MAX_CURVE_PULSES:,d} (one pulse at a time "
+                             "through the device model)")
+        nominal = dataclasses.replace(c, noise=Noise(), variation=Variation(), faults=Faults(), drift=Drift())
+        dev = Device(nominal)
+        st = dev.init_state((1,), u0=0.0, dtype=dtype)
+        up = [st.g.clone()]
+        for _ in range(n):
+            dev.pulse(st, torch.ones(1, device=st.g.device))
+            up.append(st.g.clone())
+        down = [st.g.clone()]
+        for _ in range(n):
+            dev.pulse(st, -torch.ones(1, device=st.g.device))
+            down.append(st.g.clone())
+        return torch.cat(up).numpy(), torch.cat(down).numpy()
+
+    def describe(self) -> dict:
+        """A JSON-ready summary of the card with derived figures."""
+        c = self.card
+        d = c.to_dict()
+        d["pmax"] = c.pmax
+        d["on_off"] = c.on_off
+        self.family.describe(d)
+        return d
