@@ -37,7 +37,7 @@ from torch import nn
 
 from . import coding
 from .accel import Generators, tally
-from .crossbar.periphery import _count_nonzero
+from .crossbar.periphery import count_nonzero as _count_nonzero
 from .crossbar import AnalogLinear, Counters
 from .neurons import ChargeNeurons, NeuronState, RateNeurons, beta_of
 from .progress import bar as progress_bar

@@ -1,18 +1,24 @@
 """Crossbar arrays of differential device pairs, their periphery, analog layers, and the
 pulse optimizer.
 
-* :mod:`.array` — :class:`Crossbar` (the array, its reads and writes) and its :class:`Counters`;
-* :mod:`.periphery` — converters and :func:`calibrate_adc`;
+* :mod:`.array` — :class:`Crossbar` (storage, reads, writes of the array);
+* :mod:`.counters` — :class:`Counters` of every event the cost model prices;
+* :mod:`.periphery` — DAC, ADC, and :func:`calibrate_adc`;
+* :mod:`.programming` — write-and-verify (:func:`program`, :class:`ProgramResult`);
 * :mod:`.layers` — :class:`AnalogLinear`, :class:`AnalogConv2d` (``torch.nn`` modules whose
   weights live on crossbars and follow ``module.to(...)``);
 * :mod:`.optim` — :class:`PulseSGD`.
+
+May import: :mod:`neurosal.devices`, :mod:`neurosal.accel`.
 """
 
 from ..devices import PulseError, check_pulses
-from .array import Counters, Crossbar, ProgramResult
+from .array import Crossbar
+from .counters import Counters
 from .layers import AnalogConv2d, AnalogLinear, analog_layers
 from .optim import PulseSGD
 from .periphery import calibrate_adc
+from .programming import ProgramResult, program
 
 __all__ = ["Counters", "Crossbar", "ProgramResult", "AnalogLinear", "AnalogConv2d", "PulseSGD", "PulseError",
-           "analog_layers", "calibrate_adc", "check_pulses"]
+           "analog_layers", "calibrate_adc", "check_pulses", "program"]

@@ -32,7 +32,6 @@ Every array keeps :class:`Counters` of the events that later become energy.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -40,175 +39,11 @@ import torch.nn.functional as F
 
 from ..accel import Generators, randn
 from ..devices import Device, DeviceCard, DeviceState
-from .periphery import _code_bits, _count_nonzero, _quantize_sym, _subsample
+from .counters import Counters
+from .periphery import adc_, code_bits, count_nonzero, dac, record_calibration
+from .programming import ProgramResult, program
 
-__all__ = ["Counters", "Crossbar", "ProgramResult"]
-
-_FIELDS = (
-    "forward_reads",      # input vectors read through the array (y = x W)
-    "backward_reads",     # error vectors read transposed (x = d W^T)
-    "row_activations",    # rows driven with a nonzero input, summed over vectors and tiles
-    "cell_reads",         # active rows x columns (device currents summed)
-    "dac_conversions",    # input DAC conversions (nonzero analog inputs, per tile)
-    "adc_conversions",    # column ADC conversions (per tile column per vector)
-    # non-spike reads by kind; how their cost scales with the input bits is the periphery's
-    # (bit-serial or multi-bit DAC), so the cost model needs them apart:
-    "analog_reads",       # vectors of analog values (activations in rate coding, every error)
-    "analog_cell_reads",
-    "analog_adc_conversions",
-    "code_reads",         # vectors of small non-negative integer codes (spike maps, sums of spikes)
-    "code_cycles",        # their bits summed over vectors (a 0/1/2 code is 2 bits)
-    "code_cell_reads",
-    "code_adc_conversions",
-    "code_dac_conversions",
-    "pulses",             # programming pulses applied (sum of |n|)
-    "pulsed_cells",       # device updates with at least one pulse
-    "update_ops",         # pulse-update operations on the array
-    "verify_reads",       # device reads made by write-and-verify (two per pair read)
-    "verify_cycles",      # row-read slots of those reads: a pair's two devices and all columns of a
-                          # row are read at once, rows one at a time per tile, tiles in parallel
-    "write_cycles",       # pulse slots of the updates: rows are written one at a time per tile
-                          # (all columns of a row at once, tiles in parallel), a row takes as
-                          # many slots as its largest pulse count
-    "digital_macs",       # MACs in the tile's digital unit: weight gradients, off-array errors
-    "buffer_accesses",    # reads + writes of the controller's per-cell digital state (hybrid rule)
-    "clipped_cells",      # buffered updates dropped because the pair was at the end of its range
-)
-_INDEX = {name: i for i, name in enumerate(_FIELDS)}
-
-
-class Counters:
-    """Event counts of one crossbar array (cumulative; :meth:`reset` to clear).
-
-    Every field is an integer attribute (``counters.pulses``). Counts are added with
-    :meth:`add`, which takes a Python int or a 0-d tensor. A count that the data decide (active
-    rows, pulses, spikes) is a tensor on the simulation's device: on the CPU it is added at
-    once; on an accelerator it is kept there and summed only when a count is read, so that
-    counting never makes the host wait for the GPU (``Counters.defer_cpu = True`` makes the
-    CPU do the same, for tests). Reading a field, :meth:`as_dict` and pickling resolve the
-    pending counts. Fields cannot be assigned: counts only grow, through :meth:`add`, so that
-    a :class:`~neurosal.cost.Ledger` listening to the array sees every event.
-    """
-
-    FIELDS = _FIELDS
-    defer_cpu = False
-
-    __slots__ = ("_host", "_pending", "_listeners")
-
-    def __init__(self, **values):
-        object.__setattr__(self, "_host", [0] * len(_FIELDS))
-        object.__setattr__(self, "_pending", {})
-        object.__setattr__(self, "_listeners", [])
-        for k, v in values.items():
-            if k not in _INDEX:
-                raise TypeError(f"Counters has no field {k!r}")
-            self._host[_INDEX[k]] = int(v)
-
-    # -- adding ---------------------------------------------------------------------------
-    def add(self, name: str, value, coef: int = 1) -> None:
-        """Add ``coef * value`` to field ``name`` (``value``: int or 0-d tensor). Under
-        ``torch.compile`` it runs eagerly, outside the compiled graph (bookkeeping in Python
-        objects); in eager mode it costs no more than the bookkeeping itself."""
-        if torch.compiler.is_compiling():
-            return self._add_eagerly(name, value, coef)
-        self._add(name, value, coef)
-
-    def _add(self, name: str, value, coef: int = 1) -> None:
-        i = _INDEX[name]
-        if isinstance(value, torch.Tensor):
-            if value.device.type == "cpu" and not Counters.defer_cpu:
-                value = int(value) * coef
-            else:
-                value = value.to(torch.int64) * coef if coef != 1 else value.to(torch.int64)
-                self._defer(i, value)
-                for lst in self._listeners:
-                    lst._defer(i, value)
-                return
-        else:
-            value = value * coef
-        self._host[i] += value
-        for lst in self._listeners:
-            lst._host[i] += value
-
-    _add_eagerly = torch.compiler.disable(_add)
-
-    def add_all(self, values: dict) -> None:
-        """Add a dict of counts (e.g. a saved :meth:`as_dict`)."""
-        for k, v in values.items():
-            if k not in _INDEX:
-                raise ValueError(f"unknown counter {k!r}")
-            self.add(k, int(v))
-
-    def _defer(self, i: int, value: torch.Tensor) -> None:
-        q = self._pending.setdefault(i, [])
-        q.append(value)
-        if len(q) >= 256:                      # bound the list: sum on the device (no host sync)
-            self._pending[i] = [torch.stack(q).sum()]
-
-    def _resolve(self) -> None:
-        for i, q in self._pending.items():
-            self._host[i] += _sum_int(q)
-        self._pending.clear()
-
-    # -- reading --------------------------------------------------------------------------
-    def __getattr__(self, name: str):
-        i = _INDEX.get(name)
-        if i is None:
-            raise AttributeError(f"Counters has no field {name!r}")
-        q = self._pending.pop(i, None)
-        if q is not None:
-            self._host[i] += _sum_int(q)
-        return self._host[i]
-
-    def __setattr__(self, name: str, value) -> None:
-        raise AttributeError(f"Counters.{name} cannot be assigned: counts grow through Counters.add(name, value)")
-
-    def as_dict(self) -> dict:
-        self._resolve()
-        return dict(zip(_FIELDS, self._host))
-
-    def reset(self) -> None:
-        self._host[:] = [0] * len(_FIELDS)
-        self._pending.clear()
-
-    def __iadd__(self, other: "Counters") -> "Counters":
-        for i, v in enumerate(other._host):
-            self._host[i] += v
-        for i, q in other._pending.items():
-            for t in q:
-                self._defer(i, t)
-        return self
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Counters) and self.as_dict() == other.as_dict()
-
-    def __repr__(self) -> str:
-        return "Counters(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items() if v) + ")"
-
-    def __getstate__(self):
-        return self.as_dict()
-
-    def __setstate__(self, state) -> None:
-        self.__init__(**state)
-
-    def __deepcopy__(self, memo):
-        return Counters(**self.as_dict())
-
-
-def _sum_int(q: list) -> int:
-    return int(torch.stack([t.to(q[0].device) for t in q]).sum())
-
-
-@dataclass
-class ProgramResult:
-    """What a write-and-verify programming run cost and achieved."""
-
-    pulses: int
-    verify_reads: int
-    iterations: int
-    converged: float          # fraction of weights within tolerance
-    max_error: float          # largest |w - target| at the end (weight units)
-
+__all__ = ["Crossbar"]
 
 class Crossbar:
     """A ``rows x cols`` array of differential device pairs with DAC/ADC periphery.
@@ -408,7 +243,7 @@ class Crossbar:
         events = None
         nnz = None
         if path == "auto" and spikes and x.device.type == "cpu":
-            nnz = int(_count_nonzero(x))
+            nnz = int(count_nonzero(x))
             if nnz > self.event_density(n_out) * x.numel():
                 path = "dense"
         if path == "event" or (path == "auto" and spikes and x.device.type == "cpu"):
@@ -428,28 +263,20 @@ class Crossbar:
                 ind[r, r // t_in] = 1
                 tiles = ((x @ ind) != 0).sum()
         if nnz is None:
-            nnz = _count_nonzero(x)
+            nnz = count_nonzero(x)
         c.add("row_activations", nnz, nt_out)
         c.add("cell_reads", nnz, n_out)
         if spikes:
             c.add("adc_conversions", tiles, n_out)     # a tile with no active row converts nothing
         else:
-            self._count_analog(batch, nnz, n_out, nt_in, nt_out, 0 if transposed else _code_bits(x))
+            self._count_analog(batch, nnz, n_out, nt_in, nt_out, 0 if transposed else code_bits(x))
         # ---- DAC: analog inputs are scaled to full scale per vector (a digital gain, undone
         # after the ADC) whenever a converter is finite, so small vectors (e.g. backpropagated
         # errors) use the ADC's range instead of rounding to zero; spikes are full scale already
         scale = None
         adc_fs = self.adc_range_t if transposed else self.adc_range   # ADC full scale (scaled input units)
-        if not spikes and (self.dac_bits is not None or self.adc_bits is not None):
-            lo, hi = torch.aminmax(x, dim=1, keepdim=True)
-            scale = torch.maximum(-lo, hi).clamp_min(torch.finfo(x.dtype).tiny)
-            if self.dac_bits is not None:
-                x = _quantize_sym(x / scale, 1.0, self.dac_bits)
-            else:
-                # no DAC: reading x and quantizing on a per-vector ADC scale adc_range*s is the
-                # same as reading x/s on adc_range and multiplying by s, without dividing x
-                adc_fs = adc_fs * scale.view(1, -1, 1)
-                scale = None
+        if not spikes:
+            x, scale, adc_fs = dac(x, self.dac_bits, self.adc_bits, adc_fs)
         w = self.weights()
         sr = self.read_noise
         ideal = self.adc_bits is None and sr == 0
@@ -519,7 +346,7 @@ class Crossbar:
         nnz = F.conv2d(nzc, ones, stride=stride, padding=padding).round().to(torch.int64).sum()
         c.add("row_activations", nnz, nt_out)
         c.add("cell_reads", nnz, n_out)
-        self._count_analog(n, nnz, n_out, nt_in, nt_out, _code_bits(x))
+        self._count_analog(n, nnz, n_out, nt_in, nt_out, code_bits(x))
         self.last_path = "dense"
         w4 = self.weights().t().reshape(n_out, ch, kh, kw)
         sr = self.read_noise
@@ -636,20 +463,9 @@ class Crossbar:
             part = part.addcmul_(sig, randn(part.shape, generator=self.generator, dtype=part.dtype,
                                                   device=part.device))
         if self._calib is not None and not transposed:
-            # calibration: the partial sums in units of this ADC's range (per-vector scale removed)
-            rel = part.abs() if adc_fs is None or not isinstance(adc_fs, torch.Tensor) \
-                else part.abs() / (adc_fs / self.adc_range)
-            self._calib.append(_subsample(rel.flatten()).to(torch.float32))
+            record_calibration(self._calib, part, adc_fs, self.adc_range)
         if self.adc_bits is not None:
-            # in place: part is this read's own buffer
-            levels = 2 ** (self.adc_bits - 1) - 1
-            fs = self.adc_range if adc_fs is None else adc_fs
-            step = fs / levels
-            if isinstance(step, torch.Tensor):
-                part.div_(step)
-            else:
-                part.mul_(1.0 / step)
-            part.clamp_(-levels, levels).round_().mul_(step)
+            adc_(part, self.adc_bits, self.adc_range if adc_fs is None else adc_fs)   # part: this read's own buffer
         return part.sum(0)
 
     # -- writes --------------------------------------------------------------------------
@@ -758,60 +574,9 @@ class Crossbar:
 
     def program(self, target: torch.Tensor, tolerance: float = 0.02, max_pulses: int = 1000,
                 max_iterations: int = 500) -> ProgramResult:
-        """Write-and-verify: pulse each weight toward ``target`` until ``|w - target| <= tolerance``.
-
-        Each iteration verify-reads the unconverged pairs (two device reads per weight,
-        with read noise), estimates the pulses needed from the nominal step at the present
-        conductance, and applies them to G+ (raise w) or to G- (lower w); when the device
-        it would use is at its bound it uses the other one in the opposite direction.
-        A weight stops when within tolerance or after ``max_pulses`` pulses.
-        """
-        target = torch.as_tensor(target, dtype=self.dtype, device=self.torch_device)
-        if target.shape != (self.rows, self.cols):
-            raise ValueError(f"target has shape {tuple(target.shape)}, crossbar is {(self.rows, self.cols)}")
-        if not tolerance > 0:
-            raise ValueError("tolerance must be > 0")
-        st = self._state
-        card = self.device.card
-        spent = torch.zeros(self.rows, self.cols, dtype=torch.int64, device=self.torch_device)
-        active = torch.ones(self.rows, self.cols, dtype=torch.bool, device=self.torch_device)
-        pulses = verify = 0                     # tensors once counted: read at the end
-        it = 0
-        while it < max_iterations:
-            it += 1
-            g_read = self.verify_read(active)
-            verify = verify + 2 * active.sum()
-            w = (g_read[0] - g_read[1]) / self.g_ref
-            err = target - w
-            active = active & (err.abs() > tolerance) & (spent < max_pulses)
-            if st.stuck is not None:
-                active = active & ~(st.stuck[0] & st.stuck[1])
-            if not bool(active.any()):        # the loop's end: a read-back by nature, as on a chip
-                break
-            # plan from what was read, on the card's nominal curve (the controller knows no
-            # device-to-device draws)
-            u = ((g_read - card.g_min) / card.g_range).clamp(0, 1)
-            raise_w = err > 0
-            # move whichever device of the pair has more room in the needed direction
-            # (raise w: G+ up or G- down; lower w: G+ down or G- up); keeps pairs centred
-            use_plus = torch.where(raise_w, (1 - u[0]) >= u[1], u[0] >= (1 - u[1]))
-            up_step = self.device.step_size(g_read, +1) / self.g_ref
-            dn_step = self.device.step_size(g_read, -1) / self.g_ref
-            step = torch.where(use_plus, torch.where(raise_w, up_step[0], dn_step[0].abs()),
-                               torch.where(raise_w, dn_step[1].abs(), up_step[1]))
-            step = step.clamp_min(0.1 / card.pmax)
-            n = (err.abs() / step).round().clamp(1, max(1, card.pmax // 4))
-            n = torch.minimum(n, (max_pulses - spent).clamp_min(0).to(n.dtype))
-            n = torch.where(active, n, torch.zeros_like(n))
-            sgn = torch.where(raise_w, 1.0, -1.0)
-            n_plus = torch.where(use_plus, sgn * n, torch.zeros_like(n))
-            n_minus = torch.where(use_plus, torch.zeros_like(n), -sgn * n)
-            pulses = pulses + self.apply_pulses(n_plus, n_minus)
-            spent += n.to(torch.int64)
-        w_final = self.weights()
-        err = (target - w_final).abs()
-        return ProgramResult(pulses=int(pulses), verify_reads=int(verify), iterations=it,
-                             converged=float((err <= tolerance).float().mean()), max_error=float(err.max()))
+        """Write-and-verify: pulse each weight toward ``target`` until ``|w - target| <= tolerance``
+        (:func:`~neurosal.crossbar.programming.program`: pulses and verify reads counted)."""
+        return program(self, target, tolerance=tolerance, max_pulses=max_pulses, max_iterations=max_iterations)
 
     # -- persistence ---------------------------------------------------------------------
     def state_dict(self) -> dict:

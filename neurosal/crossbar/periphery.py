@@ -1,14 +1,29 @@
-"""The periphery of a crossbar array: DAC/ADC quantizers, what the converters see (event and
-code counts for the cost model), and the calibration of the ADC ranges."""
+r"""The periphery of a crossbar array: the input DAC, the column ADCs, what the converters see
+(activity and code counts for the cost model), and the calibration of the ADC ranges.
+
+**DAC.** Analog inputs are scaled per vector to full scale (abs-max :math:`s`, a digital gain
+undone after the ADC) whenever a converter is finite, then pass a ``dac_bits`` signed uniform
+quantizer with :math:`2^{b-1} - 1` levels per side; spikes arrive as one bit per row (no DAC,
+no scaling). Without a DAC, reading :math:`x` on an ADC scale :math:`s \cdot` ``adc_range`` is
+the same as reading :math:`x/s` on ``adc_range`` and multiplying by :math:`s`.
+
+**ADC.** Each tile's column outputs pass a ``adc_bits`` signed uniform quantizer on
+:math:`[-f, f]`, :math:`f` = ``adc_range`` in units of a full-scale input times a full-scale
+weight (times the vector's scale), rounding to the nearest of :math:`2^{b-1} - 1` levels per
+side and clipping; the tiles' partial sums are then added digitally. ``None`` = ideal converter.
+
+May import: nothing of neurosal.
+"""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["calibrate_adc"]
+__all__ = ["calibrate_adc", "dac", "adc_", "record_calibration", "count_nonzero", "code_bits",
+           "quantize_sym"]
 
 
-def _count_nonzero(x: torch.Tensor) -> torch.Tensor:
+def count_nonzero(x: torch.Tensor) -> torch.Tensor:
     """Nonzero entries of a float tensor as a 0-d int64 tensor on ``x``'s device (no host
     sync), counted on its bit patterns where possible (an integer view is several times
     faster than the float comparison on a CPU); a -0.0 would count as nonzero."""
@@ -21,7 +36,7 @@ def _count_nonzero(x: torch.Tensor) -> torch.Tensor:
     return (x != 0).sum()      # (torch.count_nonzero of a float tensor is ~30x slower on a CPU)
 
 
-def _code_bits(x: torch.Tensor) -> torch.Tensor:
+def code_bits(x: torch.Tensor) -> torch.Tensor:
     """Bits of the largest value if ``x`` holds non-negative integers below 256 (spike maps, sums
     of spikes: inputs a bit-serial periphery streams in that many cycles), else 0 (values).
     On an accelerator a 0-d int64 tensor on ``x``'s device, computed without a host sync."""
@@ -40,7 +55,7 @@ def _code_bits(x: torch.Tensor) -> torch.Tensor:
     return torch.where(is_code, bits, torch.zeros_like(bits))
 
 
-def _quantize_sym(x: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
+def quantize_sym(x: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
     """Signed uniform quantizer with 2**(bits-1)-1 levels per side on [-fs, fs] (clips)."""
     levels = 2 ** (bits - 1) - 1
     if not isinstance(full_scale, torch.Tensor):
@@ -48,6 +63,44 @@ def _quantize_sym(x: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
         return torch.round(torch.clamp(x, -full_scale, full_scale) * (1.0 / step)) * step
     step = full_scale / levels
     return torch.round(torch.clamp(x, -full_scale, full_scale) / step) * step
+
+
+def dac(x: torch.Tensor, dac_bits, adc_bits, adc_fs):
+    """The input side of an analog (non-spike) read: ``(x as driven, per-vector scale or None,
+    ADC full scale)``. With a finite converter each vector ``[batch, rows]`` is scaled to full
+    scale; a DAC then quantizes it, without one the scale moves into the ADC's full scale."""
+    scale = None
+    if dac_bits is not None or adc_bits is not None:
+        lo, hi = torch.aminmax(x, dim=1, keepdim=True)
+        scale = torch.maximum(-lo, hi).clamp_min(torch.finfo(x.dtype).tiny)
+        if dac_bits is not None:
+            x = quantize_sym(x / scale, 1.0, dac_bits)
+        else:
+            # no DAC: reading x and quantizing on a per-vector ADC scale adc_range*s is the
+            # same as reading x/s on adc_range and multiplying by s, without dividing x
+            adc_fs = adc_fs * scale.view(1, -1, 1)
+            scale = None
+    return x, scale, adc_fs
+
+
+def adc_(part: torch.Tensor, bits: int, fs) -> torch.Tensor:
+    """The column ADCs, in place on the partial sums ``part`` (``fs``: full scale, a number or a
+    per-vector tensor): round to the nearest of ``2**(bits-1) - 1`` levels per side, clip."""
+    levels = 2 ** (bits - 1) - 1
+    step = fs / levels
+    if isinstance(step, torch.Tensor):
+        part.div_(step)
+    else:
+        part.mul_(1.0 / step)
+    return part.clamp_(-levels, levels).round_().mul_(step)
+
+
+def record_calibration(calib: list, part: torch.Tensor, adc_fs, adc_range: float) -> None:
+    """During :func:`calibrate_adc`: keep the partial sums in units of the ADC's range (the
+    per-vector scale removed), subsampled."""
+    rel = part.abs() if adc_fs is None or not isinstance(adc_fs, torch.Tensor) \
+        else part.abs() / (adc_fs / adc_range)
+    calib.append(_subsample(rel.flatten()).to(torch.float32))
 
 
 def calibrate_adc(crossbars, run, *, quantile: float = 0.999, min_range: float = 1e-3) -> list[float]:
