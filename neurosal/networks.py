@@ -351,11 +351,11 @@ class ChargeMLP(nn.Module):
         self.neuron_counts: dict[str, list[int]] = {}     # per layer: [updates, spikes] (cost ledger)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .neurons import _dstd_walk
+        from .neurons import dstd_walk
         c = self.card.charge
         t = 1.0 - x.reshape(x.shape[0], -1)
         for i, layer in enumerate(self.layers):
-            v1, _ = _dstd_walk(t, layer.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps,
+            v1, _ = dstd_walk(t, layer.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps,
                                "random" if self.training else None, self.generator, read=layer)
             _count_charge(self.neuron_counts, f"layers.{i}", v1, fires=i < len(self.layers) - 1)
             if i == len(self.layers) - 1:
@@ -400,7 +400,7 @@ class ChargeVGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
-        from .neurons import _dstd_walk, beta_of, dstd_rc_membrane
+        from .neurons import dstd_walk, beta_of, dstd_rc_membrane
         c = self.card.charge
         off = "random" if self.training else None
         t = 1.0 - x.reshape(-1, *self.input_shape)
@@ -414,7 +414,7 @@ class ChargeVGG(nn.Module):
             if i % 2 == 1 and t.shape[-1] > 1:
                 t = -F.max_pool2d(-t, 2)                 # earliest spike of each 2x2 window
         t = t.reshape(t.shape[0], -1)
-        v1, _ = _dstd_walk(t, self.fc.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps, off,
+        v1, _ = dstd_walk(t, self.fc.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps, off,
                            self.generator, read=self.fc)
         _count_charge(self.neuron_counts, "fc", v1, fires=False)
         return self.card.logit_scale * v1

@@ -58,7 +58,7 @@ def test_exact_solution_matches_solve_ivp(e_plus, e_minus, alpha, tol):
     w = torch.randn(n_in, n_out, generator=g) * 0.6
     v1 = 1.0 - rc_spike_layer(t_in, w, e_plus=e_plus, e_minus=e_minus, alpha=alpha)
     # compare the unclipped membrane potential: integrate to t = 1 with the solver
-    from neurosal.neurons import _exact_walk
+    from neurosal.neurons.charge import _exact_walk
     v_exact, _ = _exact_walk(t_in, w, e_plus, e_minus, alpha, 1.0)
     rhs = _rhs_factory(t_in[0].numpy(), w.numpy(), e_plus, e_minus, alpha)
     events = np.sort(t_in[0].numpy())
@@ -77,7 +77,7 @@ def test_infinite_reversal_potential_is_ideal_charge_summation():
     g = torch.Generator().manual_seed(1)
     t_in = torch.rand(4, 30, generator=g)
     w = torch.randn(30, 7, generator=g) * 0.05
-    from neurosal.neurons import _exact_walk
+    from neurosal.neurons.charge import _exact_walk
     v1, _ = _exact_walk(t_in, w, math.inf, -math.inf, 0.0, 1.0)
     torch.testing.assert_close(v1, (1 - t_in) @ w)
     # and the large-|E| limit converges to it
@@ -89,7 +89,7 @@ def test_membrane_stays_between_reversal_potentials():
     g = torch.Generator().manual_seed(2)
     t_in = torch.rand(8, 50, generator=g)
     w = torch.randn(50, 10, generator=g) * 20
-    from neurosal.neurons import _exact_walk
+    from neurosal.neurons.charge import _exact_walk
     v1, _ = _exact_walk(t_in, w, 1.5, -0.7, 0.0, 1.0)
     assert (v1 <= 1.5 + 1e-9).all() and (v1 >= -0.7 - 1e-9).all()
     # with every input on, v relaxes to g/f = sum(w)/sum(beta w), a weighted mean of E+ and E-
@@ -115,7 +115,7 @@ def test_charge_step_small_f_limit():
 def test_phi_is_exact_across_its_series_switch(dtype):
     """phi(z) = (1 - e^-z)/z, computed by a series below |z| = 1e-6 and by expm1 above: both sides
     of the switch agree with the exact value to the dtype's resolution."""
-    from neurosal.neurons import _phi
+    from neurosal.neurons.charge import _phi
     zs = [1e-9, 3e-7, 9.9e-7, 1.01e-6, 1e-4, 0.5, 3.0]
     got = _phi(torch.tensor(zs))
     want = torch.tensor([-math.expm1(-z) / z for z in zs])
@@ -203,7 +203,7 @@ def test_dstd_random_offset_exact_for_ideal_summation(tol):
     """|E| = inf: the clipped first and last intervals carry their true length, so DSTD is exact
     for every offset. One input at t = 0 with w = 1 gives v(1) = 1 (a saturated pixel of the
     latency code): first-order grids gave 0.9375 at half a step and 0.958 on average."""
-    from neurosal.neurons import _dstd_walk
+    from neurosal.neurons.charge import dstd_walk as _dstd_walk
     t = torch.zeros(1, 1)
     w = torch.ones(1, 1)
     for off in (None, 0.125, 0.0625, 1e-9, 0.25 - 1e-9):
@@ -223,7 +223,7 @@ def test_dstd_random_offset_exact_for_ideal_summation(tol):
 def test_dstd_with_leak_converges_to_the_exact_leaky_neuron(tol):
     """A leak alpha > 0 enters every grid interval's f: DSTD converges to the exact event-driven
     membrane of the same leaky neuron (and misses it by far more without the leak)."""
-    from neurosal.neurons import _dstd_walk, _exact_walk
+    from neurosal.neurons.charge import dstd_walk as _dstd_walk, _exact_walk
     g = torch.Generator().manual_seed(9)
     t_in = torch.rand(8, 20, generator=g)
     w = torch.randn(20, 6, generator=g) * 0.3
@@ -258,7 +258,7 @@ def test_crossing_time_is_exact_on_both_sides_of_its_series_switch(f64_only):
     """t = D log1p(x)/x, by a series below |x| = 1e-4: against the closed form
     ln((g/f - v)/(g/f - V_th))/f on both sides of the switch, and (V_th - v)/g at f = 0."""
     from decimal import Decimal, getcontext
-    from neurosal.neurons import _crossing_time
+    from neurosal.neurons.charge import _crossing_time
     getcontext().prec = 40                                   # the closed form, without cancellation
     v, g = torch.tensor([0.2]), torch.tensor([3.0])
     for f in (0.0, 1e-6, 2.9e-4, 3.1e-4, 0.05, 1.0):

@@ -1,4 +1,4 @@
-r"""Neurons: the charge-domain integrate-and-fire neuron with reversal potentials.
+r"""The charge-domain integrate-and-fire neuron with reversal potentials (Sakemi et al.).
 
 Sakemi et al. (arXiv 2412.09010): the cell current that charges the membrane capacitor
 depends on the membrane potential. In normalized units (membrane potential in units of
@@ -49,14 +49,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
+from .state import NeuronState
+
 __all__ = ["beta_of", "charge_step", "ttfs_layer", "rc_spike_layer", "dstd_ttfs_layer", "dstd_rc_spike_layer",
-           "SURROGATES", "spike_fn", "LIFParameters", "lif_step", "LIFNeurons", "RateNeurons", "ChargeNeurons",
-           "ChargeParameters", "charge_ttfs_step", "NeuronState", "dstd_rc_membrane"]
+           "dstd_rc_membrane", "dstd_walk", "ChargeParameters", "charge_ttfs_step", "ChargeNeurons"]
 
 
 def _phi(z: torch.Tensor) -> torch.Tensor:
@@ -194,7 +195,7 @@ def _dstd_grid(t_in, t_end, steps, offset, generator):
     return pts, S
 
 
-def _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator, v_th=None, read=None):
+def dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator, v_th=None, read=None):
     _check(t_in, w)
     bw = beta_of(w, e_plus, e_minus)
     pts, S = _dstd_grid(t_in, t_end, steps, offset, generator)
@@ -250,7 +251,7 @@ def dstd_rc_spike_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = 
     ``read``: optional function ``S [n, n_in] -> S @ w`` through a crossbar (periphery, read
     noise); the conductance term :math:`S\,\beta w` is formed from ``w`` itself.
     """
-    v1, _ = _dstd_walk(t_in, w, e_plus, e_minus, alpha, 1.0, steps, offset, generator, read=read)
+    v1, _ = dstd_walk(t_in, w, e_plus, e_minus, alpha, 1.0, steps, offset, generator, read=read)
     return (1.0 - v1).clamp(0.0, 1.0)
 
 
@@ -259,182 +260,8 @@ def dstd_ttfs_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math
                     offset: Optional[str | float] = None,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """DSTD TTFS layer: the exact recursion on the grid, crossing time analytic within a step."""
-    _, t_fire = _dstd_walk(t_in, w, e_plus, e_minus, alpha, t_max, steps, offset, generator, v_th=v_th)
+    _, t_fire = dstd_walk(t_in, w, e_plus, e_minus, alpha, t_max, steps, offset, generator, v_th=v_th)
     return t_fire
-
-
-# ============================================================================ LIF (norse)
-#: Surrogate gradients by name. All but ``super`` are norse's (``norse.torch.functional.threshold``);
-#: norse 1.1.0's SuperSpike ignores ``alpha`` (its gradient is always 1/(|x|+1)^2), so
-#: ``super`` is neurosal's own :class:`SuperSpike` with the published width.
-SURROGATES = ("super", "triangle", "tanh", "circ", "heavi_erfc", "heaviside")
-
-
-class SuperSpike(torch.autograd.Function):
-    r"""Heaviside forward, SuperSpike surrogate backward (Zenke & Ganguli 2018):
-    :math:`\partial z/\partial x = 1/(\alpha|x| + 1)^2`."""
-
-    @staticmethod
-    def forward(ctx, x, alpha: float):
-        ctx.save_for_backward(x)
-        ctx.alpha = float(alpha)
-        return (x > 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, gz):
-        (x,) = ctx.saved_tensors
-        return gz / (ctx.alpha * x.abs() + 1.0).pow(2), None
-
-
-def spike_fn(x: torch.Tensor, method: str = "super", alpha: float = 100.0) -> torch.Tensor:
-    """Spike nonlinearity :math:`z = H(x)` with the surrogate gradient ``method``."""
-    if method == "super":
-        return SuperSpike.apply(x, alpha)
-    if method not in SURROGATES:
-        raise ValueError(f"unknown surrogate {method!r}; allowed: {', '.join(SURROGATES)}")
-    from norse.torch.functional.threshold import threshold
-    return threshold(x, method, alpha)
-
-
-@dataclass(frozen=True)
-class LIFParameters:
-    r"""Leaky integrate-and-fire neuron without synaptic current (norse's LIF-box model).
-
-    .. math:: \tau_{mem}\,\dot v = v_{leak} - v + I, \qquad z = H(v - v_{th}),
-              \qquad v \leftarrow v_{reset} \text{ where } z = 1.
-
-    ``tau_mem`` in seconds, potentials in threshold units; ``I`` is the crossbar output
-    (weight units, scaled by the layer gain). Forward Euler with step ``dt`` (norse's scheme).
-    """
-
-    tau_mem: float = 10e-3
-    v_th: float = 1.0
-    v_reset: float = 0.0
-    v_leak: float = 0.0
-    method: str = "super"
-    alpha: float = 100.0
-
-    def __post_init__(self):
-        if not self.tau_mem > 0:
-            raise ValueError(f"tau_mem must be > 0 s, got {self.tau_mem}")
-        if not self.v_th > self.v_reset:
-            raise ValueError(f"v_th ({self.v_th}) must be above v_reset ({self.v_reset})")
-        if self.method not in SURROGATES:
-            raise ValueError(f"unknown surrogate {self.method!r}; allowed: {', '.join(SURROGATES)}")
-        if not self.alpha > 0:
-            raise ValueError(f"surrogate alpha must be > 0, got {self.alpha}")
-
-    def norse(self):
-        """The same neuron as :class:`norse.torch.functional.lif_box.LIFBoxParameters`."""
-        from norse.torch.functional.lif_box import LIFBoxParameters
-        # 0-d CPU tensors: they combine with data on any device
-        t = lambda v: torch.as_tensor(v, device="cpu")  # noqa: E731
-        return LIFBoxParameters(tau_mem_inv=t(1.0 / self.tau_mem), v_leak=t(self.v_leak), v_th=t(self.v_th),
-                                v_reset=t(self.v_reset), method=self.method, alpha=t(self.alpha))
-
-
-def lif_step(i: torch.Tensor, v: torch.Tensor, p: LIFParameters, dt: float,
-             norse_p=None) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""One step of :class:`LIFParameters`: ``(z, v_new)``.
-
-    For every surrogate except ``super`` this *is* norse's ``lif_box_feed_forward_step``
-    (``norse_p``: ``p.norse()``, cached by callers that step many times); for ``super`` the
-    same arithmetic with neurosal's alpha-respecting SuperSpike.
-    """
-    if p.method != "super":
-        from norse.torch.functional.lif_box import LIFBoxFeedForwardState, lif_box_feed_forward_step
-        z, st = lif_box_feed_forward_step(i, LIFBoxFeedForwardState(v=v), norse_p or p.norse(), dt)
-        return z, st.v
-    v_dec = v + (dt / p.tau_mem) * (i + p.v_leak - v)
-    z = SuperSpike.apply(v_dec - p.v_th, p.alpha)
-    return z, v_dec - z * (v_dec - p.v_reset)
-
-
-class NeuronState(NamedTuple):
-    """State of a neuron layer between steps (fields unused by a kind are ``None``)."""
-
-    v: torch.Tensor
-    g: Optional[torch.Tensor] = None        # charge neurons: latched input current
-    f: Optional[torch.Tensor] = None        # charge neurons: latched conductance term
-    fired: Optional[torch.Tensor] = None    # charge neurons: has fired (TTFS, once)
-
-
-class LIFNeurons(nn.Module):
-    """A layer of LIF neurons driven by input currents, stepped ``K`` steps at a time.
-
-    Lifecycle (one for every neuron layer): ``init_state(batch, n)`` then
-    ``forward(I, state) -> (z, v, state)`` with ``I`` of shape ``[K, batch, n]``.
-    """
-
-    kind = "lif"
-    input = "current"
-
-    def __init__(self, params: LIFParameters = LIFParameters(), dt: float = 1e-3):
-        super().__init__()
-        if not dt > 0:
-            raise ValueError(f"dt must be > 0 s, got {dt}")
-        self.p, self.dt = params, float(dt)
-        self._norse_p = params.norse() if params.method != "super" else None
-
-    def init_state(self, batch: int, n: int, dtype=torch.float32, device=None) -> NeuronState:
-        return NeuronState(v=torch.full((batch, n), self.p.v_leak, dtype=dtype, device=device or "cpu"))
-
-    def forward(self, current: torch.Tensor, state: NeuronState, keep_v: bool = True):
-        r"""Step through ``current`` [K, batch, n]: ``(z [K, ...], v [K, ...] or None, state)``.
-
-        With gradients: norse's step (or the SuperSpike twin) per step. Without: the same
-        Euler update fused to three in-place ops per step,
-        :math:`v \leftarrow (1-a)v + a(I + v_{leak})`, :math:`z = v > v_{th}`,
-        :math:`v \leftarrow v_{reset}` where :math:`z` (:math:`a = dt/\tau_{mem}`);
-        equal to the norse step up to float rounding.
-        """
-        if not (torch.is_grad_enabled() and (current.requires_grad or state.v.requires_grad)):
-            return self._forward_fused(current, state, keep_v)
-        v = state.v
-        zs, vs = [], []
-        for i in current.unbind(0):            # unbind: one backward node, not K zero-filled selects
-            z, v = lif_step(i, v, self.p, self.dt, self._norse_p)
-            zs.append(z)
-            if keep_v:
-                vs.append(v)
-        return torch.stack(zs), (torch.stack(vs) if keep_v else None), NeuronState(v=v)
-
-    @torch.no_grad()
-    def _forward_fused(self, current, state, keep_v):
-        p = self.p
-        a = self.dt / p.tau_mem
-        drive = current * a if p.v_leak == 0 else (current + p.v_leak) * a
-        v = state.v.clone()
-        K = current.shape[0]
-        z = torch.empty(current.shape, dtype=torch.bool, device=current.device)
-        vs = torch.empty_like(current) if keep_v else None
-        for k in range(K):
-            torch.add(drive[k], v, alpha=1.0 - a, out=v)
-            torch.gt(v, p.v_th, out=z[k])
-            v.masked_fill_(z[k], p.v_reset)
-            if keep_v:
-                vs[k] = v
-        return z.to(current.dtype), vs, NeuronState(v=v)
-
-    def extra_repr(self) -> str:
-        return f"{self.p}, dt={self.dt}"
-
-
-class RateNeurons(nn.Module):
-    r"""Rate neurons, the ``T = 1`` analog limit: :math:`y = \min(\max(I, 0), 1)`.
-
-    The bounded activation stands for a firing rate in [0, 1] spikes per step; the output is
-    an analog value that drives the next crossbar through its DAC. ``v`` is the input current.
-    """
-
-    kind = "rate"
-    input = "current"
-
-    def init_state(self, batch: int, n: int, dtype=torch.float32, device=None) -> NeuronState:
-        return NeuronState(v=torch.zeros(batch, n, dtype=dtype, device=device or "cpu"))
-
-    def forward(self, current: torch.Tensor, state: NeuronState, keep_v: bool = True):
-        return current.clamp(0.0, 1.0), current, NeuronState(v=current[-1])
 
 
 @dataclass(frozen=True)
@@ -487,7 +314,8 @@ class ChargeNeurons(nn.Module):
     """
 
     kind = "charge"
-    input = "charge"
+    input = "charge"          # consumes new input spikes as (dg, df) = (s W, s beta W)
+    spiking = True
 
     def __init__(self, params: ChargeParameters = ChargeParameters(), steps: int = 32):
         super().__init__()
