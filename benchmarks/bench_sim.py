@@ -62,7 +62,7 @@ SYNC = None
 def _engine(path: str):
     from neurosal.crossbar import AnalogLinear
     from neurosal.neurons import LIFNeurons, LIFParameters
-    from neurosal.simulator import Layer, Network, Simulator
+    from neurosal.engine import Layer, Network, Simulator
     p = LIFParameters(tau_mem=5e-3, v_th=1.0, method="super", alpha=100.0)
     l1 = AnalogLinear(784, 400, device="ideal", seed=1, init_gain=3.0)
     l2 = AnalogLinear(400, 10, device="ideal", seed=2, init_gain=3.0)
@@ -211,7 +211,7 @@ def one_case(case: str) -> dict:
     if kind == "record":
         from neurosal.networks import build
         from neurosal.recording import Recorder
-        from neurosal.simulator import Probe, Simulator, encoder_for
+        from neurosal.engine import Probe, Simulator, encoder_for
         T = int(rest[0])
         net = build("mlp-64-100-10", device="moderate", coding="spike", seed=0)
         x = torch.rand(64, 64, generator=torch.Generator().manual_seed(0))

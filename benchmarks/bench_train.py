@@ -160,7 +160,7 @@ def bench_resnet(args) -> None:
     if args.epoch_data:
         import time as _t
 
-        from neurosal.learning import train
+        from neurosal.training import train
         t0 = _t.perf_counter()
         r = train("sanet-resnet20", "moderate", rule="hybrid", coding="rate", dataset="cifar10",
                   data_dir=args.epoch_data, epochs=1, batch=args.batch, lr=0.1, accelerator=dev, progress=False)

@@ -20,9 +20,10 @@ import time
 
 import torch
 
-from neurosal.cost import PHASES, Ledger, cost_report, measure
+from neurosal.cost import PHASES, Ledger, cost_report
+from neurosal.experiments import measure
 from neurosal.datasets import Split
-from neurosal.learning import make_rule
+from neurosal.learning import make_rule, rule_class
 from neurosal.networks import build
 
 
@@ -79,12 +80,12 @@ def table_attach(batch):
 
 
 def _inference(net, data, batch):
-    from neurosal.learning import forward
+    from neurosal.engine import forward
     led = Ledger(net, samples=batch)
     net.train()                       # fresh chip: batch statistics
     with torch.no_grad(), led.phase("forward"):
         forward(net, data.x_test[:batch], coding="rate", steps=1)
-    return cost_report(led, rule="hybrid")
+    return cost_report(led, rule=rule_class("hybrid").schedule)
 
 
 def _train_step(net, data, batch, rule):
@@ -92,7 +93,7 @@ def _train_step(net, data, batch, rule):
     led = Ledger(net, samples=batch)
     with led.active():
         r.step(data.x_train[:batch], data.y_train[:batch], coding="rate", steps=1, seed=0)
-    return cost_report(led, rule=rule)
+    return cost_report(led, rule=r.schedule)
 
 
 def table_bp_dfa(batch):

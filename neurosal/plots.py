@@ -1,13 +1,20 @@
-"""PNG plots (matplotlib, Agg backend: no display needed)."""
+"""PNG plots (matplotlib, Agg backend: no display needed): device curves with their
+cycle-to-cycle spread, spike rasters of recordings, learning curves of a training run.
+matplotlib is imported when a plot is drawn (:func:`_plt`), not with neurosal.
+
+May import: :mod:`neurosal.devices`, :mod:`neurosal.files`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .devices import Device, Drift, Faults, Variation
 from .files import savefig
 
 
@@ -21,8 +28,6 @@ def _plt():
 def noisy_cycles(device, samples: int = 200, seed: int = 0) -> np.ndarray:
     """``samples`` independent full cycles (Pmax pulses up from Gmin, Pmax down) of one
     nominal-curve device with its cycle-to-cycle noise (no D2D variation): [samples, 2*Pmax+1] (S)."""
-    import dataclasses
-    from .devices import Device, Faults, Variation, Drift
     card = dataclasses.replace(device.card, variation=Variation(), faults=Faults(), drift=Drift())
     dev = Device(card)
     gen = torch.Generator().manual_seed(seed)
@@ -38,7 +43,6 @@ def noisy_cycles(device, samples: int = 200, seed: int = 0) -> np.ndarray:
 def plot_device_curves(names, output, samples: int = 200, seed: int = 0) -> Path:
     """Conductance vs pulse number (potentiation then depression) for each device, the
     nominal curve as a line and the cycle-to-cycle 5-95 % spread shaded."""
-    from .devices import Device
     plt = _plt()
     n = len(names)
     ncol = min(n, 3)

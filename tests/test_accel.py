@@ -19,11 +19,12 @@ import pytest
 import torch
 
 from neurosal import accel
-from neurosal.crossbar import AnalogLinear, Counters, Crossbar, PulseSGD, analog_layers
+from neurosal.crossbar import AnalogLinear, Counters, Crossbar, analog_layers
 from neurosal.devices import Device
-from neurosal.learning import _device_of, crossbars, forward, make_rule
+from neurosal.engine import Network, Simulator, crossbars, encoder_for, forward
+from neurosal.engine import device_of as _device_of
+from neurosal.learning import make_rule
 from neurosal.networks import build, load_checkpoint, save_checkpoint
-from neurosal.simulator import Network, Simulator, encoder_for
 
 # (recipe, coding, rules, input shape) — every shipped recipe with the rules it trains with
 RECIPES = [

@@ -12,9 +12,10 @@ from neurosal.cli import main
 from neurosal.cost import (Ledger, cost_report, device_energies, load_coprocessor, load_periphery,
                            phase)
 from neurosal.devices import load_device
-from neurosal.learning import BP, DFA, forward
+from neurosal.engine import forward
+from neurosal.learning import BP, DFA
 from neurosal.networks import build, mlp
-from neurosal.simulator import Simulator
+from neurosal.engine import Simulator
 
 
 def approx(x, rel=1e-6):
@@ -193,7 +194,7 @@ def test_dfa_training_step_latency_is_backprop_over_n_when_updates_dominate(tmp_
         led = _saturating_step(cls, net, x, y)
         cycles = [led.counts["update"][u.name]["write_cycles"] for u in led.units]
         assert cycles == [128 * 64] * 3                  # every row: the 64-pulse limit
-        lat[name] = cost_report(led, rule=name).latency_s
+        lat[name] = cost_report(led, rule=cls.schedule).latency_s
     n = 3
     assert lat["dfa"] == approx(lat["bp"] / n, rel=0.01)
 
@@ -294,7 +295,7 @@ def test_backprop_passes_its_error_layer_after_layer_dfa_at_once():
         led = Ledger(net, samples=16)
         with led.active():
             rule.step(x, y, coding="rate", steps=1, seed=0)
-        rep = cost_report(led, rule=name)
+        rep = cost_report(led, rule=cls.schedule)
         per_layer = [la["phases"]["backward"]["latency_s"] for la in rep.per_layer()]
         assert all(t > 0 for t in per_layer)
         want = max(per_layer) if name == "dfa" else sum(per_layer)

@@ -8,8 +8,8 @@ import torch
 
 from neurosal.crossbar import analog_layers
 from neurosal.datasets import load
-from neurosal.drift import accuracy_over_time
-from neurosal.learning import train
+from neurosal.experiments.drift import accuracy_over_time
+from neurosal.training import train
 from neurosal.networks import load_network
 
 IDEAL_DRIFT = """

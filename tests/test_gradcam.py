@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from neurosal.gradcam import ablation, concentration, correlation, off_chip, stage_cams
+from neurosal.experiments.gradcam import ablation, concentration, correlation, off_chip, stage_cams
 from neurosal.networks import build, save_checkpoint
-from neurosal.sanet import SAnet
+from neurosal.networks import SAnet
 
 
 def _net(attention="se", attach=(1, 2, 3), device="ideal", seed=0):

@@ -6,7 +6,8 @@ import torch
 
 from neurosal.crossbar import Crossbar
 from neurosal.devices import Device
-from neurosal.learning import Hybrid, HybridController, train
+from neurosal.learning import Hybrid, HybridController
+from neurosal.training import train
 from neurosal.networks import build, load_checkpoint
 
 
@@ -265,7 +266,7 @@ def test_hybrid_with_only_the_first_layer_on_the_array():
 
 
 def test_calibrate_sets_forward_adc_ranges_and_keeps_batch_norm_statistics():
-    from neurosal.learning import calibrate, crossbars
+    from neurosal.engine import calibrate, crossbars
     from neurosal.networks import build
     net = build("resnet8", device="moderate", coding="spike", input_shape=(1, 8, 8), classes=10, steps=4)
     bn = [(m.running_mean.clone(), m.running_var.clone()) for m in net.modules()

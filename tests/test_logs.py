@@ -8,7 +8,7 @@ import json
 import pytest
 
 from neurosal.cli import main
-from neurosal.learning import train
+from neurosal.training import train
 from neurosal.progress import LineProgress
 
 KW = dict(rule="bp", limit_train=96, limit_test=48, batch=8, progress=False, seed=2)

@@ -5,7 +5,7 @@ import torch
 
 from neurosal.cards import CardError
 from neurosal.networks import build, list_networks, load_checkpoint, load_network, save_checkpoint
-from neurosal.simulator import Simulator, encoder_for
+from neurosal.engine import Simulator, encoder_for
 
 
 def test_shipped_recipe():

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from neurosal import nir as nnir
+from neurosal.interop import nir as nnir
 from neurosal.networks import build, load_network
-from neurosal.simulator import Probe, Simulator, encoder_for
+from neurosal.engine import Probe, Simulator, encoder_for
 
 
 def _net(device="ideal", **kw):

@@ -13,7 +13,7 @@ import torch
 from neurosal import recording
 from neurosal.networks import build
 from neurosal.recording import Recorder, RecordingError
-from neurosal.simulator import Probe, Simulator, encoder_for
+from neurosal.engine import Probe, Simulator, encoder_for
 
 
 def _run(path, *, steps=40, chunk=16, fail_at=None, overwrite=False, samples=3):

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from neurosal import learning, recording
+from neurosal import recording, training
+from neurosal.training import loop as training_loop
 from neurosal.cli import main
 from neurosal.files import Owner, OutputBusyError, OutputError, atomic
 from neurosal.networks import build, load_checkpoint, save_checkpoint
 from neurosal.recording import Recorder, RecordingError
-from neurosal.simulate import simulate
+from neurosal.experiments import simulate
 
 SIM = dict(network="mlp-64-100-10", device="ideal", coding="spike", steps=8, samples=20, batch=20,
            record=("spikes", "v"), record_samples=4, progress=False)
@@ -55,7 +56,7 @@ def test_a_second_run_on_the_same_output_fails_at_once_and_touches_nothing(tmp_p
     with pytest.raises(OutputBusyError, match="another neurosal run is writing it"):
         simulate(**SIM, out=out, overwrite=True)
     with pytest.raises(OutputBusyError):
-        learning.train("mlp-64-100-10", "ideal", out=out, overwrite=True, progress=False)
+        training.train("mlp-64-100-10", "ideal", out=out, overwrite=True, progress=False)
     assert out.read_bytes() == old                            # the older file is intact...
     first.close(ok=True)                                      # ...and the first run finishes normally
     rec = recording.open(out)
@@ -210,7 +211,7 @@ def test_a_rerun_keeps_an_earlier_unfinished_partial(tmp_path, capsys):
 
 
 def test_ctrl_c_in_simulate(tmp_path, monkeypatch, capsys):
-    from neurosal import simulator
+    from neurosal.engine import simulator
 
     def interrupted(self, *a, **k):
         raise KeyboardInterrupt
@@ -249,12 +250,12 @@ def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path, 
     whole = tmp_path / "whole.pt"
     assert _cli(args + ["--epochs", "3", "--out", whole], capsys)[0] == 0
     # the same run, stopped by Ctrl-C in the second epoch's evaluation
-    real = learning.evaluate
-    monkeypatch.setattr(learning, "evaluate", _ctrl_c_on_call(2, real))
+    real = training_loop.evaluate
+    monkeypatch.setattr(training_loop, "evaluate", _ctrl_c_on_call(2, real))
     part = tmp_path / "part.pt"
     code, err = _cli(args + ["--epochs", "3", "--out", part], capsys)
     assert code == 130 and "the checkpoint of epoch 1" in err and f"--resume {part}" in err, err
-    monkeypatch.setattr(learning, "evaluate", real)
+    monkeypatch.setattr(training_loop, "evaluate", real)
     # resumed with only --resume and --epochs: everything else from the checkpoint
     code, _ = _cli(["train", "--resume", part, "--epochs", "3", "--json", "--threads", "1"], capsys)
     assert code == 0
@@ -284,7 +285,7 @@ def test_resume_refuses_a_different_configuration(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     ck = tmp_path_factory.mktemp("ck") / "moderate-rate.pt"
-    learning.train("mlp-64-100-10", "moderate", rule="bp", coding="rate", limit_train=40, limit_test=20,
+    training.train("mlp-64-100-10", "moderate", rule="bp", coding="rate", limit_train=40, limit_test=20,
                    progress=False, out=ck)
     return ck
 
@@ -388,7 +389,7 @@ def test_spike_trains_scan_in_blocks(good_recording, monkeypatch):
     rec = recording.open(good_recording)
     t_all, ids = rec.spikes("fc1")
     n = rec.n_neurons("fc1")
-    monkeypatch.setattr(recording, "_SCAN", 7)
+    monkeypatch.setattr(recording.reader, "_SCAN", 7)
     for s in range(4):
         t, i = rec.spike_trains("fc1", s)
         sel = ids // n == s
@@ -486,9 +487,9 @@ def test_an_unreadable_card(tmp_path, monkeypatch, capsys):
 
 def test_api_checks_match_the_command_line():
     with pytest.raises(ValueError, match="--limit-test 0: not allowed"):
-        learning.train("mlp-64-100-10", "ideal", limit_test=0, progress=False)
+        training.train("mlp-64-100-10", "ideal", limit_test=0, progress=False)
     with pytest.raises(ValueError, match="--steps -3: not allowed"):
-        learning.train("mlp-64-100-10", "ideal", steps=-3, progress=False)
+        training.train("mlp-64-100-10", "ideal", steps=-3, progress=False)
     with pytest.raises(ValueError, match="steps 0: not allowed"):
         build("mlp-64-100-10", device="ideal", coding="spike", steps=0)
     with pytest.raises(ValueError, match="record_samples 0: not allowed"):
@@ -499,7 +500,7 @@ def test_api_checks_match_the_command_line():
 
 
 def test_ctrl_c_in_a_sweep_says_what_finished(tmp_path, monkeypatch, capsys):
-    from neurosal import sweep as sw
+    import neurosal.studies.runs as sw
     study = tmp_path / "s.toml"
     study.write_text('name = "s"\n[base]\nnetwork = "mlp-64-100-10"\nepochs = 1\nlimit_train = 16\n'
                      'limit_test = 8\n[grid]\ndevice = ["ideal"]\nseed = [0, 1, 2]\n')
@@ -511,7 +512,7 @@ def test_ctrl_c_in_a_sweep_says_what_finished(tmp_path, monkeypatch, capsys):
 
 
 def test_a_plot_output_is_checked_before_the_work(tmp_path, monkeypatch, capsys):
-    import neurosal.cost as cost
+    import neurosal.cli.cost as cost
     monkeypatch.setattr(cost, "measure", lambda *a, **k: pytest.fail("work started before -o was checked"))
     code, err = _cli(["cost", "--network", "mlp-64-100-10", "--device", "ideal", "-o", tmp_path], capsys)
     assert code == 2 and "is a folder" in err

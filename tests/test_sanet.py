@@ -5,7 +5,7 @@ import torch
 
 from neurosal.coprocessor import CBAMBlock, CoProcessor, NumberFormat, SEBlock
 from neurosal.crossbar import analog_layers
-from neurosal.learning import train
+from neurosal.training import train
 from neurosal.networks import build, list_networks, load_checkpoint, save_checkpoint
 
 

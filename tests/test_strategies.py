@@ -4,8 +4,8 @@ need; their digital share from the ledger; and a checkpoint round trip."""
 import pytest
 import torch
 
-from neurosal.cost import measure
-from neurosal.learning import attention_deviation, train
+from neurosal.experiments import measure
+from neurosal.training import attention_deviation, train
 from neurosal.networks import build, load_checkpoint, load_network, recipe_for
 
 KW = dict(rule="bp", epochs=2, batch=16, limit_train=64, limit_test=48, progress=False, seed=1)
@@ -76,8 +76,8 @@ def test_strategies_survive_a_checkpoint_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kw,msg", [(dict(attach="1,4"), "attach: stages \\[4\\] not allowed"),
                                     (dict(attach="x"), "attach 'x': not allowed"),
-                                    (dict(attach_epochs=-1), "attach_epochs -1: not allowed"),
-                                    (dict(attach_gate=float("inf")), "attach_gate inf: not allowed")])
+                                    (dict(attach_epochs=-1), "attach.epochs -1: not allowed"),
+                                    (dict(attach_gate=float("inf")), "attach.gate inf: not allowed")])
 def test_bad_strategy_options(kw, msg):
     with pytest.raises(ValueError, match=msg):
         train("sanet-resnet8", "ideal", **{**KW, **kw})
@@ -88,7 +88,7 @@ def test_bad_strategy_options(kw, msg):
 
 @pytest.mark.parametrize("position", ["stage", "residual"])
 def test_an_open_gate_is_the_identity_and_a_detached_block_the_backbone(position):
-    from neurosal.sanet import SAnet
+    from neurosal.networks import SAnet
     kw = dict(input_shape=(1, 8, 8), classes=10, attention="se", device="ideal", seed=2, position=position)
     net, plain = SAnet(8, 4, **kw), SAnet(8, 4, **{**kw, "attention": None})
     net.eval(), plain.eval()
@@ -106,7 +106,7 @@ def test_an_open_gate_is_the_identity_and_a_detached_block_the_backbone(position
 
 
 def test_the_residual_position_gates_the_branch_not_the_stage():
-    from neurosal.sanet import SAnet
+    from neurosal.networks import SAnet
     kw = dict(input_shape=(1, 8, 8), classes=10, attention="se", device="ideal", seed=2)
     a, b = SAnet(8, 4, position="stage", **kw), SAnet(8, 4, position="residual", **kw)   # same chip, same blocks
     assert all(torch.equal(p, q) for p, q in zip(a.attn.parameters(), b.attn.parameters()))

@@ -102,6 +102,10 @@ class _AnalogConv(torch.autograd.Function):
 class _AnalogBase(nn.Module):
     """Shared machinery of analog layers: crossbar, gain, weight mirror, lifecycle checks."""
 
+    #: whether the layer can compute with a software weight instead (``software_weight``), for
+    #: training off the array and programming the result (the ``verify`` rule)
+    software_training = False
+
     def _setup(self, rows, cols, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale, init_bound):
         # the chip is fabricated and initialized on the CPU (same seed, same chip on every
         # accelerator); module.to(...) then moves it
@@ -185,6 +189,8 @@ class AnalogLinear(_AnalogBase):
     effective weights ``s·W^T`` (shape ``[out, in]`` like :class:`torch.nn.Linear`) and
     receives gradients, but only pulses change it: train with :class:`PulseSGD`.
     """
+
+    software_training = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device="ideal",
                  tile=(128, 128), dac_bits=None, adc_bits=None, adc_range=12.0, weight_scale=None, seed: int = 0,

@@ -1,0 +1,100 @@
+"""``neurosal simulate`` and ``neurosal inspect``: run and record a network, look at a recording.
+
+May import: :mod:`neurosal.experiments`, :mod:`neurosal.recording`, :mod:`neurosal.plots`.
+"""
+
+from __future__ import annotations
+
+from .. import recording
+from ..experiments import simulate
+from ..plots import plot_raster
+from .common import DATASETS, POS, SEED, config_args, int_type, print_json, run_args
+
+def _cmd_simulate(args) -> int:
+    record = tuple(v for v in args.record.split(",") if v) if args.record else ()
+    out = simulate(args.network, args.device, coding=args.coding, steps=args.steps, samples=args.samples,
+                   dataset=args.dataset, data_dir=args.data_dir, record=record, out=args.out, record_samples=args.record_samples,
+                   checkpoint=args.checkpoint, overwrite=args.overwrite, seed=args.seed, batch=args.batch,
+                   path=args.path, progress=not args.json, accelerator=args.accelerator)
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"{out['network']} on {out['device']}, {out['coding']} coding, T = {out['steps']}, "
+          f"{out['samples']} {out['dataset']} samples{'' if out['checkpoint'] else ' (fresh network)'}: "
+          f"accuracy {out['accuracy']:.3f} in {out['seconds']:.2f} s")
+    print(f"{'layer':<8} {'spikes/sample':>14} {'input events':>13} {'synaptic events':>16} {'ADC conv.':>10}")
+    for name, ev in out["layers"].items():
+        sp = "-" if ev.get("spikes") is None else f"{ev['spikes']:.1f}"
+        print(f"{name:<8} {sp:>14} {ev.get('input_events', 0):>13.1f} {ev.get('synaptic_events', 0):>16.0f} "
+              f"{ev.get('adc_conversions', 0):>10.0f}")
+    if out["out"]:
+        print(f"wrote {out['out']}")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    rec = recording.open(args.file, allow_incomplete=args.allow_incomplete)
+    info = rec.summary()
+    if args.raster:
+        png = plot_raster(rec, args.output, sample=args.sample)
+        info["raster"] = str(png)
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{info['path']}: SONATA {'.'.join(map(str, info['sonata_version']))}"
+          f"{'' if info['complete'] else '  (INCOMPLETE: the run did not finish)'}")
+    md = info["metadata"]
+    if md:
+        net = md.get("network", {}).get("name", "?") if isinstance(md.get("network"), dict) else "?"
+        devs = md.get("devices", {})
+        dev = ", ".join(v.get("name", "?") for v in devs.values()) if isinstance(devs, dict) else "?"
+        print(f"  network {net}, device {dev}, coding {md.get('coding', '?')}, steps {md.get('steps', '?')}, "
+              f"dt {md.get('dt_ms', '?')} ms, seed {md.get('seed', '?')}, dataset {md.get('dataset', '?')}")
+        if isinstance(md.get("versions"), dict):
+            print("  versions " + ", ".join(f"{k} {v}" for k, v in md["versions"].items()))
+    if info["populations"]:
+        print(f"  {'spikes':<10} {'neurons':>8} {'samples':>8} {'spikes':>9} {'per sample':>11}  sorting")
+        for p, d in info["populations"].items():
+            per = "-" if d["spikes_per_sample"] is None else f"{d['spikes_per_sample']:.1f}"
+            print(f"  {p:<10} {d['neurons'] or '-':>8} {d['samples'] or '-':>8} {d['spikes']:>9} {per:>11}  "
+                  f"{d['sorting']}")
+    if info["reports"]:
+        print(f"  {'report':<16} {'[time, values]':>16}  units")
+        for r, d in info["reports"].items():
+            print(f"  {r:<16} {str(d['shape']):>16}  {d['units']}")
+    if args.raster:
+        print(f"wrote {info['raster']}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Register this group's commands."""
+    s = sub.add_parser("simulate", help="run a network on dataset samples and record spikes / traces to HDF5")
+    s.add_argument("--network", required=True, metavar="NAME|PATH", help="network recipe (e.g. mlp-64-100-10)")
+    s.add_argument("--device", required=True, metavar="NAME|PATH", help="device card of the crossbars")
+    s.add_argument("--coding", default="spike", choices=("rate", "spike", "latency"))
+    s.add_argument("--steps", type=POS, default=None, help="time steps (default: the recipe's; rate coding: 1)")
+    s.add_argument("--samples", type=POS, default=100, help="test samples to simulate")
+    s.add_argument("--dataset", default="digits", choices=DATASETS)
+    s.add_argument("--data-dir", default=None, help="folder with the dataset files (default data/<dataset>)")
+    s.add_argument("--record", default="spikes", help="comma list of spikes,v,current ('' = nothing)")
+    s.add_argument("--record-samples", type=POS, default=16, help="how many of the samples to record")
+    s.add_argument("--out", default=None, help="recording file (.h5); nothing is written without it")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    s.add_argument("--checkpoint", default=None, help="trained network checkpoint (default: fresh network)")
+    s.add_argument("--seed", type=SEED, default=0)
+    s.add_argument("--batch", type=POS, default=256)
+    s.add_argument("--path", default="auto", choices=("auto", "event", "dense"),
+                   help="crossbar reads: event-driven, dense, or chosen by activity")
+    s.add_argument("--json", action="store_true")
+    run_args(s)
+    config_args(s)
+    s.set_defaults(func=_cmd_simulate)
+    i = sub.add_parser("inspect", help="what is in a recording; --raster draws a spike raster")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--raster", action="store_true", help="draw a spike raster PNG (see -o, --sample)")
+    i.add_argument("-o", "--output", default="raster.png")
+    i.add_argument("--sample", type=int_type(0), default=0, help="which recorded sample the raster shows")
+    i.add_argument("--allow-incomplete", action="store_true", help="read a file whose run did not finish")
+    i.set_defaults(func=_cmd_inspect)

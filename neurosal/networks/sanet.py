@@ -1,0 +1,279 @@
+r"""SAnet (SALMON): an analog ResNet backbone on crossbars with attachable digital attention.
+
+Every convolution and the classifier live on crossbars (:class:`~neurosal.crossbar.AnalogConv2d`,
+:class:`~neurosal.crossbar.AnalogLinear`); batch normalization (a per-column digital gain and
+offset), residual adds and pooling are in the periphery; attention blocks
+(:mod:`neurosal.coprocessor`) run on the co-processor after the residual stages they are
+attached to.
+
+Rate coding (``T = 1``): activations are the bounded rate :math:`\min(\max(x, 0), 1)`.
+
+Spike coding (``T`` steps, :meth:`SAnet.forward` with ``coding='spike'``): Bernoulli input
+spikes each step; every conv output (after its BN) drives LIF neurons (norse's LIF-box step,
+surrogate gradients, BPTT); residual blocks add spikes element-wise (SEW-ResNet ``ADD``: the
+next array sees 0, 1 or 2 per row, through its DAC). **What the attention sees in spike
+mode:** the spike map of the current step after its stage; its gate (in (0, 1)) scales that
+map, so the next stage receives analog values. The classifier's output currents are averaged
+over the ``T`` steps and scaled by ``spike_logit_scale`` (the logits).
+
+Spike mode runs layer by layer, like :class:`~neurosal.simulator.Simulator`: each array reads
+all ``T`` steps of its input in one call (the reads, conversions and noise draws of ``T``
+calls), batch normalization sees time and batch together (tdBN, Zheng et al. 2021), and the
+layer's LIF neurons then step through time.
+
+Where a block sits (``position``): ``'stage'`` gates the stage's output (after its last
+residual add and activation: what the next stage reads); ``'residual'`` gates the last block's
+residual branch after its batch norm and before the add, as in SE-ResNet (Hu et al. 2018), so
+its per-channel gain in (0, 1) acts on the analog convolution's output while the identity
+path passes untouched.
+
+Attachment strategies: ``attach`` names the stages (1-based) that get a block;
+:meth:`SAnet.detach` switches blocks off after training (the backbone then runs alone, no
+digital work); :meth:`SAnet.attach` switches them on again.
+
+May import: :mod:`neurosal.crossbar`, :mod:`neurosal.neurons`, :mod:`neurosal.coprocessor`,
+:mod:`neurosal.engine`, :mod:`neurosal.accel`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..accel import Generators, tally
+from ..coprocessor import CoProcessor, NumberFormat, make_attention
+from ..crossbar import AnalogConv2d, AnalogLinear, analog_layers
+from ..engine import ChipNetwork
+from ..neurons import LIFParameters, lif_step
+
+__all__ = ["SAnet", "BasicBlock"]
+
+
+def _act(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 analog convolutions with BN and a residual add (1x1 analog projection when the
+    shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, xbar: dict, seed: int):
+        super().__init__()
+        self.conv1 = AnalogConv2d(cin, cout, 3, stride=stride, padding=1, bias=False, seed=seed, **xbar)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = AnalogConv2d(cout, cout, 3, stride=1, padding=1, bias=False, seed=seed + 1, **xbar)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.local = False       # DFA: no error through the identity shortcut either
+        self.short = None
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(AnalogConv2d(cin, cout, 1, stride=stride, bias=False, seed=seed + 2, **xbar),
+                                       nn.BatchNorm2d(cout))
+
+    def forward(self, x, act=lambda key, v: _act(v), gate=None):
+        """Rate mode; ``act(key, value)`` is the periphery's activation of the conv ``key``;
+        ``gate``: an attention block on the residual branch (SE-ResNet), before the add."""
+        out = act("conv1", self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if gate is not None:
+            out = gate(out)
+        sc = (x.detach() if self.local else x) if self.short is None else self.short(x)
+        return act("conv2", out + sc)
+
+    def forward_spike(self, x, neuron, gate=None):
+        """Spike mode, all ``T`` steps of the layer at once: ``x`` is ``[T*B, C, H, W]`` (time
+        major) and ``neuron(key, current)`` runs the LIF neurons of the conv ``key`` through the steps."""
+        z1 = neuron("conv1", self.bn1(self.conv1(x)))
+        c2 = self.bn2(self.conv2(z1))
+        z2 = neuron("conv2", gate(c2) if gate is not None else c2)
+        sc = x if self.short is None else neuron("short.0", self.short(x))
+        return z2 + sc                                   # spike-element-wise ADD
+
+
+class SAnet(ChipNetwork, nn.Module):
+    """ResNet-``depth`` (``depth = 6n + 2``: 3 stages of ``n`` basic blocks, widths ``w, 2w, 4w``)
+    on crossbars, with ``attention`` ('se', 'cbam' or None) after the stages in ``attach``."""
+
+    stage_count = 3
+
+    def __init__(self, depth: int = 8, width: int = 16, *, input_shape=(3, 32, 32), classes: int = 10,
+                 attention: Optional[str] = None, attach: Sequence[int] = (1, 2, 3), device="ideal",
+                 seed: int = 0, xbar: Optional[dict] = None, number_format: NumberFormat = NumberFormat(),
+                 coding: str = "rate", steps: int = 8, lif: LIFParameters = LIFParameters(alpha=10.0),
+                 dt: float = 1e-3, spike_logit_scale: float = 4.0, position: str = "stage"):
+        super().__init__()
+        if position not in ("stage", "residual"):
+            raise ValueError(f"attention position must be 'stage' or 'residual', got {position!r}")
+        self.position = position
+        if coding not in ("rate", "spike"):
+            raise ValueError(f"SAnet runs rate- or spike-coded, got coding {coding!r}")
+        self.coding, self.steps, self.lif, self.dt = coding, int(steps), lif, float(dt)
+        self.spike_logit_scale = float(spike_logit_scale)
+        #: neuron work per analog layer (module name): [updates, spikes], cumulative
+        self.neuron_counts: dict[str, list[int]] = {}
+        #: set by the DFA rule: every layer's output (after its activation) and every attention
+        #: block's output, by name, for the layer-local feedback
+        self._capture: Optional[dict] = None
+        #: set by Grad-CAM (:mod:`neurosal.gradcam`): each stage's output as the next stage
+        #: sees it (after its attention block when one is attached), by stage number
+        self._stage_outputs: Optional[dict] = None
+        self._spike_gens = Generators(seed + 4099)      # input spikes, on the data's device
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"ResNet depth must be 6n + 2 >= 8 (8, 14, 20, ...), got {depth}")
+        bad = [s for s in attach if s not in (1, 2, 3)]
+        if bad:
+            raise ValueError(f"attach stages must be among 1, 2, 3, got {bad}")
+        n = (depth - 2) // 6
+        xbar = dict(device=device, **(xbar or {}))
+        c_in = input_shape[0]
+        self.input_shape, self.classes, self.depth, self.width = tuple(input_shape), classes, depth, width
+        self.coprocessor = CoProcessor(number_format)
+        self.stem = AnalogConv2d(c_in, width, 3, padding=1, bias=False, seed=seed, **xbar)
+        self.bn = nn.BatchNorm2d(width)
+        stages, cin, s = [], width, seed + 10
+        for i, cout in enumerate((width, 2 * width, 4 * width)):
+            blocks = []
+            for b in range(n):
+                blocks.append(BasicBlock(cin, cout, 2 if (b == 0 and i > 0) else 1, xbar, s))
+                cin, s = cout, s + 10
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.ModuleList(stages)
+        self.attention_kind = attention
+        self.attn = nn.ModuleDict()
+        with torch.random.fork_rng(devices=[]):          # seeded digital init, global RNG untouched
+            torch.manual_seed(seed + 977)
+            for st in attach:
+                blk = make_attention(attention, (width, 2 * width, 4 * width)[st - 1], self.coprocessor)
+                if blk is not None:
+                    blk.tag = f"attn.{st}"
+                    self.attn[str(st)] = blk
+        self.attached = set(int(k) for k in self.attn)
+        self.fc = AnalogLinear(4 * width, classes, device=device, seed=s, **{k: v for k, v in xbar.items()
+                                                                           if k != "device"})
+
+    def _gate(self, stage: int, block: int):
+        """The attention block on the residual branch of block ``block`` of ``stage`` (position
+        'residual': the stage's last block), or None."""
+        if self.position != "residual" or stage not in self.attached or block != len(self.stages[stage - 1]) - 1:
+            return None
+        return self.attn[str(stage)]
+
+    def attach(self, stages: Optional[Iterable[int]] = None) -> None:
+        """Switch attention on at ``stages`` (default: every stage that has a block)."""
+        self.attached = set(int(k) for k in self.attn) if stages is None else {int(s) for s in stages} & \
+            set(int(k) for k in self.attn)
+
+    def detach(self) -> None:
+        """Run the backbone alone: no attention, no digital work."""
+        self.attached = set()
+
+    # -- the chip-network protocol ------------------------------------------------------------
+    def attention_blocks(self) -> dict:
+        return {int(k): blk for k, blk in self.attn.items()}
+
+    def attention_state(self) -> list:
+        return sorted(int(v) for v in self.attached)
+
+    def check_feedback(self) -> None:
+        """Raise a named error unless layer-local direct feedback can reach every layer."""
+        if self.position == "residual" and self.attn:
+            raise ValueError("dfa supports attention blocks at the stage output (attention_position = 'stage'), "
+                             "not on the residual branch")
+        if self.coding != "rate":
+            raise ValueError("dfa is implemented for rate coding (--coding rate) of MLPs and SAnet/ResNet")
+
+    @contextlib.contextmanager
+    def stage_outputs(self):
+        """While inside, each residual stage's output as the next stage sees it (after its
+        attention block when one is attached) is kept in the yielded dict, by stage number."""
+        outs: dict = {}
+        self._stage_outputs = outs
+        try:
+            yield outs
+        finally:
+            self._stage_outputs = None
+
+    @contextlib.contextmanager
+    def feedback_taps(self):
+        """For direct feedback alignment: while inside, every convolution's activated output and
+        every attention block's output is captured by name into the yielded dict, and no error
+        passes from layer to layer (every array's input and every identity shortcut detached)."""
+        self.check_feedback()
+        cap: dict = {}
+        layers = analog_layers(self)
+        blocks = [blk for stage in self.stages for blk in stage]
+        self._capture = cap
+        for m in layers:
+            m.local_input = True
+        for m in blocks:
+            m.local = True
+        try:
+            yield cap
+        finally:
+            self._capture = None
+            for m in layers:
+                m.local_input = False
+            for m in blocks:
+                m.local = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.reshape(-1, *self.input_shape)
+        if self.coding == "spike":
+            return self._forward_spike(x)
+        counts = self.neuron_counts
+
+        cap = self._capture
+
+        def act(key, v):
+            c = counts.setdefault(key, [0, 0])
+            c[0] += v.numel()                               # one activation per output value
+            out = _act(v)
+            if cap is not None:
+                cap[key] = out
+            return out
+        h = act("stem", self.bn(self.stem(x)))
+        for i, stage in enumerate(self.stages, start=1):
+            for j, blk in enumerate(stage):
+                h = blk(h, lambda key, v, p=f"stages.{i - 1}.{j}.": act(p + key, v), gate=self._gate(i, j))
+            if i in self.attached and self.position == "stage":
+                h = self.attn[str(i)](h if cap is None else h.detach())
+                if cap is not None:
+                    cap[f"attn.{i}"] = h
+            if self._stage_outputs is not None:
+                self._stage_outputs[i] = h
+        h = h.mean((2, 3))                                  # global average pool (periphery)
+        return self.fc(h)
+
+    def _forward_spike(self, x: torch.Tensor) -> torch.Tensor:
+        # Layer by layer: every array reads all T steps of its input in one call (the same reads,
+        # conversions and noise draws as T calls); BN normalizes over time and batch (tdBN);
+        # then the layer's LIF neurons step through time.
+        T, B = self.steps, x.shape[0]
+
+        def neuron(key, current):
+            cur = current.reshape(T, B, *current.shape[1:])
+            v = torch.zeros_like(cur[0])
+            zs = []
+            for t in range(T):
+                z, v = lif_step(cur[t], v, self.lif, self.dt)
+                zs.append(z)
+            z = torch.stack(zs).reshape(current.shape)
+            c = self.neuron_counts.setdefault(key, [0, 0])
+            c[0] += current.numel()                         # neuron updates (T per neuron)
+            c[1] += tally(z.detach().sum())              # spikes (0/1: the sum counts them)
+            return z
+
+        s = (torch.rand((T,) + tuple(x.shape), generator=self._spike_gens.get(x.device), dtype=x.dtype,
+                        device=x.device) < x).to(x.dtype)                                    # Bernoulli spikes
+        h = neuron("stem", self.bn(self.stem(s.reshape(T * B, *x.shape[1:]))))
+        for i, stage in enumerate(self.stages, start=1):
+            for j, blk in enumerate(stage):
+                h = blk.forward_spike(h, lambda key, c, p=f"stages.{i - 1}.{j}.": neuron(p + key, c),
+                                      gate=self._gate(i, j))
+            if i in self.attached and self.position == "stage":
+                h = self.attn[str(i)](h)                 # per step: each step's map is its own sample
+        out = self.fc(h.mean((2, 3)))                    # [T*B, classes]
+        return self.spike_logit_scale * out.reshape(T, B, -1).mean(0)
