@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import torch
@@ -207,7 +208,6 @@ def randn(shape, *, generator: Optional[torch.Generator], dtype=torch.float32, d
     else:
         global _POOL
         if _POOL is None:
-            from concurrent.futures import ThreadPoolExecutor
             _POOL = ThreadPoolExecutor(max_workers=_CHUNKS, thread_name_prefix="neurosal-randn")
         # at most `workers` chunks in flight: the rest wait for one to finish
         pending = [_POOL.submit(draw, i) for i in range(workers)]

@@ -1,6 +1,7 @@
 """The command line: device listing, curves as JSON, plots, and errors on bad cards."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,7 +201,7 @@ def test_card_listings(kind, capsys):
     ["train", "--network", "mlp-64-100-10", "--device", "moderate", "--epochs", "2", "--lr", "0.05", "--binarize",
      "0.5", "--overwrite"],
     ["simulate", "--network", "mlp-64-100-10", "--device", "severe", "--coding", "latency", "--samples", "7"],
-    ["sweep", "studies/kwon-hybrid.toml", "--out", "r.jsonl", "--workers", "2"],
+    ["sweep", "kwon-hybrid", "--out", "r.jsonl", "--workers", "2"],
 ])
 def test_print_config_round_trips_through_config(tmp_path, capsys, argv):
     assert main(argv + ["--print-config"]) == 0
@@ -224,3 +225,16 @@ def test_a_bad_config_is_named(tmp_path, capsys):
     bad.write_text("epochs = [1, 2]\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert "expected a single value" in capsys.readouterr().err
+
+
+def test_shipped_studies_are_listed_and_shown(capsys):
+    assert main(["studies", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = {r["name"] for r in rows}
+    assert {"kwon-hybrid", "coding", "neurosim-ag-a-si"} <= names
+    kwon = next(r for r in rows if r["name"] == "kwon-hybrid")
+    assert kwon["trials"] == 72 and Path(kwon["path"]).is_file()
+    assert main(["studies", "show", "kwon-hybrid", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trials"] == 72
+    assert main(["studies", "show", "no-such-study"]) == 2
+    assert "shipped: coding" in capsys.readouterr().err

@@ -246,11 +246,10 @@ device = ["ideal"]
 
 
 def test_shipped_studies_load_and_build(tmp_path):
-    """Every study in studies/ expands and every trial's cards build (no training here)."""
-    from pathlib import Path
-
+    """Every shipped study expands and every trial's cards build (no training here)."""
+    from neurosal.cards import card_dir
     from neurosal.studies.runs import _cards
-    root = Path(__file__).resolve().parent.parent / "studies"
+    root = card_dir("studies")
     files = sorted(root.glob("*.toml"))
     assert {f.stem for f in files} >= {"kwon-hybrid", "wolters-dfa", "sakemi-dstd", "coding"}
     for f in files:

@@ -154,9 +154,9 @@ def add_parsers(sub) -> None:
     a.add_argument("--samples", type=POS, default=200, help="noisy cycles drawn for the spread")
     a.add_argument("--seed", type=SEED, default=0)
     a.set_defaults(func=_cmd_devices_plot)
-    for kind, what in (("networks", "network recipes (networks/*.toml)"),
-                       ("periphery", "periphery cost cards (devices/periphery/*.toml)"),
-                       ("coprocessor", "co-processor cost cards (devices/coprocessor/*.toml)")):
+    for kind, what in (("networks", "network recipes (neurosal/cards/networks)"),
+                       ("periphery", "periphery cost cards (neurosal/cards/devices/periphery)"),
+                       ("coprocessor", "co-processor cost cards (neurosal/cards/devices/coprocessor)")):
         cp = sub.add_parser(kind, help=f"the shipped {what}")
         csub = cp.add_subparsers(dest=f"{kind}_command", required=True)
         a = csub.add_parser("list", help=f"list the shipped {what}")

@@ -1,12 +1,43 @@
-"""``neurosal sweep`` and ``neurosal report``: a study's trials, and the tables and plots made from them.
+"""``neurosal studies``, ``neurosal sweep`` and ``neurosal report``: the shipped studies, a study's
+trials, and the tables and plots made from them.
 
 May import: :mod:`neurosal.studies`.
 """
 
 from __future__ import annotations
 
-from ..studies import report, sweep
+from ..studies import expand, list_studies, load_study, report, sweep
+from ..studies.runs import resolve_study
 from .common import POS, config_args, float_type, print_json, run_args
+
+
+def _cmd_studies_list(args) -> int:
+    rows = []
+    for n in list_studies():
+        st = load_study(n)
+        rows.append(dict(name=n, trials=len(expand(st)), variants=sorted(st.variants), cite=st.cite,
+                         path=str(resolve_study(n))))
+    if args.json:
+        print_json(rows)
+        return 0
+    w = max(len("name"), *(len(r["name"]) for r in rows))
+    print(f"{'name':<{w}}  trials  variants        cite")
+    for r in rows:
+        print(f"{r['name']:<{w}}  {r['trials']:>6}  {','.join(r['variants']) or '-':<14}  {r['cite']}")
+    print(f"(files in {resolve_study(rows[0]['name']).parent})" if rows else "(no shipped studies)")
+    return 0
+
+
+def _cmd_studies_show(args) -> int:
+    path = resolve_study(args.name)
+    if args.json:
+        st = load_study(path)
+        print_json(dict(name=st.name, path=str(path), cite=st.cite, description=st.description, cut=st.cut,
+                        base=st.base, grids=st.grids, variants=st.variants, trials=len(expand(st))))
+    else:
+        print(f"# {path}")
+        print(path.read_text(), end="")
+    return 0
 
 def _cmd_sweep(args) -> int:
     r = sweep(args.study, args.out, workers=args.workers, ray=args.ray, accelerator=args.accelerator,
@@ -34,6 +65,15 @@ def _cmd_report(args) -> int:
 
 def add_parsers(sub) -> None:
     """Register this group's commands."""
+    sp = sub.add_parser("studies", help="the shipped studies (run one with neurosal sweep NAME)")
+    ssub = sp.add_subparsers(dest="studies_command", required=True)
+    a = ssub.add_parser("list", help="list the shipped studies: trials, variants, what each reproduces")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_cmd_studies_list)
+    a = ssub.add_parser("show", help="print one study file (name or path) and where it lives")
+    a.add_argument("name", metavar="NAME|PATH")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_cmd_studies_show)
     w = sub.add_parser("sweep", help="run a study's trials (local workers or Ray), one JSON line per finished trial")
     w.add_argument("study", help="a study file (.toml) or the name of a shipped study, e.g. kwon-hybrid")
     w.add_argument("--out", required=True, help="results file (.jsonl); a rerun skips the trials already in it")

@@ -23,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from scipy.optimize import brentq
 
 from ...cards import CardError, spec
 from ..family import GeometricFamily, register
@@ -54,8 +55,6 @@ def nl_to_a(nl: float) -> float:
     ``|nl|`` is used (NeuroSim writes depression labels negative). ``nl = 0`` gives
     ``inf`` (linear). Valid labels: ``0 <= |nl| <= 9`` as in NeuroSim's table.
     """
-    from scipy.optimize import brentq          # heavy (0.4 s), needed once per label
-
     nl = abs(float(nl))
     if nl == 0:
         return math.inf

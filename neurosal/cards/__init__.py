@@ -5,9 +5,17 @@ code. Every card type is a frozen dataclass whose fields carry their allowed ran
 ``dataclasses.field(metadata=...)``; :func:`from_dict` checks a parsed TOML table
 against it and raises :class:`CardError` naming the file, the field and what is allowed.
 
-Cards shipped with neurosal live in the top-level ``devices/`` and ``networks/``
-folders of the source tree, which the wheel installs as ``neurosal/_cards/...``.
+The cards shipped with neurosal live beside this module, in the package itself, so a
+wheel installed anywhere has them:
+
+* ``neurosal/cards/devices/*.toml`` — the device library; ``devices/periphery/`` and
+  ``devices/coprocessor/`` hold the cost cards of the periphery and the co-processor;
+* ``neurosal/cards/networks/*.toml`` — the network recipes;
+* ``neurosal/cards/studies/*.toml`` — the shipped studies (``neurosal sweep kwon-hybrid``).
+
 Anywhere a card name is accepted, a path to a TOML file of the user's own is too.
+
+May import: nothing of neurosal (every other room imports this one).
 """
 
 from __future__ import annotations
@@ -192,22 +200,12 @@ def load_toml(path: str | Path) -> dict:
 
 
 def card_dir(kind: str) -> Path:
-    """Folder of the cards shipped with neurosal (``kind``: 'devices' or 'networks')."""
-    here = Path(__file__).resolve().parent
-    installed = here / "_cards" / kind
-    if installed.is_dir() and any(installed.glob("*.toml")):
-        return installed
-    try:  # editable install: the mapping package points at the top-level folder
-        import importlib.resources as ir
-        p = Path(str(ir.files(f"neurosal._cards.{kind}")))
-        if p.is_dir():
-            return p
-    except (ModuleNotFoundError, TypeError):
-        pass
-    src = here.parent / kind  # source checkout
-    if src.is_dir():
-        return src
-    raise FileNotFoundError(f"neurosal's {kind} cards were not found (looked in {installed} and {src})")
+    """Folder of the cards shipped with neurosal (``kind``: 'devices', 'networks' or 'studies')."""
+    d = Path(__file__).resolve().parent / kind
+    if not d.is_dir():
+        raise FileNotFoundError(f"neurosal's {kind} cards were not found in {d}; "
+                                "allowed kinds: devices, networks, studies")
+    return d
 
 
 def list_cards(kind: str, subdir: str = "") -> list[str]:
