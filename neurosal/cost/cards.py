@@ -1,6 +1,6 @@
 r"""Cost cards: energy, latency and area of the crossbar periphery (:class:`PeripheryCost`,
-``devices/periphery/*.toml``) and of the digital co-processor (:class:`CoprocessorCost`,
-``devices/coprocessor/*.toml``), each section with its source; and the per-device read and
+``neurosal/cards/devices/periphery/*.toml``) and of the digital co-processor (:class:`CoprocessorCost`,
+``neurosal/cards/devices/coprocessor/*.toml``), each section with its source; and the per-device read and
 write energies of a device card (:func:`device_energies`): given in the card's ``[energy]``
 table, or derived from its ``[pulse]`` conditions, :math:`E_{write} = V^2\,\bar G\,t_{pulse}`
 per pulse and :math:`E_{read} = 2\,V_{read}^2\,\bar G\,t_{read}` per differential cell, with
@@ -80,7 +80,7 @@ class DigitalCost:
 
 @dataclass(frozen=True)
 class PeripheryCost:
-    """Cost card of the array periphery (``devices/periphery/*.toml``)."""
+    """Cost card of the array periphery (``neurosal/cards/devices/periphery/*.toml``)."""
 
     name: str = spec(doc="card name")
     description: str = spec("")
@@ -98,7 +98,7 @@ class PeripheryCost:
 
 @dataclass(frozen=True, kw_only=True)
 class CoprocessorCost:
-    """Cost card of the digital co-processor (``devices/coprocessor/*.toml``)."""
+    """Cost card of the digital co-processor (``neurosal/cards/devices/coprocessor/*.toml``)."""
 
     name: str = spec(doc="card name")
     description: str = spec("")
@@ -125,12 +125,12 @@ def _load(cls, name_or_path, subdir: str):
 
 
 def load_periphery(name_or_path="isaac-32nm") -> PeripheryCost:
-    """A periphery cost card by name (``devices/periphery/``) or path."""
+    """A periphery cost card by name (``neurosal/cards/devices/periphery/``) or path."""
     return name_or_path if isinstance(name_or_path, PeripheryCost) else _load(PeripheryCost, name_or_path, "periphery")
 
 
 def load_coprocessor(name_or_path="puma-vfu-32nm") -> CoprocessorCost:
-    """A co-processor cost card by name (``devices/coprocessor/``) or path."""
+    """A co-processor cost card by name (``neurosal/cards/devices/coprocessor/``) or path."""
     return name_or_path if isinstance(name_or_path, CoprocessorCost) else \
         _load(CoprocessorCost, name_or_path, "coprocessor")
 

@@ -1,6 +1,6 @@
 r"""Analog synapse devices: model cards, response families and nonidealities.
 
-The room of the device physics. A *card* (:mod:`.card`, ``devices/*.toml``) says what a
+The room of the device physics. A *card* (:mod:`.card`, ``neurosal/cards/devices/*.toml``) says what a
 device is; its *response family* (:mod:`.family`, one module per family in
 :mod:`.families`: ``linear``, ``soft-bounds``, ``exponential``, ``power``, ``table``) says how
 a pulse moves its conductance; :mod:`.state` draws a fabricated array (device-to-device

@@ -1,4 +1,4 @@
-r"""Device model cards (``devices/*.toml``): what a device is, as data. SI units: siemens, volts,
+r"""Device model cards (``neurosal/cards/devices/*.toml``): what a device is, as data. SI units: siemens, volts,
 seconds.
 
 A card names its response family (``model``, one of the registered families of
@@ -169,7 +169,7 @@ _FIELDS = [
 
 DeviceCard = dataclasses.make_dataclass(
     "DeviceCard", _FIELDS, bases=(_Card,), frozen=True,
-    namespace={"__module__": __name__, "__doc__": """A device model card (``devices/*.toml``). SI units: siemens, volts, seconds.
+    namespace={"__module__": __name__, "__doc__": """A device model card (``neurosal/cards/devices/*.toml``). SI units: siemens, volts, seconds.
 
     Fields: ``name``, ``model`` (the response family), ``g_min``, ``g_max``, ``levels``,
     ``description``, ``source``; the curve parameters the families declare (a field belongs to

@@ -1,6 +1,6 @@
 r"""NIR (the Neuromorphic Intermediate Representation) out of and into the simulated chip.
 
-**Export** (:func:`to_nir`): a spike-coded layer chain (:class:`~neurosal.simulator.Network`)
+**Export** (:func:`to_nir`): a spike-coded layer chain (:class:`~neurosal.engine.Network`)
 becomes ``Input -> Affine -> LIF -> ... -> Affine -> LI|LIF -> Output``:
 
 * each synapse is an ``Affine`` whose weight ``[out, in]`` is the effective weight as read from

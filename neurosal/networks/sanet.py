@@ -16,7 +16,7 @@ mode:** the spike map of the current step after its stage; its gate (in (0, 1)) 
 map, so the next stage receives analog values. The classifier's output currents are averaged
 over the ``T`` steps and scaled by ``spike_logit_scale`` (the logits).
 
-Spike mode runs layer by layer, like :class:`~neurosal.simulator.Simulator`: each array reads
+Spike mode runs layer by layer, like :class:`~neurosal.engine.Simulator`: each array reads
 all ``T`` steps of its input in one call (the reads, conversions and noise draws of ``T``
 calls), batch normalization sees time and batch together (tdBN, Zheng et al. 2021), and the
 layer's LIF neurons then step through time.
