@@ -79,3 +79,50 @@ def test_demo_output_is_unchanged(tmp_path):
     lines = [ln.replace(str(tmp_path), "/tmp/demo_before") for ln in out.splitlines()
              if "sample/s" not in ln and not ln.startswith(("done in", "wrote"))]
     assert lines == (Path(scenarios.HERE) / "demo.txt").read_text().splitlines()
+
+
+def _close(a, b, path="", rtol=1e-5, atol=1e-6):
+    """The first place where two JSON-like values differ beyond float tolerance (integers and
+    strings exactly), as a readable string (None if they agree)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{path}/{k}: only in {'the run' if k in a else 'the golden file'}"
+            d = _close(a[k], b[k], f"{path}/{k}", rtol, atol)
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} items != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _close(x, y, f"{path}[{i}]", rtol, atol)
+            if d:
+                return d
+        return None
+    if isinstance(a, float) or isinstance(b, float):
+        return None if abs(a - b) <= atol + rtol * abs(b) else f"{path}: {a!r} != {b!r}"
+    return None if a == b else f"{path}: {a!r} != {b!r}"
+
+
+def test_engine_cases_match_their_pins():
+    """Every recipe x coding gives the logits, event counts, energy and gradients pinned before
+    the forwards moved into the one engine (tests/golden/engine_cases.py), to float tolerance."""
+    import engine_cases
+    golden = json.loads(engine_cases.GOLDEN.read_text())
+    assert set(golden) == {engine_cases.case_name(r, c) for r, c, _ in engine_cases.CASES}
+    got = engine_cases.run_all()
+    bad = {k: d for k, v in got.items() if (d := _close(json.loads(json.dumps(v)), golden[k]))}
+    assert not bad, "engine cases changed:\n" + "\n".join(f"  {k}: {v}" for k, v in bad.items())
+
+
+def test_close_sees_a_change():
+    rec = json.loads(json.dumps(json.loads((Path(__file__).parent / "golden" / "engine.json").read_text())))
+    case = rec["sanet-resnet8/spike"]
+    assert not _close(case, case)
+    other = json.loads(json.dumps(case))
+    other["scores"][0][0] *= 1 + 1e-3
+    assert _close(other, case)
+    other = json.loads(json.dumps(case))
+    other["counts"]["stem"]["spikes"] += 1
+    assert _close(other, case)
