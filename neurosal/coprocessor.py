@@ -164,6 +164,10 @@ class _Block(nn.Module):
     """An attention block on the co-processor: its work is counted under its ``tag``."""
 
     tag = "block"
+    #: set by the engine when the block's gate is probed: the next forward keeps its gate
+    #: values in ``gate`` (``[N, C]``: the channel gate in (0, 1))
+    keep_gate = False
+    gate = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.coproc.run_block(self.tag, self._forward, x)
@@ -185,6 +189,8 @@ class SEBlock(_Block):
         s = cp.elementwise(xd.mean((2, 3)), ops_per_value=x.shape[2] * x.shape[3])      # squeeze
         s = cp.elementwise(F.relu(cp.linear(s, self.fc1)))
         s = cp.elementwise(torch.sigmoid(cp.linear(s, self.fc2)))
+        if self.keep_gate:
+            self.gate = s.detach()
         y = cp.elementwise(xd * s[:, :, None, None])                # excite
         return cp.send(y)
 
@@ -208,6 +214,8 @@ class CBAMBlock(_Block):
         mx = cp.elementwise(xd.amax((2, 3)), ops_per_value=hw)
         mlp = lambda v: cp.linear(cp.elementwise(F.relu(cp.linear(v, self.fc1))), self.fc2)   # noqa: E731
         ca = cp.elementwise(torch.sigmoid(mlp(avg) + mlp(mx)), ops_per_value=2)
+        if self.keep_gate:
+            self.gate = ca.detach()
         y = cp.elementwise(xd * ca[:, :, None, None])
         c = x.shape[1]
         desc = torch.cat([cp.elementwise(y.mean(1, keepdim=True), ops_per_value=c),

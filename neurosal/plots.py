@@ -77,14 +77,22 @@ def plot_device_curves(names, output, samples: int = 200, seed: int = 0) -> Path
     return out
 
 
+def network_order(metadata: dict, names) -> list:
+    """``names`` (populations or reports of a recording) in network order: the input first, then
+    the components in the order the engine lists them (``metadata['engine']``), then the rest
+    by name (a file without engine metadata: input first, then by name)."""
+    eng = metadata.get("engine") if isinstance(metadata.get("engine"), dict) else {}
+    order = {n: i for i, n in enumerate(["input", *eng.get("components", {})])}
+    return sorted(names, key=lambda p: (order.get(p, len(order)), p != "input", p))
+
+
 def plot_raster(rec, path, sample: int = 0) -> Path:
     """Spike raster of every population of a recording for one recorded sample (PNG)."""
     plt = _plt()
     pops = list(rec.populations)
     if not pops:
         raise ValueError(f"{rec.path}: the recording has no spikes (record with --record spikes)")
-    # input first, then layers in network order as written
-    pops.sort(key=lambda p: (p != "input", p))
+    pops = network_order(rec.metadata, pops)
     n_samples = len(rec.samples) if rec.samples is not None else 1
     if not 0 <= sample < n_samples:
         raise ValueError(f"--sample {sample} out of range: the file holds samples 0..{n_samples - 1}")
@@ -93,12 +101,16 @@ def plot_raster(rec, path, sample: int = 0) -> Path:
     fig, axes = plt.subplots(len(pops), 1, figsize=(8, 1.2 + 1.1 * sum(heights)), sharex=True,
                              gridspec_kw=dict(height_ratios=heights), squeeze=False)
     dt = float(rec.metadata.get("dt_ms", 1.0))
-    t_end = dt * float(rec.metadata.get("steps", 1))
+    eng = rec.metadata.get("engine") if isinstance(rec.metadata.get("engine"), dict) else {}
+    windows = int(eng.get("windows", 0))       # charge-domain: one accumulation phase per layer
+    t_end = dt * float(windows or rec.metadata.get("steps", 1))
     label_of = int(rec.labels[sample]) if rec.labels is not None and sample < len(rec.labels) else None
     for ax, pop, n in zip(axes[:, 0], pops, sizes):
         t, i = rec.spike_trains(pop, sample)
-        ax.set_xlim(-dt, t_end)
+        ax.set_xlim(0.0 if windows else -dt, t_end)
         ax.tick_params(labelsize=7)
+        for k in range(1, windows):
+            ax.axvline(k * dt, color="0.8", lw=0.6, zorder=0)
         if len(t) == 0 and f"{pop}.v" in rec.reports and n <= 32:
             # a silent (e.g. leaky-integrator readout) layer: show its membrane potentials
             times = rec.times(f"{pop}.v")
@@ -117,7 +129,7 @@ def plot_raster(rec, path, sample: int = 0) -> Path:
         ax.set_ylim(-0.5, n - 0.5)
         ax.set_ylabel(f"{pop}\n({n})", fontsize=8)
         ax.text(1.0, 1.0, f"{len(t)} spikes", transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
-    axes[-1, 0].set_xlabel("time (ms)")
+    axes[-1, 0].set_xlabel("time (ms)" + ("; one accumulation phase per window, input first" if windows else ""))
     md = rec.metadata
     label = ""
     if rec.labels is not None and sample < len(rec.labels):

@@ -142,7 +142,7 @@ def test_bptt_gradients_reach_the_crossbars():
 def test_probe_and_input_errors():
     net = _net("ideal")
     sim = Simulator(net)
-    with pytest.raises(ValueError, match="probe layer 'fc9' not in the network; layers: input, fc1, fc2"):
+    with pytest.raises(ValueError, match="probe 'fc9' names no component of the network; components: input, fc1, fc2"):
         sim.run(torch.zeros(2, 1, 64), probes=[Probe("fc9")])
     with pytest.raises(ValueError, match="unknown probe variable"):
         Probe("fc1", ("voltage",))

@@ -169,10 +169,35 @@ def test_recording_on_a_real_full_disk(small_disk, capsys):
     out.write_bytes(b"older result")
     code, err = _cli(["simulate", "--network", "mlp-64-100-10", "--device", "ideal", "--samples", "128",
                       "--steps", "400", "--record", "spikes,v,current", "--record-samples", "128", "--out", out,
-                      "--overwrite", "--threads", "1"], capsys)
+                      "--overwrite", "--threads", "1", "--skip-size-check"], capsys)
     assert code == 1 and "the disk is full" in err and "Traceback" not in err, err
     assert out.read_bytes() == b"older result"
     assert recording.open(small_disk / "r.h5.partial", allow_incomplete=True).complete is False
+
+
+def test_recording_too_large_for_the_disk_is_refused_before_work(small_disk, capsys):
+    """The size estimate refuses, with the estimate and the free space, before any sample runs
+    and without touching the old file."""
+    out = small_disk / "r.h5"
+    out.write_bytes(b"older result")
+    code, err = _cli(["simulate", "--network", "mlp-64-100-10", "--device", "ideal", "--samples", "128",
+                      "--steps", "400", "--record", "spikes,v,current", "--record-samples", "128", "--out", out,
+                      "--overwrite", "--threads", "1"], capsys)
+    # traces exactly: (100 + 10) neurons x 2 variables x 4 B; spikes worst case: (64 + 110) x 16 B
+    est = 400 * 128 * ((100 + 10) * 2 * 4 + (64 + 110) * 16) / 1e9
+    assert code == 1 and f"could grow to {est:,.3g} GB" in err and "GB are free there" in err, err
+    assert "400 steps x 128 recorded samples x 174 recorded neurons" in err and "Traceback" not in err
+    assert out.read_bytes() == b"older result"
+    assert sorted(p.name for p in small_disk.iterdir()) == ["r.h5"]
+
+
+def test_a_recording_of_a_hundred_million_steps_is_refused(tmp_path, capsys):
+    """Today's 1.6 GB-in-two-minutes case: refused at once, nothing written."""
+    code, err = _cli(["simulate", "--network", "mlp-64-100-10", "--device", "ideal", "--samples", "4",
+                      "--steps", "100000000", "--record", "spikes", "--out", tmp_path / "r.h5", "--threads", "1"],
+                     capsys)
+    assert code == 1 and "could grow to 1.11e+03 GB (100,000,000 steps x 4 recorded samples" in err, err
+    assert "--skip-size-check" in err and list(tmp_path.iterdir()) == []
 
 
 def test_checkpoint_on_a_real_full_disk(small_disk):

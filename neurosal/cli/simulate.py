@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .. import recording
 from ..experiments import simulate
-from ..plots import plot_raster
+from ..plots import network_order, plot_raster
 from .common import DATASETS, POS, SEED, config_args, int_type, print_json, run_args
 
 def _cmd_simulate(args) -> int:
@@ -15,7 +15,9 @@ def _cmd_simulate(args) -> int:
     out = simulate(args.network, args.device, coding=args.coding, steps=args.steps, samples=args.samples,
                    dataset=args.dataset, data_dir=args.data_dir, record=record, out=args.out, record_samples=args.record_samples,
                    checkpoint=args.checkpoint, overwrite=args.overwrite, seed=args.seed, batch=args.batch,
-                   path=args.path, progress=not args.json, accelerator=args.accelerator)
+                   path=args.path, progress=not args.json, accelerator=args.accelerator,
+                   probe=[v for v in args.probe.split(",") if v] if args.probe else None, solver=args.solver,
+                   size_check=not args.skip_size_check)
     if args.json:
         print_json(out)
         return 0
@@ -52,16 +54,29 @@ def _cmd_inspect(args) -> int:
               f"dt {md.get('dt_ms', '?')} ms, seed {md.get('seed', '?')}, dataset {md.get('dataset', '?')}")
         if isinstance(md.get("versions"), dict):
             print("  versions " + ", ".join(f"{k} {v}" for k, v in md["versions"].items()))
+        eng = md.get("engine")
+        if isinstance(eng, dict):
+            print(f"  engine: {eng.get('steps', '?')} step(s) of {eng.get('dt_ms', '?')} ms, "
+                  f"{len(eng.get('components', {}))} components" + (f"; {eng['time']}" if eng.get("time") else ""))
+        cp = md.get("summary", {}).get("coprocessor") if isinstance(md.get("summary"), dict) else None
+        if cp:
+            print("  co-processor (whole run): " + "; ".join(
+                f"{b} {w.get('macs', 0):,d} MACs, {w.get('transfers_in', 0) + w.get('transfers_out', 0):,d} transfers"
+                for b, w in cp.items()))
     if info["populations"]:
-        print(f"  {'spikes':<10} {'neurons':>8} {'samples':>8} {'spikes':>9} {'per sample':>11}  sorting")
-        for p, d in info["populations"].items():
+        w = max(10, *(len(p) for p in info["populations"]))
+        print(f"  {'spikes':<{w}} {'neurons':>8} {'samples':>8} {'spikes':>9} {'per sample':>11}  {'sorting':<8} shape")
+        for p in network_order(md, info["populations"]):
+            d = info["populations"][p]
             per = "-" if d["spikes_per_sample"] is None else f"{d['spikes_per_sample']:.1f}"
-            print(f"  {p:<10} {d['neurons'] or '-':>8} {d['samples'] or '-':>8} {d['spikes']:>9} {per:>11}  "
-                  f"{d['sorting']}")
+            shape = "x".join(map(str, d["shape"])) if d.get("shape") else ""
+            print(f"  {p:<{w}} {d['neurons'] or '-':>8} {d['samples'] or '-':>8} {d['spikes']:>9} {per:>11}  "
+                  f"{str(d['sorting']):<8} {shape}")
     if info["reports"]:
-        print(f"  {'report':<16} {'[time, values]':>16}  units")
+        w = max(16, *(len(r) for r in info["reports"]))
+        print(f"  {'report':<{w}} {'[time, values]':>16}  units")
         for r, d in info["reports"].items():
-            print(f"  {r:<16} {str(d['shape']):>16}  {d['units']}")
+            print(f"  {r:<{w}} {str(d['shape']):>16}  {d['units']}")
     if args.raster:
         print(f"wrote {info['raster']}")
     return 0
@@ -77,10 +92,19 @@ def add_parsers(sub) -> None:
     s.add_argument("--samples", type=POS, default=100, help="test samples to simulate")
     s.add_argument("--dataset", default="digits", choices=DATASETS)
     s.add_argument("--data-dir", default=None, help="folder with the dataset files (default data/<dataset>)")
-    s.add_argument("--record", default="spikes", help="comma list of spikes,v,current ('' = nothing)")
+    s.add_argument("--record", default="spikes",
+                   help="comma list of spikes,v,current,gate ('' = nothing); each component records those it has")
+    s.add_argument("--probe", default=None, metavar="NAMES",
+                   help="comma list of components to record (default: all; `neurosal inspect` or an unknown "
+                        "name lists them)")
+    s.add_argument("--solver", default=None, choices=("dstd", "exact"),
+                   help="charge-domain networks: DSTD grid (default) or the exact event-driven solution")
     s.add_argument("--record-samples", type=POS, default=16, help="how many of the samples to record")
     s.add_argument("--out", default=None, help="recording file (.h5); nothing is written without it")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    s.add_argument("--skip-size-check", action="store_true",
+                   help="write even where the recording could outgrow the free disk space (the estimate counts "
+                        "spikes as if every neuron fired every step)")
     s.add_argument("--checkpoint", default=None, help="trained network checkpoint (default: fresh network)")
     s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--batch", type=POS, default=256)

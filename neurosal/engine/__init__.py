@@ -13,10 +13,10 @@ infrastructure (:mod:`neurosal.accel`, :mod:`neurosal.progress`).
 """
 
 from .network import LOGIT_SCALE, Layer, Network
-from .protocol import ChipNetwork, CostUnit, Scores
+from .protocol import ENCODER_OF, ChipNetwork, Component, CostUnit, Scores
 from .run import calibrate, crossbars, device_of, evaluate, forward, loss_scores
-from .simulator import DECODERS, VARIABLES, Probe, RunResult, Simulator, encoder_for
+from .simulator import DECODERS, VARIABLES, Probe, Run, RunResult, Simulator, encoder_for
 
-__all__ = ["Layer", "Network", "Probe", "RunResult", "Simulator", "VARIABLES", "DECODERS", "encoder_for",
+__all__ = ["Layer", "Network", "Probe", "Run", "RunResult", "Component", "ENCODER_OF", "Simulator", "VARIABLES", "DECODERS", "encoder_for",
            "ChipNetwork", "CostUnit", "Scores", "forward", "loss_scores", "evaluate", "calibrate", "crossbars",
            "device_of", "LOGIT_SCALE"]

@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from .. import coding as coding_mod
-from .protocol import ChipNetwork, CostUnit
-from .simulator import DECODERS, Simulator, encoder_for
+from ..accel import tally
+from ..neurons import beta_of
+from .protocol import ChipNetwork, Component, CostUnit
+from .simulator import DECODERS, VARIABLES, RunResult, Simulator, _spike_matmul, encoder_for
 
 __all__ = ["Layer", "Network", "LOGIT_SCALE"]
 
@@ -83,6 +85,78 @@ class Network(ChipNetwork, nn.Module):
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
+    def components(self) -> dict:
+        """The components a probe can name, with the variables each records."""
+        return {layer.name: Component(VARIABLES[:3], (layer.n_out,)) for layer in self.layers}
+
+    # -- one chunk in the engine ----------------------------------------------------------------
+    def step(self, run, h, spikes: bool) -> None:
+        """One chunk of the chain (see :class:`~neurosal.engine.simulator.Run`): layer by layer,
+        the synapse reads all ``K x B`` (step, sample) vectors of the chunk in one call, then
+        the layer's neurons step through the chunk; the readout statistics of the last layer
+        are accumulated in O(1) memory in ``T``."""
+        K, B, t0 = run.K, run.B, run.t0
+        layers = self.layers
+        for li, layer in enumerate(layers):
+            neu = layer.neurons
+            name = layer.name
+            keep_v = li == len(layers) - 1 or run.wants(name, "v")
+            if name not in run.states:
+                dtype = layer.crossbar.dtype if layer.crossbar is not None else torch.get_default_dtype()
+                ev = isinstance(h, coding_mod.SpikeEvents)
+                run.states[name] = neu.init_state(B, layer.n_out, dtype=dtype if ev else h.dtype,
+                                                  device=h.t.device if ev else h.device)
+                run.paths[name] = {"event": 0, "dense": 0}
+                run.spikes[name] = 0
+            flat = h if isinstance(h, coding_mod.SpikeEvents) else h.reshape(K * B, -1)
+            xb = layer.crossbar
+            if neu.input == "charge":
+                if not spikes:
+                    raise ValueError(f"layer {name}: charge-domain neurons take spike inputs "
+                                     "(use latency or rate coding)")
+                dg, df = _charge_inputs(layer, flat, run.path)
+                cur = dg.reshape(K, B, -1)
+                z, v, run.states[name] = neu((cur, df.reshape(K, B, -1)), run.states[name], keep_v)
+            else:
+                cur = _synapse(layer, flat, spikes, run.path).reshape(K, B, -1)
+                z, v, run.states[name] = neu(cur, run.states[name], keep_v)
+            if xb is not None and xb.last_path is not None:
+                run.paths[name][xb.last_path] += 1
+                xb.last_path = None
+            layer.neuron_updates += K * B * layer.n_out
+            if not neu.spiking:
+                run.spikes[name] = None
+            else:
+                n_sp = tally(z.sum())                # spikes are 0/1: the sum counts them
+                run.spikes[name] += n_sp
+                layer.spike_count += n_sp
+            if name in run.pidx:
+                run.emit(name, {"spikes": z, "v": v, "current": cur})
+            h = z
+            spikes = neu.spiking
+        # readout statistics of the last layer, O(1) memory in T
+        cnt = z.sum(0)
+        vm = v.amax(0)
+        steps_k = torch.arange(t0, t0 + K, dtype=z.dtype, device=z.device).view(-1, 1, 1)
+        fs = torch.where(z > 0, steps_k, torch.full_like(z, float("inf"))).amin(0)
+        a = run.acc
+        if not a:
+            a["count"], a["vmax"], a["first"] = cnt, vm, fs
+        else:
+            a["count"], a["vmax"], a["first"] = a["count"] + cnt, torch.maximum(a["vmax"], vm), \
+                torch.minimum(a["first"], fs)
+
+    def finish(self, run) -> RunResult:
+        """The run's scores by the network's decoder."""
+        a, steps = run.acc, run.steps
+        if self.decoder == "count":
+            scores = a["count"]
+        elif self.decoder == "max_membrane":
+            scores = a["vmax"]
+        else:
+            scores = torch.where(torch.isfinite(a["first"]), steps - a["first"], torch.zeros_like(a["first"]))
+        return RunResult(scores=scores, spike_counts=a["count"], max_v=a["vmax"], first_spike=a["first"])
+
     # -- the chip-network protocol ------------------------------------------------------------
     def run(self, x: torch.Tensor, *, coding: str, steps: int, seed: int = 0):
         """Run the chain on ``x`` (``[batch, features]`` in [0, 1]); returns the :class:`RunResult`."""
@@ -107,3 +181,38 @@ class Network(ChipNetwork, nn.Module):
         return [CostUnit(layer.name, "layer", layer.crossbar,
                          neurons=lambda layer=layer: (layer.neuron_updates, layer.spike_count))
                 for layer in self.layers]
+
+
+def _synapse(layer, h, spikes: bool, path: str) -> torch.Tensor:
+    """Currents of ``h`` ([K*B, n_in], or address events) through the layer's synapse."""
+    syn, xb = layer.synapse, layer.crossbar
+    if isinstance(h, coding_mod.SpikeEvents):
+        sparse = xb is not None and path != "dense" and (
+            path == "event" or len(h) <= xb.event_density(xb.cols) * h.steps * h.batch * h.n)
+        if sparse and not (torch.is_grad_enabled() and syn.weight.requires_grad):
+            syn._check_and_sync()
+            y = syn.crossbar.forward_events(h.t * h.batch + h.b, h.i, h.steps * h.batch) * syn.weight_scale
+            return y + syn.bias if syn.bias is not None else y
+        # dense activity, or training (dL/dW needs x): the frame form
+        h = h.to_dense(xb.dtype if xb is not None else torch.get_default_dtype()).reshape(h.steps * h.batch, h.n)
+    if xb is not None:                        # an analog synapse reads spikes or values
+        syn.spikes, syn.path = spikes, path
+    return syn(h)
+
+
+def _charge_inputs(layer, h, path: str):
+    """``(dg, df)`` of new input spikes ``h``: the crossbar read and its beta-weighted twin."""
+    syn, p = layer.synapse, layer.neurons.p
+    dg = _synapse(layer, h, True, path)
+    if syn.bias is not None:
+        dg = dg - syn.bias                    # a charge neuron has no bias current
+    bw = beta_of(syn.weight.t(), p.e_plus, p.e_minus)      # from the effective weights [n_in, n_out]
+    if isinstance(h, coding_mod.SpikeEvents):
+        vec = h.t * h.batch + h.b
+        counts = torch.bincount(vec, minlength=h.steps * h.batch)
+        offsets = torch.zeros_like(counts)
+        offsets[1:] = torch.cumsum(counts[:-1], 0)
+        df = nn.functional.embedding_bag(h.i, bw, offsets, mode="sum")
+    else:
+        df = _spike_matmul(h, bw, path, layer.crossbar)
+    return dg, df

@@ -32,7 +32,26 @@ import torch
 
 from ..crossbar import analog_layers
 
-__all__ = ["ChipNetwork", "CostUnit", "Scores"]
+__all__ = ["ChipNetwork", "CostUnit", "Scores", "Component", "ENCODER_OF"]
+
+#: the input encoder of each coding (what the engine feeds a network by default)
+ENCODER_OF = {"rate": "direct", "spike": "rate", "latency": "latency"}
+
+
+@dataclass(frozen=True)
+class Component:
+    """A component of a network that a probe can name: what it records (``variables``) and
+    its neurons' layout (``shape``; node ids count over the flattened shape)."""
+
+    variables: tuple
+    shape: tuple
+
+    @property
+    def neurons(self) -> int:
+        n = 1
+        for v in self.shape:
+            n *= int(v)
+        return n
 
 
 @dataclass
@@ -77,6 +96,28 @@ class ChipNetwork:
     def loss_scores(self, result, coding: str) -> torch.Tensor:
         """The scores the training loss is taken on."""
         return result.scores
+
+    # -- in the engine ------------------------------------------------------------------------
+    #: the network records its own input (charge-domain: the input spike times)
+    records_input: ClassVar[bool] = False
+
+    def components(self) -> dict:
+        """``{name: Component}``: what a probe can name (neuron populations, attention blocks,
+        readouts), in the order of the graph."""
+        return {}
+
+    def engine_input(self, coding: str, steps: int):
+        """``(encoder, engine steps)`` the engine feeds for ``coding`` (see
+        :func:`~neurosal.engine.encoder_for`)."""
+        return ENCODER_OF[coding], (1 if coding == "rate" else steps)
+
+    def step(self, run, h, spikes: bool) -> None:
+        """One chunk of the network's graph in the engine (see :class:`~neurosal.engine.Run`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its graph to the engine")
+
+    def finish(self, run):
+        """The run's result (``.scores`` at least) from what :meth:`step` accumulated."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its graph to the engine")
 
     # -- what it is made of -----------------------------------------------------------------
     def analog_units(self) -> list:

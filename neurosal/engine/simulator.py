@@ -31,6 +31,7 @@ May import: :mod:`neurosal.coding`, :mod:`neurosal.neurons`, :mod:`neurosal.cros
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -42,12 +43,11 @@ from .. import coding
 from ..accel import Generators, tally
 from ..crossbar import Counters
 from ..crossbar.periphery import count_nonzero as _count_nonzero
-from ..neurons import NeuronState, beta_of
 from ..progress import bar as progress_bar
 
 __all__ = ["Probe", "RunResult", "Simulator", "VARIABLES", "DECODERS", "encoder_for"]
 
-VARIABLES = ("spikes", "v", "current")
+VARIABLES = ("spikes", "v", "current", "gate")
 DECODERS = ("count", "first_spike", "max_membrane")
 
 
@@ -72,10 +72,10 @@ class RunResult:
     """What a run produced: decoded scores, per-layer event counts, in-memory probe data."""
 
     scores: torch.Tensor                     # [batch, n_out] by the network's decoder
-    spike_counts: torch.Tensor               # [batch, n_out] output spikes per neuron
-    max_v: torch.Tensor                      # [batch, n_out] largest membrane potential
-    first_spike: torch.Tensor                # [batch, n_out] first spike step (inf: none)
-    steps: int
+    spike_counts: Optional[torch.Tensor] = None     # [batch, n_out] output spikes per neuron
+    max_v: Optional[torch.Tensor] = None            # [batch, n_out] largest membrane potential
+    first_spike: Optional[torch.Tensor] = None      # [batch, n_out] first spike step (inf: none)
+    steps: int = 0
     events: dict = field(default_factory=dict)      # layer name -> counts
     probes: dict = field(default_factory=dict)      # "layer/variable" -> [T, samples, n] tensor
     paths: dict = field(default_factory=dict)       # layer name -> {"event": reads, "dense": reads}
@@ -116,11 +116,103 @@ class _RunEvents(Mapping):
         return repr(self._resolve())
 
 
-class Simulator:
-    """Run a :class:`Network` over ``steps`` time steps of ``dt`` seconds.
+class Run:
+    """One run of the engine, as a network's :meth:`step` sees it: the chunk being stepped
+    (``t0``, ``K`` steps, ``B`` samples), the state of every neuron population between chunks,
+    the probes, and where recorded data go.
 
-    ``chunk`` steps are processed at a time (memory grows with ``chunk``, not with ``T``);
-    ``path`` is ``'auto'`` (event-driven or dense by activity), ``'event'`` or ``'dense'``.
+    A network describes one chunk of its graph in ``step(run, h)``: its crossbars read
+    (``[K*B, ...]``: every (step, sample) of the chunk in one call), its periphery and
+    co-processor compute, and :meth:`population` steps each population of neurons through the
+    chunk's ``K`` steps, keeping its state for the next chunk. What is probed is handed to the
+    recorder (or kept in memory) by name: :meth:`population` (spikes, v, current),
+    :meth:`emit` (any named signal), :meth:`spike_times` (charge-domain spike times).
+    """
+
+    def __init__(self, sim: "Simulator", pidx: dict, recorder, store: dict):
+        self.sim, self.path, self.pidx, self.recorder, self.store = sim, sim.path, pidx, recorder, store
+        self.t0, self.K, self.B, self.steps = 0, 0, 0, 0
+        self.states: dict = {}
+        #: per population: {"spikes": count (a tensor until read) or None for analog output}
+        self.spikes: dict = {}
+        self.paths: dict = {}
+        #: what the network accumulates across chunks for its readout
+        self.acc: dict = {}
+
+    def wants(self, name: str, var: Optional[str] = None) -> bool:
+        """Whether ``name`` (and its variable ``var``) is probed in this run."""
+        return any(var is None or var in p.variables for p in self.pidx.get(name, ()))
+
+    def population(self, name: str, neurons, current: torch.Tensor, *, counts: Optional[dict] = None,
+                   keep_v: bool = False, flat: bool = True) -> torch.Tensor:
+        """Step the neurons of population ``name`` through the chunk.
+
+        ``current``: ``[K*B, *shape]`` (time major, ``flat``) or ``[K, B, n]``; what the
+        neurons consume (see :mod:`neurosal.neurons.state`). Returns their output in the shape
+        of ``current``. The population's state carries over to the next chunk; its neuron
+        updates and spikes are added to ``counts[name]`` (``[updates, spikes]``) when given.
+        """
+        K, B = self.K, self.B
+        shape = tuple(current.shape[1:]) if flat else tuple(current.shape[2:])
+        # [K, B, *shape]: the neurons step elementwise, whatever the population's shape (a view
+        # that keeps the population's own layout, so autograd sees the graph training always saw)
+        cur = current.reshape(K, B, *shape) if flat else current
+        keep_v = keep_v or self.wants(name, "v")
+        st = self.states.get(name)
+        if st is None:
+            st = neurons.init_state(B, math.prod(shape), dtype=cur.dtype, device=cur.device)
+            st = st._replace(**{k: getattr(st, k).reshape(B, *shape) for k in st._fields
+                                if getattr(st, k) is not None})
+        z, v, self.states[name] = neurons(cur, st, keep_v)
+        spiking = neurons.spiking
+        if spiking:
+            n_sp = tally(z.detach().sum())              # spikes are 0/1: the sum counts them
+            self.spikes[name] = self.spikes.get(name, 0) + n_sp
+        else:
+            self.spikes[name] = None
+        if counts is not None:
+            c = counts.setdefault(name, [0, 0])
+            c[0] += cur.numel()                           # neuron updates (K per neuron and sample)
+            if spiking:
+                c[1] += n_sp
+        if name in self.pidx:
+            self.emit(name, {"spikes": z, "v": v, "current": cur}, shape=shape)
+        return z.reshape(current.shape)
+
+    def emit(self, name: str, data: dict, shape: Optional[tuple] = None) -> None:
+        """Hand probed variables of component ``name`` (each ``[K, B, ...]``, or address events)
+        to the recorder, or keep them in memory."""
+        sim = self.sim
+        sim._emit(self.pidx, name, data, self.t0, self.recorder, self.store, shape=shape)
+
+    def spike_times(self, name: str, t: torch.Tensor, window: int) -> None:
+        """Spike times ``t`` ``[B, *shape]`` of a charge-domain population, in units of one
+        phase inside the population's own time window ``window`` (phase ``window`` of the run;
+        ``t >= 1``: no spike in the phase). The population's spikes are counted in the run's
+        events (a charge-domain neuron fires at most once per phase)."""
+        if name != "input":
+            self.spikes[name] = self.spikes.get(name, 0) + tally((t.detach() < 1.0).sum())
+        for p in self.pidx.get(name, ()):
+            if "spikes" not in p.variables:
+                continue
+            x = t.detach().reshape(t.shape[0], -1)
+            if p.samples is not None:
+                x = x[list(p.samples)]
+            if self.recorder is not None:
+                self.recorder.write_spike_times(name, x, window, shape=tuple(t.shape[1:]))
+            else:
+                self.store.setdefault(f"{name}/spike_times", []).append(x.clone())
+
+
+class Simulator:
+    """The one timestep engine: runs any network on the chip over ``steps`` time steps of
+    ``dt`` seconds.
+
+    A network says what one chunk of its graph does (``step(run, h)``, see :class:`Run`) and
+    how its readout is decoded (``finish(run) -> RunResult``); the engine feeds it ``chunk``
+    steps of input at a time (memory grows with ``chunk``, not with ``T``), keeps its neuron
+    states between chunks, records its probes and counts its events. ``path`` is ``'auto'``
+    (event-driven or dense reads by activity), ``'event'`` or ``'dense'``.
     """
 
     def __init__(self, network, *, dt: float = 1e-3, chunk: int = 64, path: str = "auto"):
@@ -134,52 +226,26 @@ class Simulator:
 
     # ------------------------------------------------------------------ helpers
     def _probe_index(self, probes: Sequence[Probe]) -> dict:
-        names = self.net.layer_names()
+        comps = self.net.components()
+        names = list(comps)
         out: dict = {}
         for p in probes:
             if isinstance(p.layer, int):
                 if not -1 <= p.layer < len(names):
                     raise ValueError(f"probe layer index {p.layer} out of range (0..{len(names) - 1}, -1 = input)")
                 key = "input" if p.layer == -1 else names[p.layer]
-            elif p.layer == "input" or p.layer in names:
+            elif p.layer == "input" or p.layer in comps:
                 key = p.layer
             else:
-                raise ValueError(f"probe layer {p.layer!r} not in the network; layers: input, {', '.join(names)}")
+                raise ValueError(f"probe {p.layer!r} names no component of the network; components: input, "
+                                 f"{', '.join(names)}")
+            allowed = ("spikes", "current") if key == "input" else comps[key].variables
+            bad = [v for v in p.variables if v not in allowed]
+            if bad:
+                raise ValueError(f"probe {key!r}: variable(s) {', '.join(bad)} not recorded there; "
+                                 f"{key} records {', '.join(allowed)}")
             out.setdefault(key, []).append(p)
         return out
-
-    def _synapse(self, layer, h, spikes: bool) -> torch.Tensor:
-        """Currents of ``h`` ([K*B, n_in], or address events) through the layer's synapse."""
-        syn, xb = layer.synapse, layer.crossbar
-        if isinstance(h, coding.SpikeEvents):
-            sparse = xb is not None and self.path != "dense" and (
-                self.path == "event" or len(h) <= xb.event_density(xb.cols) * h.steps * h.batch * h.n)
-            if sparse and not (torch.is_grad_enabled() and syn.weight.requires_grad):
-                syn._check_and_sync()
-                y = syn.crossbar.forward_events(h.t * h.batch + h.b, h.i, h.steps * h.batch) * syn.weight_scale
-                return y + syn.bias if syn.bias is not None else y
-            # dense activity, or training (dL/dW needs x): the frame form
-            h = h.to_dense(xb.dtype if xb is not None else torch.get_default_dtype()).reshape(h.steps * h.batch, h.n)
-        if xb is not None:                        # an analog synapse reads spikes or values
-            syn.spikes, syn.path = spikes, self.path
-        return syn(h)
-
-    def _charge_inputs(self, layer, h: torch.Tensor):
-        """``(dg, df)`` of new input spikes ``h``: the crossbar read and its beta-weighted twin."""
-        syn, p = layer.synapse, layer.neurons.p
-        dg = self._synapse(layer, h, spikes=True)
-        if syn.bias is not None:
-            dg = dg - syn.bias                    # a charge neuron has no bias current
-        bw = beta_of(syn.weight.t(), p.e_plus, p.e_minus)      # from the effective weights [n_in, n_out]
-        if isinstance(h, coding.SpikeEvents):
-            vec = h.t * h.batch + h.b
-            counts = torch.bincount(vec, minlength=h.steps * h.batch)
-            offsets = torch.zeros_like(counts)
-            offsets[1:] = torch.cumsum(counts[:-1], 0)
-            df = nn.functional.embedding_bag(h.i, bw, offsets, mode="sum")
-        else:
-            df = _spike_matmul(h, bw, self.path, layer.crossbar)
-        return dg, df
 
     # ------------------------------------------------------------------ run
     def run(self, inputs: torch.Tensor | Callable[[int, int], torch.Tensor], *, steps: Optional[int] = None,
@@ -187,14 +253,15 @@ class Simulator:
             progress: bool = False) -> RunResult:
         """Run the network.
 
-        ``inputs``: an encoded tensor ``[T, batch, n_in]``, or a function ``(t0, t1) ->
-        [t1 - t0, batch, n_in]`` that encodes a chunk on demand (flat memory for long runs;
-        then ``steps`` is required). ``spikes_in`` says whether the inputs are binary spikes
-        (default: detected from the first chunk).
+        ``inputs``: an encoded tensor ``[T, batch, ...]`` (``[T, batch, n_in]`` for a chain),
+        address events, or a function ``(t0, t1) -> [t1 - t0, batch, ...]`` that encodes a
+        chunk on demand (flat memory for long runs; then ``steps`` is required). ``spikes_in``
+        says whether the inputs are binary spikes (default: detected from the first chunk).
         """
+        n_in = getattr(self.net, "n_in", None)
         if isinstance(inputs, coding.SpikeEvents):
-            if inputs.n != self.net.n_in:
-                raise ValueError(f"input events address {inputs.n} neurons, the network takes {self.net.n_in}")
+            if n_in is not None and inputs.n != n_in:
+                raise ValueError(f"input events address {inputs.n} neurons, the network takes {n_in}")
             steps = inputs.steps if steps is None else steps
             get = inputs.window
         elif callable(inputs) and not isinstance(inputs, torch.Tensor):
@@ -202,27 +269,25 @@ class Simulator:
                 raise ValueError("steps is required when inputs is a function")
             get = inputs
         else:
-            if inputs.dim() != 3 or inputs.shape[2] != self.net.n_in:
-                raise ValueError(f"inputs must be [T, batch, {self.net.n_in}], got {tuple(inputs.shape)}")
+            if inputs.dim() < 3 or (n_in is not None and (inputs.dim() != 3 or inputs.shape[2] != n_in)):
+                raise ValueError(f"inputs must be [T, batch, {n_in if n_in is not None else '...'}], "
+                                 f"got {tuple(inputs.shape)}")
             steps = inputs.shape[0] if steps is None else steps
             if steps > inputs.shape[0]:
                 raise ValueError(f"steps={steps} but inputs has only {inputs.shape[0]} steps")
             get = lambda t0, t1: inputs[t0:t1]                            # noqa: E731
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        pidx = self._probe_index(probes)
-        layers = list(self.net.layers)
-        states: list[Optional[NeuronState]] = [None] * len(layers)
-        store: dict = {}
+        net = self.net
+        run = Run(self, self._probe_index(probes), recorder, {})
+        run.steps = steps
         # the run's crossbar events: a Counters per array listening while the run lasts (read only
         # if someone looks at RunResult.events: no read-back of an accelerator's counts otherwise)
-        taps = {layer.name: Counters() for layer in layers if layer.crossbar is not None}
-        for layer in layers:
-            if layer.crossbar is not None:
-                layer.crossbar.counters._listeners.append(taps[layer.name])
-        ev = {layer.name: {"spikes": 0} for layer in layers}
-        paths = {layer.name: {"event": 0, "dense": 0} for layer in layers}
-        out_count = out_vmax = out_first = None
+        units = list(net.analog_units())
+        taps = {name: Counters() for name, _ in units}
+        xbs = {name: m.crossbar for name, m in units}
+        for name, xb in xbs.items():
+            xb.counters._listeners.append(taps[name])
         bar = progress_bar(steps, unit="step", desc="simulate", disable=not progress, leave=False)
         try:
             for t0 in range(0, steps, self.chunk):
@@ -235,70 +300,28 @@ class Simulator:
                     spikes_in = getattr(inputs, "spikes", None) or getattr(h, "spikes", None)
                 if spikes_in is None:
                     spikes_in = _is_binary(h)
-                spikes = spikes_in
-                self._emit(pidx, "input", {"spikes": h} if spikes else {"current": h}, t0, recorder, store)
-                for li, layer in enumerate(layers):
-                    neu = layer.neurons
-                    keep_v = li == len(layers) - 1 or any("v" in p.variables for p in pidx.get(layer.name, ()))
-                    if states[li] is None:
-                        dtype = layer.crossbar.dtype if layer.crossbar is not None else torch.get_default_dtype()
-                        states[li] = neu.init_state(B, layer.n_out, dtype=dtype if isinstance(
-                            h, coding.SpikeEvents) else h.dtype, device=h.t.device if isinstance(
-                            h, coding.SpikeEvents) else h.device)
-                    flat = h if isinstance(h, coding.SpikeEvents) else h.reshape(K * B, -1)
-                    xb = layer.crossbar
-                    if neu.input == "charge":
-                        if not spikes:
-                            raise ValueError(f"layer {layer.name}: charge-domain neurons take spike inputs "
-                                             "(use latency or rate coding)")
-                        dg, df = self._charge_inputs(layer, flat)
-                        cur = dg.reshape(K, B, -1)
-                        z, v, states[li] = neu((cur, df.reshape(K, B, -1)), states[li], keep_v)
-                    else:
-                        cur = self._synapse(layer, flat, spikes).reshape(K, B, -1)
-                        z, v, states[li] = neu(cur, states[li], keep_v)
-                    if xb is not None and xb.last_path is not None:
-                        paths[layer.name][xb.last_path] += 1
-                        xb.last_path = None
-                    layer.neuron_updates += K * B * layer.n_out
-                    if not neu.spiking:
-                        ev[layer.name]["spikes"] = None
-                    else:
-                        n_sp = tally(z.sum())                # spikes are 0/1: the sum counts them
-                        ev[layer.name]["spikes"] += n_sp
-                        layer.spike_count += n_sp
-                    self._emit(pidx, layer.name, {"spikes": z, "v": v, "current": cur}, t0, recorder, store)
-                    h = z
-                    spikes = neu.spiking
-                # readout statistics of the last layer, O(1) memory in T
-                cnt = z.sum(0)
-                vm = v.amax(0)
-                steps_k = torch.arange(t0, t1, dtype=z.dtype, device=z.device).view(-1, 1, 1)
-                fs = torch.where(z > 0, steps_k, torch.full_like(z, float("inf"))).amin(0)
-                if out_count is None:
-                    out_count, out_vmax, out_first = cnt, vm, fs
-                else:
-                    out_count, out_vmax, out_first = out_count + cnt, torch.maximum(out_vmax, vm), \
-                        torch.minimum(out_first, fs)
+                run.t0, run.K, run.B = t0, K, B
+                if "input" in run.pidx and not getattr(net, "records_input", False):
+                    run.emit("input", {"spikes": h} if spikes_in else {"current": h},
+                             shape=getattr(net, "input_shape", None))
+                net.step(run, h, spikes_in)
                 bar.update(t1 - t0)
         finally:
             bar.close()
-            for layer in layers:
-                if layer.crossbar is not None:
-                    lst = layer.crossbar.counters._listeners
-                    lst[:] = [t for t in lst if t is not taps[layer.name]]
-        if self.net.decoder == "count":
-            scores = out_count
-        elif self.net.decoder == "max_membrane":
-            scores = out_vmax
-        else:
-            scores = torch.where(torch.isfinite(out_first), steps - out_first, torch.zeros_like(out_first))
-        probes_out = {k: torch.cat(v, 0) for k, v in store.items()}
-        return RunResult(scores=scores, spike_counts=out_count, max_v=out_vmax, first_spike=out_first,
-                         steps=steps, events=_RunEvents(ev, taps, {la.name: la.crossbar for la in layers}),
-                         probes=probes_out, paths=paths)
+            for name, xb in xbs.items():
+                lst = xb.counters._listeners
+                lst[:] = [t for t in lst if t is not taps[name]]
+        res = net.finish(run)
+        ev = {name: {"spikes": run.spikes.get(name)} for name in run.spikes}
+        for name, _ in units:
+            ev.setdefault(name, {"spikes": None})
+        res.steps = steps
+        res.events = _RunEvents(ev, taps, xbs)
+        res.probes = {k: torch.cat(v, 0) for k, v in run.store.items()}
+        res.paths = run.paths
+        return res
 
-    def _emit(self, pidx, key, data, t0, recorder, store):
+    def _emit(self, pidx, key, data, t0, recorder, store, shape=None):
         for p in pidx.get(key, ()):
             for var in p.variables:
                 x = data.get(var)
@@ -306,16 +329,27 @@ class Simulator:
                     continue
                 if isinstance(x, coding.SpikeEvents):
                     if recorder is not None and hasattr(recorder, "write_events"):
+                        _declare(recorder, key, x.n, shape)
                         recorder.write_events(key, t0, x if p.samples is None else x.select(p.samples))
                         continue
                     x = x.to_dense()
+                if x.dim() > 3:                               # a population with a shape: flat ids
+                    x = x.reshape(x.shape[0], x.shape[1], -1)
                 if p.samples is not None:
                     x = x[:, list(p.samples)]
                 x = x.detach()
                 if recorder is not None:
+                    _declare(recorder, key, x.shape[2], shape)
                     recorder.write(key, var, t0, x)
                 else:
                     store.setdefault(f"{key}/{var}", []).append(x.clone())
+
+
+def _declare(recorder, name: str, n: int, shape) -> None:
+    """Make sure the recorder knows population ``name`` (``n`` neurons, of ``shape``)."""
+    add = getattr(recorder, "add_population", None)
+    if add is not None:
+        add(name, n, shape)
 
 
 def _is_binary(h: torch.Tensor) -> bool:

@@ -13,10 +13,12 @@ from torch import nn
 
 from ..accel import tally
 from ..crossbar import AnalogConv2d, AnalogLinear
-from ..engine import ChipNetwork
-from ..neurons import beta_of, dstd_rc_membrane, dstd_walk
+from ..engine import ChipNetwork, Component, RunResult, Simulator
+from ..neurons import beta_of, dstd_rc_membrane, dstd_walk, rc_membrane_exact
 
-__all__ = ["ChargeMLP", "ChargeVGG"]
+SOLVERS = ("dstd", "exact")
+
+__all__ = ["ChargeMLP", "ChargeVGG", "SOLVERS"]
 
 
 def _count_charge(counts: dict, key: str, v: torch.Tensor, fires: bool) -> None:
@@ -29,7 +31,58 @@ def _count_charge(counts: dict, key: str, v: torch.Tensor, fires: bool) -> None:
         c[1] += tally((v.detach() > 0).sum())
 
 
-class ChargeMLP(ChipNetwork, nn.Module):
+def _count_exact(layer, t_in: torch.Tensor) -> None:
+    """The array work of one exact (continuous-time) accumulation phase: every input spike that
+    arrives inside the phase drives its row once and its current flows through the row's cells
+    to every column; no ADC converts (the charge-domain neurons integrate the column currents)."""
+    xb = layer.crossbar
+    nnz = (t_in < 1.0).sum()
+    xb.counters.add("forward_reads", t_in.shape[0])
+    xb.counters.add("row_activations", nnz, xb.n_col_tiles)
+    xb.counters.add("cell_reads", nnz, xb.cols)
+
+
+class _ChargeEngine(ChipNetwork):
+    """What the charge-domain networks share in the engine.
+
+    The engine feeds them one step of analog input (``x``; the inputs spike at
+    :math:`t = 1 - x`); inside that step every layer integrates over its own accumulation
+    phase, one time window after the other (window 0: the input spikes, window ``i + 1``: the
+    spikes of layer ``i``), and the spike times are what a probe records: timestamps
+    ``(window + t) * dt`` with ``dt`` the phase length (the recipe's ``dt``). ``solver``:
+    ``'dstd'`` (the DSTD grid of ``card.dstd_steps`` points, random offsets in training, none
+    in inference) or ``'exact'`` (inference only: the event-driven exact solution, see
+    :func:`~neurosal.neurons.rc_membrane_exact`)."""
+
+    #: the engine runs one step (the whole phase sequence); the network records its input spikes
+    engine_steps = 1
+    records_input = True
+    solver = "dstd"
+
+    def set_solver(self, solver: str) -> None:
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown charge-domain solver {solver!r}; allowed: {', '.join(SOLVERS)}")
+        self.solver = solver
+
+    def _solver(self) -> str:
+        if self.solver == "exact" and self.training and torch.is_grad_enabled():
+            raise ValueError("the exact charge-domain solver has no gradient: train with solver 'dstd' "
+                             "(DSTD, random offsets), run inference with 'dstd' or 'exact'")
+        return self.solver
+
+    def engine_input(self, coding: str, steps: int):
+        """What the engine feeds: one step of direct analog input (the spike times are 1 - x)."""
+        return "direct", 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Simulator(self, dt=self.card.dt, chunk=1).run(x.reshape(1, x.shape[0], -1), steps=1,
+                                                              spikes_in=False).scores
+
+    def finish(self, run) -> RunResult:
+        return RunResult(scores=run.acc["scores"])
+
+
+class ChargeMLP(_ChargeEngine, nn.Module):
     r"""Charge-domain MLP in time coding, trained with DSTD (Sakemi et al.).
 
     Inputs spike at :math:`t = 1 - x`; every layer is an RC-spike layer of charge-domain
@@ -54,21 +107,35 @@ class ChargeMLP(ChipNetwork, nn.Module):
         self.meta = {"recipe": card.to_dict(), "coding": "latency", "steps": card.dstd_steps, "seed": seed}
         self.neuron_counts: dict[str, list[int]] = {}     # per layer: [updates, spikes] (cost ledger)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def components(self) -> dict:
+        """Each layer's neurons (``layers.<i>``): their spike times."""
+        return {f"layers.{i}": Component(("spikes",), (layer.out_features,)) for i, layer in enumerate(self.layers)}
+
+    def step(self, run, h: torch.Tensor, spikes: bool) -> None:
         c = self.card.charge
-        t = 1.0 - x.reshape(x.shape[0], -1)
+        x = h[0].reshape(h.shape[1], -1)
+        t = 1.0 - x
+        run.spike_times("input", t, 0)
+        solver = self._solver()
         for i, layer in enumerate(self.layers):
-            v1, _ = dstd_walk(t, layer.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps,
-                               "random" if self.training else None, self.generator, read=layer)
+            if solver == "exact":
+                v1 = rc_membrane_exact(t, layer.weight.t(), c.e_plus, c.e_minus, c.leak)
+                _count_exact(layer, t)
+            else:
+                v1, _ = dstd_walk(t, layer.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps,
+                                  "random" if self.training else None, self.generator, read=layer)
             _count_charge(self.neuron_counts, f"layers.{i}", v1, fires=i < len(self.layers) - 1)
+            out_t = (1.0 - v1).clamp(0.0, 1.0)
+            run.spike_times(f"layers.{i}", out_t, i + 1)
             if i == len(self.layers) - 1:
                 # readout: the output neurons' charge at the end of the phase (the RC ramp would
                 # fire them at 1 - v, earliest = largest v); not clipped, so every class keeps a gradient
-                return self.card.logit_scale * v1
-            t = (1.0 - v1).clamp(0.0, 1.0)
+                run.acc["scores"] = self.card.logit_scale * v1
+                return
+            t = out_t
 
 
-class ChargeVGG(ChipNetwork, nn.Module):
+class ChargeVGG(_ChargeEngine, nn.Module):
     r"""VGG7-like charge-domain CNN in time coding (Sakemi et al.), trained through DSTD.
 
     Six 3x3 convolutions (widths ``w, w, 2w, 2w, 4w, 4w``) on crossbars with a min-pool of
@@ -100,10 +167,26 @@ class ChargeVGG(ChipNetwork, nn.Module):
         self.meta = {"recipe": card.to_dict(), "coding": "latency", "steps": card.dstd_steps, "seed": seed}
         self.neuron_counts: dict[str, list[int]] = {}     # per layer: [updates, spikes] (cost ledger)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def components(self) -> dict:
+        """Each convolution's neurons (``convs.<i>``, spike times over channel x height x width)
+        and the readout (``fc``)."""
+        out, (_, h, w) = {}, self.input_shape
+        for i, conv in enumerate(self.convs):
+            out[f"convs.{i}"] = Component(("spikes",), (conv.out_channels, h, w))
+            if i % 2 == 1 and w > 1:
+                h, w = h // 2, w // 2
+        out["fc"] = Component(("spikes",), (self.fc.out_features,))
+        return out
+
+    def step(self, run, h: torch.Tensor, spikes: bool) -> None:
         c = self.card.charge
+        if self._solver() == "exact":
+            raise ValueError(f"{self.card.name}: the exact solver covers fully connected charge layers "
+                             "(charge-mlp recipes); convolutional charge layers run with solver 'dstd'")
         off = "random" if self.training else None
-        t = 1.0 - x.reshape(-1, *self.input_shape)
+        x = h[0].reshape(-1, *self.input_shape)
+        t = 1.0 - x
+        run.spike_times("input", t, 0)
         for i, conv in enumerate(self.convs):
             w4 = conv.weight.reshape(conv.out_channels, conv.in_channels, 3, 3)
             bw4 = beta_of(w4, c.e_plus, c.e_minus)
@@ -111,10 +194,12 @@ class ChargeVGG(ChipNetwork, nn.Module):
                                  steps=self.card.dstd_steps, offset=off, generator=self.generator)
             _count_charge(self.neuron_counts, f"convs.{i}", v, fires=True)
             t = (1.0 - v).clamp(0.0, 1.0)
+            run.spike_times(f"convs.{i}", t, i + 1)
             if i % 2 == 1 and t.shape[-1] > 1:
                 t = -F.max_pool2d(-t, 2)                 # earliest spike of each 2x2 window
         t = t.reshape(t.shape[0], -1)
         v1, _ = dstd_walk(t, self.fc.weight.t(), c.e_plus, c.e_minus, c.leak, 1.0, self.card.dstd_steps, off,
-                           self.generator, read=self.fc)
+                          self.generator, read=self.fc)
         _count_charge(self.neuron_counts, "fc", v1, fires=False)
-        return self.card.logit_scale * v1
+        run.spike_times("fc", (1.0 - v1).clamp(0.0, 1.0), len(self.convs) + 1)
+        run.acc["scores"] = self.card.logit_scale * v1

@@ -46,8 +46,8 @@ from torch import nn
 from ..accel import Generators, tally
 from ..coprocessor import CoProcessor, NumberFormat, make_attention
 from ..crossbar import AnalogConv2d, AnalogLinear, analog_layers
-from ..engine import ChipNetwork
-from ..neurons import LIFParameters, lif_step
+from ..engine import ChipNetwork, Component, RunResult, Simulator
+from ..neurons import LIFNeurons, LIFParameters, RateNeurons
 
 __all__ = ["SAnet", "BasicBlock"]
 
@@ -111,6 +111,9 @@ class SAnet(ChipNetwork, nn.Module):
             raise ValueError(f"SAnet runs rate- or spike-coded, got coding {coding!r}")
         self.coding, self.steps, self.lif, self.dt = coding, int(steps), lif, float(dt)
         self.spike_logit_scale = float(spike_logit_scale)
+        # the neuron populations' models: LIF stepped exactly as in training (no fused update)
+        self._lif_neurons = LIFNeurons(lif, dt=dt, fused=False)
+        self._rate_neurons = RateNeurons()
         #: neuron work per analog layer (module name): [updates, spikes], cumulative
         self.neuron_counts: dict[str, list[int]] = {}
         #: set by the DFA rule: every layer's output (after its activation) and every attention
@@ -218,62 +221,113 @@ class SAnet(ChipNetwork, nn.Module):
             for m in blocks:
                 m.local = False
 
+    # -- the engine ---------------------------------------------------------------------------
+    def components(self) -> dict:
+        """What a probe can name: every neuron population, by the name of the convolution that
+        drives it (spikes, membrane potential and input current in spike coding; the
+        activation's input in rate coding), every attention block (``attn.<stage>``: its gate
+        values per channel) and the classifier (``fc``: its output currents per step)."""
+        pop = ("spikes", "v", "current") if self.coding == "spike" else ("v", "current")
+        _, h, w = self.input_shape
+        out = {"stem": Component(pop, (self.width, h, w))}
+        for i, stage in enumerate(self.stages):
+            for j, blk in enumerate(stage):
+                stride = int(blk.conv1.stride)
+                h, w = (h - 1) // stride + 1, (w - 1) // stride + 1
+                shape = (blk.conv1.out_channels, h, w)
+                p = f"stages.{i}.{j}."
+                out[p + "conv1"] = Component(pop, shape)
+                out[p + "conv2"] = Component(pop, shape)
+                if blk.short is not None:
+                    out[p + "short.0"] = Component(pop, shape)
+        widths = (self.width, 2 * self.width, 4 * self.width)
+        out.update({f"attn.{k}": Component(("gate",), (widths[k - 1],)) for k in sorted(int(k) for k in self.attn)})
+        out["fc"] = Component(("current",), (self.classes,))
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` (``[B, C, H, W]`` or flat ``[B, C*H*W]``), through the engine: one
+        chunk of ``T`` steps (rate coding: one step of direct input; spike coding: Bernoulli
+        input spikes drawn from the network's stream)."""
         if x.dim() == 2:
             x = x.reshape(-1, *self.input_shape)
         if self.coding == "spike":
-            return self._forward_spike(x)
+            T = self.steps
+            inputs = (torch.rand((T,) + tuple(x.shape), generator=self._spike_gens.get(x.device), dtype=x.dtype,
+                                 device=x.device) < x).to(x.dtype)                          # Bernoulli spikes
+        else:
+            T, inputs = 1, x.unsqueeze(0)
+        return Simulator(self, dt=self.dt, chunk=T).run(inputs, steps=T, spikes_in=self.coding == "spike").scores
+
+    def _attend(self, run, stage: int, blk, h: torch.Tensor) -> torch.Tensor:
+        """Attention block ``blk`` of ``stage`` on ``h``; its gate values are a probe ``attn.<stage>``."""
+        name = f"attn.{stage}"
+        want = run.wants(name, "gate")
+        blk.keep_gate = want
+        out = blk(h)
+        if want:
+            g = blk.gate
+            run.emit(name, {"gate": g.reshape(run.K, run.B, -1)}, shape=tuple(g.shape[1:]))
+            blk.gate = None
+        return out
+
+    def step(self, run, h: torch.Tensor, spikes: bool) -> None:
+        """One chunk of ``K`` steps (see :class:`~neurosal.engine.Run`): layer by layer, every
+        array reads all ``K`` steps of its input in one call (the reads, conversions and noise
+        draws of ``K`` calls); batch normalization sees the chunk's time and batch together (tdBN,
+        Zheng et al. 2021, over all ``T`` when the chunk is the run, as in training); each
+        population's neurons then step through the chunk."""
+        K, B = run.K, run.B
+        x = h.reshape(K * B, *self.input_shape)
         counts = self.neuron_counts
+        if self.coding == "spike":
+            lif = self._lif_neurons
 
-        cap = self._capture
+            def neuron(key, current):
+                return run.population(key, lif, current, counts=counts)
+            h = neuron("stem", self.bn(self.stem(x)))
+            for i, stage in enumerate(self.stages, start=1):
+                for j, blk in enumerate(stage):
+                    g = self._gate(i, j)
+                    h = blk.forward_spike(h, lambda key, c, p=f"stages.{i - 1}.{j}.": neuron(p + key, c),
+                                          gate=None if g is None else (lambda v, i=i, g=g: self._attend(run, i, g, v)))
+                if i in self.attached and self.position == "stage":
+                    h = self._attend(run, i, self.attn[str(i)], h)    # per step: each step's map is its own sample
+        else:
+            cap = self._capture
+            rate = self._rate_neurons
 
-        def act(key, v):
-            c = counts.setdefault(key, [0, 0])
-            c[0] += v.numel()                               # one activation per output value
-            out = _act(v)
-            if cap is not None:
-                cap[key] = out
-            return out
-        h = act("stem", self.bn(self.stem(x)))
-        for i, stage in enumerate(self.stages, start=1):
-            for j, blk in enumerate(stage):
-                h = blk(h, lambda key, v, p=f"stages.{i - 1}.{j}.": act(p + key, v), gate=self._gate(i, j))
-            if i in self.attached and self.position == "stage":
-                h = self.attn[str(i)](h if cap is None else h.detach())
+            def act(key, v):
+                out = run.population(key, rate, v, counts=counts)
                 if cap is not None:
-                    cap[f"attn.{i}"] = h
-            if self._stage_outputs is not None:
-                self._stage_outputs[i] = h
-        h = h.mean((2, 3))                                  # global average pool (periphery)
-        return self.fc(h)
+                    cap[key] = out
+                return out
+            h = act("stem", self.bn(self.stem(x)))
+            for i, stage in enumerate(self.stages, start=1):
+                for j, blk in enumerate(stage):
+                    g = self._gate(i, j)
+                    h = blk(h, lambda key, v, p=f"stages.{i - 1}.{j}.": act(p + key, v),
+                            gate=None if g is None else (lambda v, i=i, g=g: self._attend(run, i, g, v)))
+                if i in self.attached and self.position == "stage":
+                    h = self._attend(run, i, self.attn[str(i)], h if cap is None else h.detach())
+                    if cap is not None:
+                        cap[f"attn.{i}"] = h
+                if self._stage_outputs is not None:
+                    self._stage_outputs[i] = h
+        out = self.fc(h.mean((2, 3))).reshape(K, B, -1)      # global average pool (periphery), classifier
+        if run.wants("fc"):
+            run.emit("fc", {"current": out})
+        a = run.acc
+        if "first" not in a:
+            a["first"], a["sum"] = out, out.sum(0)
+        else:
+            a["first"], a["sum"] = None, a["sum"] + out.sum(0)
 
-    def _forward_spike(self, x: torch.Tensor) -> torch.Tensor:
-        # Layer by layer: every array reads all T steps of its input in one call (the same reads,
-        # conversions and noise draws as T calls); BN normalizes over time and batch (tdBN);
-        # then the layer's LIF neurons step through time.
-        T, B = self.steps, x.shape[0]
-
-        def neuron(key, current):
-            cur = current.reshape(T, B, *current.shape[1:])
-            v = torch.zeros_like(cur[0])
-            zs = []
-            for t in range(T):
-                z, v = lif_step(cur[t], v, self.lif, self.dt)
-                zs.append(z)
-            z = torch.stack(zs).reshape(current.shape)
-            c = self.neuron_counts.setdefault(key, [0, 0])
-            c[0] += current.numel()                         # neuron updates (T per neuron)
-            c[1] += tally(z.detach().sum())              # spikes (0/1: the sum counts them)
-            return z
-
-        s = (torch.rand((T,) + tuple(x.shape), generator=self._spike_gens.get(x.device), dtype=x.dtype,
-                        device=x.device) < x).to(x.dtype)                                    # Bernoulli spikes
-        h = neuron("stem", self.bn(self.stem(s.reshape(T * B, *x.shape[1:]))))
-        for i, stage in enumerate(self.stages, start=1):
-            for j, blk in enumerate(stage):
-                h = blk.forward_spike(h, lambda key, c, p=f"stages.{i - 1}.{j}.": neuron(p + key, c),
-                                      gate=self._gate(i, j))
-            if i in self.attached and self.position == "stage":
-                h = self.attn[str(i)](h)                 # per step: each step's map is its own sample
-        out = self.fc(h.mean((2, 3)))                    # [T*B, classes]
-        return self.spike_logit_scale * out.reshape(T, B, -1).mean(0)
+    def finish(self, run) -> RunResult:
+        """Logits: the classifier's output (rate), or its currents averaged over the ``T`` steps
+        times ``spike_logit_scale`` (spike)."""
+        a = run.acc
+        if self.coding != "spike":
+            return RunResult(scores=a["first"][0] if a["first"] is not None else a["sum"])
+        mean = a["first"].mean(0) if a["first"] is not None else a["sum"] / run.steps
+        return RunResult(scores=self.spike_logit_scale * mean)

@@ -11,11 +11,11 @@ May import: norse; nothing of neurosal.
 """
 
 from .charge import (ChargeNeurons, ChargeParameters, beta_of, charge_step, charge_ttfs_step, dstd_rc_membrane,
-                     dstd_rc_spike_layer, dstd_ttfs_layer, dstd_walk, rc_spike_layer, ttfs_layer)
+                     dstd_rc_spike_layer, dstd_ttfs_layer, dstd_walk, rc_membrane_exact, rc_spike_layer, ttfs_layer)
 from .lif import SURROGATES, LIFNeurons, LIFParameters, SuperSpike, lif_step, spike_fn
 from .rate import RateNeurons
 from .state import NeuronState
 
 __all__ = ["beta_of", "charge_step", "ttfs_layer", "rc_spike_layer", "dstd_ttfs_layer", "dstd_rc_spike_layer",
            "SURROGATES", "spike_fn", "LIFParameters", "lif_step", "LIFNeurons", "RateNeurons", "ChargeNeurons",
-           "ChargeParameters", "charge_ttfs_step", "NeuronState", "dstd_rc_membrane", "dstd_walk", "SuperSpike"]
+           "ChargeParameters", "charge_ttfs_step", "NeuronState", "dstd_rc_membrane", "dstd_walk", "rc_membrane_exact", "SuperSpike"]

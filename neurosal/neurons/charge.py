@@ -57,7 +57,7 @@ from torch import nn
 from .state import NeuronState
 
 __all__ = ["beta_of", "charge_step", "ttfs_layer", "rc_spike_layer", "dstd_ttfs_layer", "dstd_rc_spike_layer",
-           "dstd_rc_membrane", "dstd_walk", "ChargeParameters", "charge_ttfs_step", "ChargeNeurons"]
+           "dstd_rc_membrane", "dstd_walk", "rc_membrane_exact", "ChargeParameters", "charge_ttfs_step", "ChargeNeurons"]
 
 
 def _phi(z: torch.Tensor) -> torch.Tensor:
@@ -156,6 +156,16 @@ def rc_spike_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math.
     """Exact RC-spike layer: integrate inputs over one phase, fire at ``clip(1 - v(1), 0, 1)``."""
     v1, _ = _exact_walk(t_in, w, e_plus, e_minus, alpha, 1.0)
     return (1.0 - v1).clamp(0.0, 1.0)
+
+
+def rc_membrane_exact(t_in: torch.Tensor, w: torch.Tensor, e_plus: float, e_minus: float,
+                      alpha: float = 0.0) -> torch.Tensor:
+    """The exact end-of-phase membrane :math:`v(1)` of an RC-spike layer (event-driven, no
+    grid): the reference DSTD converges to, for inference. ``t_in`` ``[batch, n_in]``, ``w``
+    ``[n_in, n_out]`` (the programmed weights: the cell currents flow continuously while the
+    phase lasts, so there are no discrete array reads to add read noise or ADC rounding)."""
+    v1, _ = _exact_walk(t_in, w, e_plus, e_minus, alpha, 1.0)
+    return v1
 
 
 def _dstd_grid(t_in, t_end, steps, offset, generator):

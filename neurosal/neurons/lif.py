@@ -118,11 +118,14 @@ class LIFNeurons(nn.Module):
     input = "current"         # consumes input currents [K, batch, n]
     spiking = True
 
-    def __init__(self, params: LIFParameters = LIFParameters(), dt: float = 1e-3):
+    def __init__(self, params: LIFParameters = LIFParameters(), dt: float = 1e-3, fused: bool = True):
         super().__init__()
         if not dt > 0:
             raise ValueError(f"dt must be > 0 s, got {dt}")
         self.p, self.dt = params, float(dt)
+        #: without gradients, step with the fused in-place update (equal to float rounding);
+        #: False: always the norse step, bit for bit what training computes
+        self.fused = bool(fused)
         self._norse_p = params.norse() if params.method != "super" else None
 
     def init_state(self, batch: int, n: int, dtype=torch.float32, device=None) -> NeuronState:
@@ -137,7 +140,7 @@ class LIFNeurons(nn.Module):
         :math:`v \leftarrow v_{reset}` where :math:`z` (:math:`a = dt/\tau_{mem}`);
         equal to the norse step up to float rounding.
         """
-        if not (torch.is_grad_enabled() and (current.requires_grad or state.v.requires_grad)):
+        if self.fused and not (torch.is_grad_enabled() and (current.requires_grad or state.v.requires_grad)):
             return self._forward_fused(current, state, keep_v)
         v = state.v
         zs, vs = [], []
@@ -166,4 +169,4 @@ class LIFNeurons(nn.Module):
         return z.to(current.dtype), vs, NeuronState(v=v)
 
     def extra_repr(self) -> str:
-        return f"{self.p}, dt={self.dt}"
+        return f"{self.p}, dt={self.dt}" + ("" if self.fused else ", fused=False")

@@ -260,14 +260,15 @@ class Recording:
                     raw = np.asarray(g.attrs["sorting"])
                     if enum is not None and raw.dtype.kind in "iu" and raw.size == 1:
                         sorting = {v: k for k, v in enum.items()}.get(int(raw.ravel()[0]))
+                shape = [int(v) for v in np.ravel(g.attrs["shape"])] if "shape" in g.attrs else None
                 out["populations"][p] = {"spikes": n_sp, "neurons": n, "samples": s, "sorting": sorting,
-                                         "spikes_per_sample": (n_sp / s) if s else None}
+                                         "spikes_per_sample": (n_sp / s) if s else None, "shape": shape}
             for r in self.reports:
                 d = f["report"][r]["data"]
                 out["reports"][r] = {"shape": list(d.shape), "units": d.attrs.get("units", ""),
                                      "chunks": list(d.chunks) if d.chunks else None}
         keep = ("coding", "seed", "dt_ms", "steps", "created", "dataset", "versions", "network", "devices",
-                "config", "summary", "format")
+                "config", "summary", "format", "engine")
         out["metadata"] = {k: self.metadata[k] for k in keep if k in self.metadata}
         return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import sys
 import time
@@ -42,6 +43,7 @@ class Recorder:
         self.dt_ms = float(dt) * 1e3
         self.steps = int(steps)
         self.populations = {k: int(v) for k, v in populations.items()}
+        self.shapes: dict = {}
         self.samples = np.asarray(list(samples), dtype=np.int64)
         self.chunk_spikes = int(chunk_spikes)
         self.n_spikes = {}
@@ -148,11 +150,27 @@ class Recorder:
         g.attrs.create("sorting", 2, dtype=SORTING)             # appended in time order
         g.attrs["n_neurons"] = self._n(pop)
         g.attrs["samples"] = self.samples
+        if pop in self.shapes:
+            g.attrs["shape"] = np.asarray(self.shapes[pop], dtype=np.int64)
         ts = g.create_dataset("timestamps", shape=(0,), maxshape=(None,), dtype="f8", chunks=(self.chunk_spikes,))
         ts.attrs["units"] = "ms"
         g.create_dataset("node_ids", shape=(0,), maxshape=(None,), dtype="u8", chunks=(self.chunk_spikes,))
         self.n_spikes[pop] = 0
         return g
+
+    def add_population(self, name: str, n: int, shape: Optional[Sequence[int]] = None) -> None:
+        """Declare population ``name`` of ``n`` neurons (if it is not declared yet); ``shape``:
+        its layout (e.g. channels x height x width of a convolution's neurons), kept as the
+        ``shape`` attribute of its spikes and reports (node ids count over the flattened shape)."""
+        if name in self.populations:
+            if int(self.populations[name]) != int(n):
+                raise ValueError(f"population {name!r} has {self.populations[name]} neurons, not {n}")
+        else:
+            self.populations[name] = int(n)
+        if shape is not None and len(shape) > 1 and name not in self.shapes:
+            if math.prod(int(v) for v in shape) != int(n):
+                raise ValueError(f"population {name!r}: shape {tuple(shape)} does not hold {n} neurons")
+            self.shapes[name] = tuple(int(v) for v in shape)
 
     def _n(self, pop: str) -> int:
         if pop not in self.populations:
@@ -168,6 +186,8 @@ class Recorder:
         g.attrs["neurosal_layer"] = pop
         g.attrs["neurosal_variable"] = var
         g.attrs["n_neurons"] = self._n(pop)
+        if pop in self.shapes:
+            g.attrs["shape"] = np.asarray(self.shapes[pop], dtype=np.int64)
         g.attrs["samples"] = self.samples
         d = g.create_dataset("data", shape=(0, n_values), maxshape=(None, n_values), dtype="f4",
                              chunks=(max(1, min(chunk_t, 1024)), n_values))
@@ -215,6 +235,26 @@ class Recorder:
                              f"got {ev.batch} x {ev.n}")
         with self._writing(16 * int(ev.t.numel())):
             self._append_spikes(pop, t0 + ev.t.cpu().numpy(), ev.b.cpu().numpy() * n + ev.i.cpu().numpy())
+            self.f.flush()
+
+    def write_spike_times(self, pop: str, t: torch.Tensor, window: int, shape: Optional[Sequence[int]] = None) -> None:
+        """Append the spike times ``t`` ``[samples, n]`` of a charge-domain population, in units of
+        one phase inside time window ``window`` (timestamps ``(window + t) * dt``); ``t >= 1``
+        (or not finite) is no spike."""
+        if self._closed:
+            raise RuntimeError("recorder is closed")
+        t = t.detach().cpu().to(torch.float64)
+        if t.dim() != 2 or t.shape[0] != len(self.samples):
+            raise ValueError(f"{pop}: expected spike times [{len(self.samples)}, n], got {tuple(t.shape)}")
+        n = t.shape[1]
+        self.add_population(pop, n, shape)
+        fired = torch.isfinite(t) & (t < 1.0)
+        idx = fired.nonzero()
+        when = (window + t[fired]).numpy()
+        order = np.argsort(when, kind="stable")
+        with self._writing(16 * int(idx.shape[0])):
+            node = (idx[:, 0] * n + idx[:, 1]).numpy()
+            self._append_spikes(pop, when[order], node[order])
             self.f.flush()
 
     def _append_spikes(self, pop: str, steps: np.ndarray, node_ids: np.ndarray) -> None:
