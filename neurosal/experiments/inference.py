@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import math
 import os
 import time
 from pathlib import Path

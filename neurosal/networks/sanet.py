@@ -43,7 +43,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from ..accel import Generators, tally
+from ..accel import Generators
 from ..coprocessor import CoProcessor, NumberFormat, make_attention
 from ..crossbar import AnalogConv2d, AnalogLinear, analog_layers
 from ..engine import ChipNetwork, Component, RunResult, Simulator
