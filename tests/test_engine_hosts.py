@@ -266,3 +266,23 @@ def test_inspect_shows_shapes_engine_and_coprocessor(tmp_path, capsys):
             ("input", "stem", "stages.0.0.conv1", "stages.2.0.short.0")]
     assert pops == ["input", "stem", "stages.0.0.conv1", "stages.2.0.short.0"]       # network order
     assert (tmp_path / "r.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name,coding_", [("sanet-resnet8", "spike"), ("sanet-resnet8", "rate"),
+                                           ("resnet8", "spike")])
+def test_component_shapes_are_what_is_recorded(name, coding_):
+    """components() is what the writer puts in the shape attributes: on an odd input (7 x 7, where
+    a stride-2 convolution gives 4 not 3) each probed population's width is the product of its
+    shape, for every component with a per-neuron variable."""
+    net = build(name, device="ideal", coding=coding_, seed=0, steps=2, input_shape=(1, 7, 7), classes=10).eval()
+    comps = net.components()
+    probes = [Probe(n, (c.variables[0],)) for n, c in comps.items() if n != "input"]
+    x = torch.rand(2, 1, 7, 7, generator=torch.Generator().manual_seed(0))
+    spike = coding_ == "spike"
+    inputs = encoder_for("rate", x.flatten(1), 2, seed=1) if spike else x.unsqueeze(0)
+    with torch.no_grad():
+        res = Simulator(net, chunk=2).run(inputs, steps=2 if spike else 1, probes=probes, spikes_in=spike)
+    assert any(c.shape[-1] == 4 for c in comps.values())          # the odd size reached a stride
+    for p in probes:
+        got = res.probes[f"{p.layer}/{p.variables[0]}"]
+        assert got.shape[-1] == math.prod(comps[p.layer].shape), (p.layer, got.shape, comps[p.layer].shape)

@@ -225,7 +225,8 @@ class SAnet(ChipNetwork, nn.Module):
     def components(self) -> dict:
         """What a probe can name: every neuron population, by the name of the convolution that
         drives it (spikes, membrane potential and input current in spike coding; the
-        activation's input in rate coding), every attention block (``attn.<stage>``: its gate
+        activation's input in rate coding, where a shortcut projection is added to its block's
+        output before ``conv2``'s activation and so is no population of its own), every attention block (``attn.<stage>``: its gate
         values per channel) and the classifier (``fc``: its output currents per step)."""
         pop = ("spikes", "v", "current") if self.coding == "spike" else ("v", "current")
         _, h, w = self.input_shape
@@ -238,7 +239,7 @@ class SAnet(ChipNetwork, nn.Module):
                 p = f"stages.{i}.{j}."
                 out[p + "conv1"] = Component(pop, shape)
                 out[p + "conv2"] = Component(pop, shape)
-                if blk.short is not None:
+                if blk.short is not None and self.coding == "spike":   # rate: the projection adds unactivated
                     out[p + "short.0"] = Component(pop, shape)
         widths = (self.width, 2 * self.width, 4 * self.width)
         out.update({f"attn.{k}": Component(("gate",), (widths[k - 1],)) for k in sorted(int(k) for k in self.attn)})
