@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench bench-sim bench-train bench-cost clean
+.PHONY: venv demo test test-slow bench bench-sim bench-engine bench-train bench-cost clean
 
 venv: $(STAMP)
 
@@ -25,11 +25,15 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_crossbar.py
 	$(BIN)/python benchmarks/bench_sim.py
+	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_train.py
 	cd benchmarks && ../$(BIN)/python cost_tables.py
 
 bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/bench_sim.py
+
+bench-engine: $(STAMP)
+	$(BIN)/python benchmarks/bench_engine.py
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py

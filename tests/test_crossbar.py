@@ -347,14 +347,19 @@ def test_conv_read_by_tile_convolutions_equals_the_im2col_read(device, adc):
         a = AnalogConv2d(cin, cout, 3, stride=stride, padding=1, bias=False, device=device, adc_bits=adc, seed=1)
         b = AnalogConv2d(cin, cout, 3, stride=stride, padding=1, bias=False, device=device, adc_bits=adc, seed=1)
         b.conv_read = False
-        x = torch.randn(3, cin, 9, 7, generator=torch.Generator().manual_seed(cin)).clamp(0, 1)
-        with torch.no_grad():
-            ya, yb = a(x), b(x)
-        assert torch.allclose(ya, yb, atol=1e-5, rtol=0)
-        if adc is not None:
-            assert torch.equal(ya, yb)
-        assert a.crossbar.counters.as_dict() == b.crossbar.counters.as_dict()
-        assert torch.equal(a.crossbar.generator.get_state(), b.crossbar.generator.get_state())
+        g = torch.Generator().manual_seed(cin)
+        x = torch.randn(3, cin, 9, 7, generator=g).clamp(0, 1)
+        spikes = (torch.rand(3, cin, 9, 7, generator=g) < 0.3).float()        # 0/1: counted by their sum
+        # analog values, a spike map, sums of spike maps (2-bit codes), a channels-last spike map
+        for xin in (x, spikes, spikes + (torch.rand(3, cin, 9, 7, generator=g) < 0.3).float(),
+                    spikes.contiguous(memory_format=torch.channels_last)):
+            with torch.no_grad():
+                ya, yb = a(xin), b(xin)
+            assert torch.allclose(ya, yb, atol=1e-5, rtol=0)
+            if adc is not None:
+                assert torch.equal(ya, yb)
+            assert a.crossbar.counters.as_dict() == b.crossbar.counters.as_dict()
+            assert torch.equal(a.crossbar.generator.get_state(), b.crossbar.generator.get_state())
 
 
 def test_nan_or_infinite_pulses_leave_the_chip_exactly_as_it_was():
@@ -447,3 +452,38 @@ def test_one_pulse_pair_is_the_weight_step_pulsesgd_plans_with():
     dw = (layer.crossbar.weights() - w0).t()
     assert (dw + grad).abs().max() <= layer.dw_min / 2 + 1e-6
     assert (dw != 0).float().mean() > 0.5
+
+
+def test_a_negative_zero_drives_no_row():
+    """A -0.0 (an error times a zero, the gradient of a clamped neuron) is no input: it drives
+    no row, converts in no DAC and reads no cell, exactly like +0.0, in every dtype and layout."""
+    from neurosal.crossbar.periphery import count_nonzero
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor([[0.0, -0.0, 1.5, -2.0], [-0.0, -0.0, 0.0, 3.0]], dtype=dtype)
+        assert int(count_nonzero(x)) == 3 and int(count_nonzero(x.t())) == 3
+    a, b = Crossbar(4, 3, "ideal", seed=0), Crossbar(4, 3, "ideal", seed=0)
+    d = torch.tensor([[0.0, 0.5, 0.0], [0.0, 0.0, -1.0]])
+    a.backward(d)
+    b.backward(d * torch.tensor([-1.0, 1.0, 1.0]))                # -0.0 in the first column
+    assert a.counters.as_dict() == b.counters.as_dict()
+    assert a.counters.as_dict()["row_activations"] == 2
+
+
+def test_code_bits_names_integer_codes_and_only_them():
+    """Bit-serial codes: non-negative integers below 256 (spike maps, sums of spike maps) give
+    the bits of their largest value; anything else (a fraction anywhere, a negative value, a
+    value above 255) is analog, wherever in the tensor it sits and whatever the layout."""
+    from neurosal.crossbar.periphery import code_bits
+    g = torch.Generator().manual_seed(0)
+    spikes = (torch.rand(8, 16, 12, 12, generator=g) < 0.3).float()          # 18,432 values
+    assert code_bits(spikes) == 1
+    assert code_bits(spikes + spikes) == 2
+    assert code_bits(spikes.contiguous(memory_format=torch.channels_last)) == 1
+    assert code_bits(spikes * 200) == 8 and code_bits(spikes * 256) == 0
+    for where in (0, 5000, spikes.numel() - 1):                                # head, middle, tail
+        for bad in (0.5, -1.0):
+            x = spikes.clone().view(-1)
+            x[where] = bad
+            assert code_bits(x.view_as(spikes)) == 0, (where, bad)
+    assert code_bits(torch.rand(4, 5, generator=g)) == 0
+    assert code_bits(torch.zeros(3, 3)) == 1

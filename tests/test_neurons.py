@@ -429,3 +429,48 @@ def test_general_dstd_membrane_equals_dense_layer():
         v = dstd_rc_membrane(t_in, lambda S: S @ w, lambda S: S @ bw, steps=6, offset=offset)
         ref = dstd_rc_spike_layer(t_in, w, e_plus=2.5, e_minus=-2.0, steps=6, offset=offset)
         assert torch.allclose((1 - v).clamp(0, 1), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("v_reset,v_leak", [(0.0, 0.0), (0.1, 0.05), (-0.2, 0.0)])
+def test_lif_without_gradients_is_bit_for_bit_the_training_step(v_reset, v_leak):
+    """The in-place update used without gradients (inference, simulate) is the very arithmetic
+    of the training step: spikes, traces and final state equal bit for bit, for maps in
+    channels-last layout too (kept for the next array's read)."""
+    from neurosal.neurons import LIFNeurons, LIFParameters
+    p = LIFParameters(tau_mem=2e-3, v_th=0.5, v_reset=v_reset, v_leak=v_leak, alpha=10.0)
+    n = LIFNeurons(p, dt=1e-3, fused=False)
+    g = torch.Generator().manual_seed(3)
+    maps = torch.randn(6 * 4, 3, 5, 5, generator=g).contiguous(memory_format=torch.channels_last)
+    for cur in (torch.randn(12, 8, 50, generator=g), maps.reshape(6, 4, 3, 5, 5)):
+        st = n.init_state(cur.shape[1], math.prod(cur.shape[2:]))
+        st = st._replace(v=st.v.reshape(cur.shape[1:]))
+        with torch.no_grad():
+            z1, v1, s1 = n(cur, st)
+        z2, v2, s2 = n(cur.clone().requires_grad_(), st)
+        assert z1.stride() == cur.stride()
+        assert torch.equal(z1, z2.detach()) and torch.equal(v1, v2.detach()) and torch.equal(s1.v, s2.v.detach())
+        assert 0 < float(z1.mean()) < 0.5
+
+
+@pytest.mark.parametrize("f_scale", [3.0, 1e-3, 0.0])
+def test_dstd_grid_sum_is_the_step_loop_values_and_gradients(f_scale):
+    """The closed-form DSTD sum (every interval's charge decayed through the later ones) and
+    its hand-written backward equal the step-by-step recursion of charge_step and autograd's
+    gradients through it, in float64, for conductances of order one, small (the series of
+    phi') and zero (ideal summation)."""
+    from neurosal.neurons.charge import _grid_sum, charge_step
+    g = torch.Generator().manual_seed(0)
+    pts = [0.0] + [m / 8 - 0.03 for m in range(1, 9)] + [1.0]
+    G = torch.randn(3, 9, 5, generator=g, dtype=torch.float64).requires_grad_()
+    Fm = (torch.rand(3, 9, 5, generator=g, dtype=torch.float64) * f_scale).requires_grad_()
+    v = torch.zeros(3, 5, dtype=torch.float64)
+    for m in range(9):
+        v = charge_step(v, G[:, m], Fm[:, m], pts[m + 1] - pts[m])
+    w = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    ref = torch.autograd.grad((v * w).sum(), (G, Fm))
+    out = _grid_sum(G, Fm, pts)
+    got = torch.autograd.grad((out * w).sum(), (G, Fm))
+    assert torch.allclose(out, v, atol=1e-14, rtol=0)
+    for a, b in zip(got, ref):
+        assert torch.allclose(a, b, atol=1e-12, rtol=1e-10)
+    assert torch.autograd.gradcheck(lambda G, F: _grid_sum(G, F, pts), (G, Fm))

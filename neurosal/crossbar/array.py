@@ -31,6 +31,7 @@ Every array keeps :class:`Counters` of the events that later become energy.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -44,6 +45,16 @@ from .periphery import adc_, code_bits, count_nonzero, dac, record_calibration
 from .programming import ProgramResult, program
 
 __all__ = ["Crossbar"]
+
+@functools.lru_cache(maxsize=256)
+def _window_cover(h: int, w: int, kh: int, kw: int, stride: int, padding: int, device: torch.device) -> torch.Tensor:
+    """How many ``kh`` x ``kw`` windows of a convolution (``stride``, zero ``padding``) read each
+    pixel of an ``h`` x ``w`` input: ``[h, w]`` int64 (fold of the unfolded ones)."""
+    ones = torch.ones(1, 1, h, w, dtype=torch.float64, device="cpu")
+    cover = F.fold(F.unfold(ones, (kh, kw), padding=padding, stride=stride), (h, w), (kh, kw), padding=padding,
+                   stride=stride)
+    return cover.reshape(h, w).round().to(torch.int64).to(device)
+
 
 class Crossbar:
     """A ``rows x cols`` array of differential device pairs with DAC/ADC periphery.
@@ -340,13 +351,18 @@ class Crossbar:
         t_in, nt_in, nt_out = self.tile[0], self.n_row_tiles, self.n_col_tiles
         c = self.counters
         c.add("forward_reads", n)
-        # active rows of all patches: the per-pixel count of nonzero channels summed over windows
-        nzc = (x != 0).sum(1, keepdim=True).to(x.dtype)
-        ones = torch.ones(1, 1, kh, kw, dtype=x.dtype, device=x.device)
-        nnz = F.conv2d(nzc, ones, stride=stride, padding=padding).round().to(torch.int64).sum()
+        bits = code_bits(x)
+        # active rows of all patches: each input pixel's nonzero channels (summed over the
+        # batch) times the number of windows that read the pixel; a 0/1 spike map's values
+        # are its nonzero count (one cheap sum instead of a comparison)
+        if isinstance(bits, int) and bits == 1 and b * ch < 2 ** 24:
+            nz = x.sum((0, 1)).to(torch.int64)
+        else:
+            nz = (x != 0).sum((0, 1))
+        nnz = (nz * _window_cover(h, w_, kh, kw, stride, padding, x.device)).sum()
         c.add("row_activations", nnz, nt_out)
         c.add("cell_reads", nnz, n_out)
-        self._count_analog(n, nnz, n_out, nt_in, nt_out, code_bits(x))
+        self._count_analog(n, nnz, n_out, nt_in, nt_out, bits)
         self.last_path = "dense"
         w4 = self.weights().t().reshape(n_out, ch, kh, kw)
         sr = self.read_noise

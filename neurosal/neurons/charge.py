@@ -169,15 +169,18 @@ def rc_membrane_exact(t_in: torch.Tensor, w: torch.Tensor, e_plus: float, e_minu
 
 
 def _dstd_grid(t_in, t_end, steps, offset, generator):
-    r"""The DSTD grid and the cumulative hat weights of the input spikes on it.
+    r"""The DSTD grid and the input level of the input spikes on each of its intervals.
 
     Grid points :math:`T_m = m\Delta\tau - \text{offset}` inside the phase, plus its ends 0 and
     ``t_end``: with an offset the first and last intervals are shorter than :math:`\Delta\tau`.
     Each spike spreads onto the two points around it by the hat (piecewise-linear) basis *of
-    this grid*, so a spike's weight on an interval is exactly the part of the interval after
-    it: ideal charge summation (:math:`|E| \to \infty`) is exact for any offset, and the error
-    is :math:`O(\Delta\tau^2)` for finite :math:`|E|`. Returns the points (Python floats,
-    ``K + 1`` of them for ``K`` intervals) and ``S`` ``[..., K]``: the input level on each
+    this grid*; accumulated over the points, the level of spike :math:`t` on interval
+    :math:`[P_m, P_{m+1}]` is :math:`\mathrm{clip}((P_{m+1} - t)/(P_{m+1} - P_m), 0, 1)`,
+    exactly the part of the interval after the spike (formed so, in one step, rather than as a
+    cumulative sum of hat weights that rounds ``1`` to ``1 - 2^{-24}``): ideal charge summation
+    (:math:`|E| \to \infty`) is exact for any offset, and the error is :math:`O(\Delta\tau^2)` for
+    finite :math:`|E|`. Returns the points (Python floats, ``K + 1`` of them for ``K``
+    intervals) and ``S`` ``[B, K, ...]`` (``t_in`` ``[B, ...]``): the input level on each
     interval. Spikes before 0 count as at 0; at or after ``t_end`` (or ``inf``) they do nothing.
     """
     dtau = t_end / steps
@@ -195,30 +198,82 @@ def _dstd_grid(t_in, t_end, steps, offset, generator):
         if p - pts[-1] > 1e-6 * dtau and t_end - p > 1e-6 * dtau:
             pts.append(p)
     pts.append(float(t_end))
-    P = torch.tensor(pts, dtype=t_in.dtype, device=t_in.device)
-    lo = torch.cat([P[:1] - 1.0, P[:-1]])                  # neighbours (outside the ends: 1 away)
-    hi = torch.cat([P[1:], P[-1:] + 1.0])
-    tt = torch.where(torch.isfinite(t_in), t_in, torch.full_like(t_in, 1e9)).clamp_min(0).unsqueeze(-1)
-    rise, fall = (tt - lo) / (P - lo), (hi - tt) / (hi - P)
-    s = torch.minimum(rise, fall).clamp(0, 1)              # [..., K+1] hat weights
-    S = torch.cumsum(s, dim=-1)[..., :-1]                  # level on interval m = [P_m, P_{m+1}]
+    K = len(pts) - 1
+    shape = (1, K) + (1,) * (t_in.dim() - 1)
+    ends = torch.tensor(pts[1:], dtype=t_in.dtype, device=t_in.device).reshape(shape)
+    inv = torch.tensor([1.0 / (pts[m + 1] - pts[m]) for m in range(K)], dtype=t_in.dtype,
+                       device=t_in.device).reshape(shape)
+    tt = torch.where(torch.isfinite(t_in), t_in, torch.full_like(t_in, 1e9)).clamp_min(0).unsqueeze(1)
+    S = ((ends - tt) * inv).clamp(0, 1)                    # [B, K, ...]: level on interval m
     return pts, S
+
+
+class _GridSum(torch.autograd.Function):
+    """:func:`_grid_sum` with its backward written out: a handful of whole-tensor operations
+    each way instead of autograd's record of every elementwise step."""
+
+    @staticmethod
+    def forward(ctx, G, Fm, d):
+        # (few temporaries, in place where possible: on a CPU a fresh tensor costs page faults)
+        z = Fm * d
+        phi = _phi(z)
+        after = z.cumsum(1)
+        after.neg_().add_(z.sum(1, keepdim=True))                # sum_{j>m} z_j
+        decay = after.neg_().exp_()
+        gd = G * d
+        contrib = gd * phi
+        contrib.mul_(decay)
+        ctx.save_for_backward(gd, z, phi, decay, contrib, d)
+        return contrib.sum(1)
+
+    @staticmethod
+    def backward(ctx, up):
+        gd, z, phi, decay, contrib, d = ctx.saved_tensors
+        ud = decay * up.unsqueeze(1)
+        dG = phi * ud
+        dG.mul_(d)
+        # phi'(z) = (e^{-z} - phi) / z; near 0 its series -1/2 + z/3 - z^2/8 + z^3/30
+        dphi = z.neg().exp_().sub_(phi).div_(z)
+        ser = z / 30.0
+        ser.neg_().add_(0.125).mul_(z).neg_().add_(1.0 / 3.0).mul_(z).sub_(0.5)
+        dphi = torch.where(z.abs() < 1e-2, ser, dphi)
+        # dv/dz_j = g_j d_j phi'(z_j) decay_j - (charge of the intervals before j, decayed to the end)
+        prior = contrib.cumsum(1)
+        prior.sub_(contrib)
+        dz = dphi.mul_(gd).mul_(decay).sub_(prior)
+        dz.mul_(up.unsqueeze(1)).mul_(d)
+        return dG, dz, None
+
+
+def _grid_sum(G: torch.Tensor, Fm: torch.Tensor, pts) -> torch.Tensor:
+    r""":math:`v(t_{end})` of the exact recursion :math:`v_{m+1} = v_m e^{-z_m} + g_m\Delta_m
+    \varphi(z_m)` (:func:`charge_step`, :math:`z_m = f_m \Delta_m`) from :math:`v_0 = 0` over
+    the ``K`` grid intervals of ``G``, ``Fm`` ``[B, K, ...]``, in closed form: every interval's
+    charge decays through the intervals after it,
+    :math:`v_K = \sum_m g_m \Delta_m \varphi(z_m)\, e^{-\sum_{j > m} z_j}`. The same value
+    as the step loop (to float rounding; exactly :math:`\sum g_m \Delta_m` when every
+    :math:`f = 0`), computed in a few whole-tensor operations instead of ``K`` rounds of small ones."""
+    K = G.shape[1]
+    d = torch.tensor([pts[m + 1] - pts[m] for m in range(K)], dtype=G.dtype, device=G.device)
+    d = d.reshape((1, K) + (1,) * (G.dim() - 2))
+    return _GridSum.apply(G, Fm, d)
 
 
 def dstd_walk(t_in, w, e_plus, e_minus, alpha, t_end, steps, offset, generator, v_th=None, read=None):
     _check(t_in, w)
     bw = beta_of(w, e_plus, e_minus)
-    pts, S = _dstd_grid(t_in, t_end, steps, offset, generator)
+    pts, St = _dstd_grid(t_in, t_end, steps, offset, generator)     # [B, K, n_in]
     B, n_out = t_in.shape[0], w.shape[1]
     # all grid intervals at once: two matmuls [B*K, n_in] @ [n_in, n_out] instead of 2K small ones
-    St = S.transpose(1, 2)                                   # [B, K, n_in]
     if read is None:
         G = St @ w                                           # g on every grid interval
     else:                                                    # through a crossbar's periphery
         G = read(St.reshape(-1, St.shape[-1])).reshape(B, St.shape[1], n_out)
     Fm = alpha + St @ bw                                     # f on every grid interval
-    v = torch.zeros(B, n_out, dtype=w.dtype, device=w.device)
     t_fire = torch.full((B, n_out), math.inf, dtype=w.dtype, device=w.device)
+    if v_th is None:                                         # only v(t_end) is wanted
+        return _grid_sum(G, Fm, pts), t_fire
+    v = torch.zeros(B, n_out, dtype=w.dtype, device=w.device)
     for m_ in range(len(pts) - 1):
         t0, t1 = pts[m_], pts[m_ + 1]
         g, f = G[:, m_], Fm[:, m_]
@@ -240,16 +295,13 @@ def dstd_rc_membrane(t_in: torch.Tensor, read_g, read_f, *, alpha: float = 0.0, 
     convolution through a crossbar and its beta-weighted twin). The exact recursion runs on
     the grid, elementwise over the outputs.
     """
-    pts, S = _dstd_grid(t_in, t_end, steps, offset, generator)               # S [B, ..., K]
-    B, K = t_in.shape[0], S.shape[-1]
-    Sk = S.movedim(-1, 1).reshape(B * K, *t_in.shape[1:])
+    pts, S = _dstd_grid(t_in, t_end, steps, offset, generator)               # S [B, K, ...]
+    B, K = t_in.shape[0], S.shape[1]
+    Sk = S.reshape(B * K, *t_in.shape[1:])
     G = read_g(Sk)
     G = G.reshape(B, K, *G.shape[1:])
     Fm = alpha + read_f(Sk).reshape(G.shape)
-    v = torch.zeros_like(G[:, 0])
-    for m_ in range(K):
-        v = charge_step(v, G[:, m_], Fm[:, m_], pts[m_ + 1] - pts[m_])
-    return v
+    return _grid_sum(G, Fm, pts)
 
 
 def dstd_rc_spike_layer(t_in: torch.Tensor, w: torch.Tensor, *, e_plus: float = math.inf,

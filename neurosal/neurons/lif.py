@@ -143,6 +143,19 @@ class LIFNeurons(nn.Module):
         if self.fused and not (torch.is_grad_enabled() and (current.requires_grad or state.v.requires_grad)):
             return self._forward_fused(current, state, keep_v)
         v = state.v
+        if not torch.is_grad_enabled():
+            # the same steps into outputs laid out like ``current`` (channels-last maps stay
+            # channels-last for the next array's read; no stack copies)
+            z_out = torch.empty_like(current)
+            v_out = torch.empty_like(current) if keep_v else None
+            if self.p.method == "super":
+                return self._forward_inplace(current, v, z_out, v_out)
+            for k in range(current.shape[0]):
+                z, v = lif_step(current[k], v, self.p, self.dt, self._norse_p)
+                z_out[k] = z
+                if keep_v:
+                    v_out[k] = v
+            return z_out, v_out, NeuronState(v=v)
         zs, vs = [], []
         for i in current.unbind(0):            # unbind: one backward node, not K zero-filled selects
             z, v = lif_step(i, v, self.p, self.dt, self._norse_p)
@@ -150,6 +163,33 @@ class LIFNeurons(nn.Module):
             if keep_v:
                 vs.append(v)
         return torch.stack(zs), (torch.stack(vs) if keep_v else None), NeuronState(v=v)
+
+    @torch.no_grad()
+    def _forward_inplace(self, current, v, z_out, v_out):
+        r""":func:`lif_step` (``super``) without gradients, in place: bit for bit the same
+        arithmetic, :math:`v_{dec} = v + a\,(I + v_{leak} - v)` in that order of operations,
+        :math:`z = v_{dec} > v_{th}` (the sign of :math:`v_{dec} - v_{th}`, exact with gradual
+        underflow) and the reset :math:`v_{dec} - z(v_{dec} - v_{reset})`."""
+        p = self.p
+        a = self.dt / p.tau_mem
+        z = torch.empty(current.shape[1:], dtype=torch.bool, device=current.device)
+        v = v.clone()
+        for k in range(current.shape[0]):
+            i = current[k]
+            if v.shape != i.shape or v.stride() != i.stride():
+                v = torch.empty_like(i).copy_(v)                # the layout of the currents
+            dec = torch.add(i, p.v_leak) if p.v_leak != 0 else i.clone()
+            dec.sub_(v).mul_(a).add_(v)              # v + a (I + v_leak - v): v + x == x + v exactly
+            torch.gt(dec, p.v_th, out=z)
+            if p.v_reset == 0:
+                dec.masked_fill_(z, 0.0)             # v_dec - 1 * (v_dec - 0) = +0.0 exactly
+            else:
+                dec = torch.where(z, dec - (dec - p.v_reset), dec)
+            v = dec
+            z_out[k] = z
+            if v_out is not None:
+                v_out[k] = v
+        return z_out, v_out, NeuronState(v=v)
 
     @torch.no_grad()
     def _forward_fused(self, current, state, keep_v):

@@ -47,6 +47,7 @@ class Recorder:
         self.samples = np.asarray(list(samples), dtype=np.int64)
         self.chunk_spikes = int(chunk_spikes)
         self.n_spikes = {}
+        self._handles: dict = {}                  # (population, variable or None: spikes) -> datasets
         self._closed = False
         self.f = None
         # a second run on the same output stops here (``owner``: taken already by the caller)
@@ -100,6 +101,7 @@ class Recorder:
         self._closed = True
         if self.f is not None:
             try:
+                self._handles = {}
                 self.f.close()
             except Exception:  # noqa: BLE001 - the file is already failing; the error that matters is raised
                 pass
@@ -216,8 +218,9 @@ class Recorder:
             idx = x.nonzero().numpy()                         # sorted by step, then node id
             self._append_spikes(pop, t0 + idx[:, 0], idx[:, 1] * n + idx[:, 2])
         else:
-            g = self._report_group(pop, var, S * n, K)
-            d = g["data"]
+            d = self._handles.get((pop, var))
+            if d is None:                                     # h5py lookups cost: keep the handle
+                d = self._handles[(pop, var)] = self._report_group(pop, var, S * n, K)["data"]
             if d.shape[0] != t0:
                 raise ValueError(f"{pop}/{var}: chunk starts at step {t0} but {d.shape[0]} steps are written")
             d.resize((t0 + K, S * n))
@@ -259,13 +262,15 @@ class Recorder:
 
     def _append_spikes(self, pop: str, steps: np.ndarray, node_ids: np.ndarray) -> None:
         """Append spikes (absolute step, node id), already in time order, to population ``pop``."""
-        g = self._spike_group(pop)
+        ds = self._handles.get((pop, None))
+        if ds is None:                                        # h5py lookups cost: keep the handles
+            g = self._spike_group(pop)
+            ds = self._handles[(pop, None)] = (g["timestamps"], g["node_ids"])
         if not len(steps):
             return
         k = self.n_spikes[pop]
-        for name, arr in (("timestamps", np.asarray(steps, dtype=np.float64) * self.dt_ms),
-                          ("node_ids", np.asarray(node_ids).astype(np.uint64))):
-            d = g[name]
+        for d, arr in zip(ds, (np.asarray(steps, dtype=np.float64) * self.dt_ms,
+                               np.asarray(node_ids).astype(np.uint64))):
             d.resize((k + len(arr),))
             d[k:] = arr
         self.n_spikes[pop] = k + len(steps)
@@ -285,6 +290,7 @@ class Recorder:
                 meta.attrs["summary"] = json.dumps(summary)
             meta.attrs["complete"] = True
             self.f.flush()
+            self._handles = {}
             self.f.close()
             self.f = None
             fd = os.open(self.tmp, os.O_RDONLY)
