@@ -57,7 +57,10 @@ class Recorder:
             keep(f"rec:{self.path}", f"the unfinished recording {self.tmp} (complete = False; "
                                      "`neurosal inspect --allow-incomplete` reads it)")
             self._room(0)
-            self.f = h5py.File(self.tmp, "w", locking=False)     # our own lock guards it
+            # our own lock guards the file; no chunk cache: an append-only writer gains nothing
+            # from it (reports are written in whole chunks), and HDF5's per-dataset caches grew
+            # the process by ~1.5 MB per 1,000 recorded steps (flat without, at the same speed)
+            self.f = h5py.File(self.tmp, "w", locking=False, rdcc_nbytes=0)
             self._header(metadata, labels)
         except (OSError, RuntimeError) as exc:
             if isinstance(exc, OutputError):
