@@ -24,10 +24,11 @@ def _cmd_simulate(args) -> int:
     print(f"{out['network']} on {out['device']}, {out['coding']} coding, T = {out['steps']}, "
           f"{out['samples']} {out['dataset']} samples{'' if out['checkpoint'] else ' (fresh network)'}: "
           f"accuracy {out['accuracy']:.3f} in {out['seconds']:.2f} s")
-    print(f"{'layer':<8} {'spikes/sample':>14} {'input events':>13} {'synaptic events':>16} {'ADC conv.':>10}")
+    wn = max([8] + [len(n) for n in out["layers"]])
+    print(f"{'layer':<{wn}} {'spikes/sample':>14} {'input events':>13} {'synaptic events':>16} {'ADC conv.':>10}")
     for name, ev in out["layers"].items():
         sp = "-" if ev.get("spikes") is None else f"{ev['spikes']:.1f}"
-        print(f"{name:<8} {sp:>14} {ev.get('input_events', 0):>13.1f} {ev.get('synaptic_events', 0):>16.0f} "
+        print(f"{name:<{wn}} {sp:>14} {ev.get('input_events', 0):>13.1f} {ev.get('synaptic_events', 0):>16.0f} "
               f"{ev.get('adc_conversions', 0):>10.0f}")
     if out["out"]:
         print(f"wrote {out['out']}")

@@ -137,6 +137,12 @@ def _simulate(network, device, *, coding, steps, samples, dataset, data_dir, rec
                          f"it records {', '.join(supported)}: " +
                          "; ".join(f"{n} {','.join(c.variables)}" for n, c in list(comps.items())[:6]) +
                          (" ..." if len(comps) > 6 else ""))
+    if probe and record:
+        idle = [n for n in names if n != "input" and not any(v in comps[n].variables for v in record)]
+        if idle:
+            raise ValueError("--probe: " + "; ".join(f"{n} records {','.join(comps[n].variables)}" for n in idle) +
+                             f", none of --record {','.join(record)}: add the variable to --record "
+                             f"(e.g. --record {','.join(dict.fromkeys(record + comps[idle[0]].variables))})")
     chain = net.structure == "chain"
     sim = Simulator(net, dt=card.dt, chunk=chunk, path=path)
     rec_n = min(record_samples, samples, batch)
