@@ -177,3 +177,11 @@ def print_config(args, sub: argparse.ArgumentParser) -> None:
             print(f"# {dest} = (not set: the default applies)")
         else:
             print(f"{dest} = {_toml_value(v)}")
+
+
+def calibration_line(gains: dict) -> str:
+    """The data-driven initialization a run made, in one line."""
+    if "batch_norm" in gains:
+        return f"initialization: batch-norm statistics of {gains['batch_norm']} layers set on a calibration batch"
+    return "initialization (recipe spike_rate): " + ", ".join(f"{k} gain x{v['gain']:.3g} -> {v['rate']:.3f} spikes "
+                                                              "per neuron and step" for k, v in gains.items())

@@ -5,10 +5,12 @@ May import: :mod:`neurosal.experiments`, :mod:`neurosal.recording`, :mod:`neuros
 
 from __future__ import annotations
 
+import sys
+
 from .. import recording
 from ..experiments import simulate
 from ..plots import network_order, plot_raster
-from .common import DATASETS, POS, SEED, config_args, int_type, print_json, run_args
+from .common import DATASETS, POS, SEED, calibration_line, config_args, int_type, print_json, run_args
 
 def _cmd_simulate(args) -> int:
     record = tuple(v for v in args.record.split(",") if v) if args.record else ()
@@ -25,11 +27,18 @@ def _cmd_simulate(args) -> int:
           f"{out['samples']} {out['dataset']} samples{'' if out['checkpoint'] else ' (fresh network)'}: "
           f"accuracy {out['accuracy']:.3f} in {out['seconds']:.2f} s")
     wn = max([8] + [len(n) for n in out["layers"]])
-    print(f"{'layer':<{wn}} {'spikes/sample':>14} {'input events':>13} {'synaptic events':>16} {'ADC conv.':>10}")
+    print(f"{'layer':<{wn}} {'spikes/sample':>14} {'rate':>7} {'input events':>13} {'synaptic events':>16} "
+          f"{'ADC conv.':>10}")
     for name, ev in out["layers"].items():
         sp = "-" if ev.get("spikes") is None else f"{ev['spikes']:.1f}"
-        print(f"{name:<{wn}} {sp:>14} {ev.get('input_events', 0):>13.1f} {ev.get('synaptic_events', 0):>16.0f} "
-              f"{ev.get('adc_conversions', 0):>10.0f}")
+        rate = f"{ev['rate']:.3f}" if ev.get("rate") is not None else "-"
+        print(f"{name:<{wn}} {sp:>14} {rate:>7} {ev.get('input_events', 0):>13.1f} "
+              f"{ev.get('synaptic_events', 0):>16.0f} {ev.get('adc_conversions', 0):>10.0f}")
+    print("rate: spikes per neuron and step (charge-domain layers: per neuron and phase)")
+    if out.get("gains"):
+        print(calibration_line(out["gains"]))
+    for w in out.get("warnings", ()):
+        print(f"warning: {w}", file=sys.stderr)
     if out["out"]:
         print(f"wrote {out['out']}")
     return 0

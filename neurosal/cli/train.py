@@ -8,10 +8,12 @@ May import: :mod:`neurosal.training`, :mod:`neurosal.experiments`, :mod:`neurosa
 
 from __future__ import annotations
 
+import sys
+
 from ..experiments import compare_coding, plot_comparison
 from ..plots import plot_history
 from ..training import TrainConfig, options, resume_config, train
-from .common import config_args, print_json, run_args, train_args
+from .common import calibration_line, config_args, print_json, run_args, train_args
 
 #: the options of compare-coding (a subset of TrainConfig's), and its own defaults and rules
 _COMPARE = ("network", "device", "rule", "dataset", "data_dir", "epochs", "seed", "lr", "batch", "steps",
@@ -47,6 +49,13 @@ def _cmd_train(args) -> int:
         print(f"  epoch {h['epoch']:>3}: loss {h['loss']:.4f}  test accuracy {h['test_accuracy']:.4f}")
     extra = f", software accuracy before programming {r['software_accuracy']:.4f}" if "software_accuracy" in r else ""
     print(f"test accuracy {r['test_accuracy']:.4f}{extra}")
+    if "gains" in r:
+        print(calibration_line(r["gains"]))
+    if "firing" in r:
+        print("firing (spikes per neuron and step, final test run): " +
+              ", ".join(f"{k} {v:.3g}" for k, v in r["firing"].items()))
+    for w in r.get("warnings", ()):
+        print(f"warning: {w}", file=sys.stderr)
     dropped = f", updates dropped at the end of a pair's range {r['clipped_cells']:,d}" if r["rule"] == "hybrid" else ""
     print(f"pulses {r['pulses']:,d}, verify reads {r['verify_reads']:,d}{dropped}")
     ct, ci = r["cost"]["training"], r["cost"]["inference"]
@@ -116,3 +125,4 @@ def add_parsers(sub) -> None:
     cc.add_argument("--json", action="store_true")
     run_args(cc, accelerator=False)
     cc.set_defaults(func=_cmd_compare)
+

@@ -14,9 +14,11 @@ infrastructure (:mod:`neurosal.accel`, :mod:`neurosal.progress`).
 
 from .network import LOGIT_SCALE, Layer, Network
 from .protocol import ENCODER_OF, ChipNetwork, Component, CostUnit, Scores
-from .run import calibrate, crossbars, device_of, evaluate, forward, loss_scores
+from .run import (activity_warnings, calibrate, calibrate_gains, calibration_batch, crossbars, device_of, evaluate, firing_rates, forward,
+                  initialize_gains, loss_scores, population_counts)
 from .simulator import DECODERS, VARIABLES, Probe, Run, RunResult, Simulator, encoder_for
 
 __all__ = ["Layer", "Network", "Probe", "Run", "RunResult", "Component", "ENCODER_OF", "Simulator", "VARIABLES", "DECODERS", "encoder_for",
            "ChipNetwork", "CostUnit", "Scores", "forward", "loss_scores", "evaluate", "calibrate", "crossbars",
+           "calibrate_gains", "calibration_batch", "initialize_gains", "population_counts", "firing_rates", "activity_warnings",
            "device_of", "LOGIT_SCALE"]

@@ -22,7 +22,8 @@ import torch
 
 from ..datasets import load
 from ..devices import load_device
-from ..engine import ENCODER_OF, VARIABLES, Probe, Simulator, encoder_for
+from ..engine import (ENCODER_OF, VARIABLES, Probe, Simulator, activity_warnings, encoder_for, firing_rates,
+                      initialize_gains, population_counts)
 from ..files import OutputError, Owner, check_output
 from ..networks import CODINGS, build, load_checkpoint, recipe_for
 from ..progress import bar as progress_bar
@@ -186,9 +187,13 @@ def _simulate(network, device, *, coding, steps, samples, dataset, data_dir, rec
                 recorder.declare_spikes(["input"] + net.layer_names())
     correct = 0
     totals: dict = {}
-    cp_before = _coprocessor_work(net)
-    t_start = time.perf_counter()
+    gains = None
     try:
+        if checkpoint is None:              # a fresh network: the recipe's initialization, as train makes it
+            gains = initialize_gains(net, card, data.x_train, coding=coding, steps=T, seed=seed)
+        cp_before = _coprocessor_work(net)
+        counts0 = population_counts(net)
+        t_start = time.perf_counter()
         with torch.no_grad(), progress_bar(samples, unit="sample", desc="simulate", disable=not progress) as bar:
             for b0 in range(0, samples, batch):
                 b1 = min(samples, b0 + batch)
@@ -209,6 +214,14 @@ def _simulate(network, device, *, coding, steps, samples, dataset, data_dir, rec
                        layers={name: {k: (None if v is None else v / samples) for k, v in ev.items()}
                                for name, ev in totals.items()},
                        out=str(out) if out is not None else None)
+        rates = firing_rates(counts0, population_counts(net)) if coding != "rate" else {}
+        for name, r in rates.items():
+            if name in summary["layers"]:
+                summary["layers"][name]["rate"] = r
+        if coding == "spike":
+            summary["warnings"] = activity_warnings(rates)
+        if gains:
+            summary["gains"] = gains
         cp = _coprocessor_work(net, cp_before)
         if cp:
             summary["coprocessor"] = cp

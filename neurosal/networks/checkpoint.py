@@ -11,6 +11,7 @@ May import: :mod:`neurosal.crossbar`, :mod:`neurosal.accel`, :mod:`neurosal.file
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import torch
@@ -45,8 +46,10 @@ def save_checkpoint(net, path: str | Path, **extra) -> None:
     attached = net.attention_state()
     if attached is not None:                      # which attention blocks the network runs with
         extra.setdefault("attached", attached)
+    # each array's digital output gain (set by the data-driven calibration of spike-coded recipes)
+    gains = [float(layer.weight_scale) for layer in _xbar_layers(net)]
     torch.save({"format": "neurosal-checkpoint-1", "meta": net.meta, "digital": digital, "crossbars": xbars,
-                "rngs": _module_rngs(net), **extra}, buf)
+                "gains": gains, "rngs": _module_rngs(net), **extra}, buf)
     with atomic(path, what="checkpoint") as tmp:
         with open(tmp, "wb") as fh:
             fh.write(buf.getbuffer())
@@ -135,8 +138,15 @@ def load_checkpoint(net, path: str | Path) -> dict:
     _check_fits(p, ck, net, layers)
     if len(ck["crossbars"]) != len(layers):
         raise ValueError(f"{p}: checkpoint has {len(ck['crossbars'])} crossbar layers, the network {len(layers)}")
-    for layer, sd in zip(layers, ck["crossbars"]):
+    gains = ck.get("gains")               # absent in checkpoints written before gains were calibrated
+    if gains is not None and (not isinstance(gains, list) or len(gains) != len(layers)
+                              or not all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in gains)):
+        raise ValueError(f"{p}: a damaged neurosal checkpoint ('gains' must list one positive gain per crossbar layer)")
+    for i, (layer, sd) in enumerate(zip(layers, ck["crossbars"])):
         layer.crossbar.load_state_dict(sd)
+        if gains is not None:
+            layer.weight_scale = gains[i]
+            layer._sync()
     missing = net.load_state_dict(ck["digital"], strict=False)
     bad = list(missing.unexpected_keys)
     lost = [k for k in missing.missing_keys if k not in _mirror_keys(net)]

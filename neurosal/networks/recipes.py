@@ -127,6 +127,10 @@ class NetworkCard:
     dt: float = spec(1e-3, lo=0, lo_open=True, hi=10.0, unit="s")
     p_max: float = spec(1.0, lo=0, hi=1, lo_open=True)
     init_gain: float = spec(1.0, lo=0, lo_open=True, hi=1e3, doc="initial weights uniform in +-init_gain/sqrt(fan_in)")
+    spike_rate: float = spec(0.0, lo=0, hi=0.5, doc="spike coding of LIF chains: before training (and for a fresh "
+                                                    "network in simulate), scale each hidden layer's digital gain "
+                                                    "so that it fires this many spikes per neuron and step on a "
+                                                    "calibration batch of training data; 0: off")
     bias: bool = spec(True)
     lif: LIFCard = spec(default_factory=LIFCard)
     charge: ChargeCard = spec(default_factory=ChargeCard)

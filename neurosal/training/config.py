@@ -311,8 +311,11 @@ class TrainResult(Mapping):
     program_pulses: Optional[int] = None
     converged: Optional[list] = None
     software_accuracy: Optional[float] = None
+    firing: Optional[dict] = None      # spikes per neuron and step of each population in the final test run
+    gains: Optional[dict] = None       # the data-driven gain calibration (recipe spike_rate)
+    warnings: Optional[list] = None    # silent or saturated populations
 
-    _OPTIONAL = ("attention", "program_pulses", "converged", "software_accuracy")
+    _OPTIONAL = ("attention", "program_pulses", "converged", "software_accuracy", "firing", "gains", "warnings")
 
     def as_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -18,7 +18,8 @@ import torch
 from ..cost import COMPONENTS, PHASES, Ledger, cost_report
 from ..datasets import load
 from ..devices import load_device
-from ..engine import calibrate, device_of, evaluate
+from ..engine import (activity_warnings, calibrate, calibration_batch, device_of, evaluate, firing_rates, initialize_gains,
+                      population_counts)
 from ..files import Owner, check_output, keep, unkeep
 from ..learning import make_rule
 from ..networks import build, builder_for, load_checkpoint, load_network, save_checkpoint
@@ -148,12 +149,11 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
         data = dataclasses.replace(data, x_train=data.x_train.to(where), y_train=data.y_train.to(where),
                                    x_test=data.x_test.to(where), y_test=data.y_test.to(where))
     T = net.meta["steps"]
-    r = make_rule(rule, net, lr=cfg.lr, seed=seed, rounding=cfg.rounding, readback=cfg.readback)
-    cost = dict(periphery=cfg.periphery, coprocessor=cfg.coprocessor, rule=r.schedule)
     g = torch.Generator(device="cpu").manual_seed(seed)
     history = []
     start, seconds_before = 0, 0.0
     if state is not None:                 # the chip, the rule, the data order and the ledger as they were
+        r = make_rule(rule, net, lr=cfg.lr, seed=seed, rounding=cfg.rounding, readback=cfg.readback)
         load_checkpoint(net, cfg.resume)
         r.load_state_dict(state["rule_state"])
         g.set_state(state["data_rng"])
@@ -162,11 +162,17 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
     t0 = time.perf_counter()
     n = len(data.y_train)
     per = card.periphery
-    calib_x = data.x_train[torch.randperm(n, generator=torch.Generator(device="cpu").manual_seed(seed + 7),
-                                          device="cpu")[:256].to(where)]
+    calib_x = calibration_batch(data.x_train, seed).to(where)
 
     ledger = Ledger(net, samples=epochs * n)          # the chip's work while training
     test_ledger = Ledger(net, samples=len(data.y_test))
+    if state is None:                    # a fresh chip: the recipe's initialization, then the rule
+        with ledger.phase("forward"):                 # the calibration reads are chip work
+            gains = initialize_gains(net, card, data.x_train, coding=coding, steps=T, seed=seed)
+        r = make_rule(rule, net, lr=cfg.lr, seed=seed, rounding=cfg.rounding, readback=cfg.readback)
+    else:
+        gains = state.get("gains")
+    cost = dict(periphery=cfg.periphery, coprocessor=cfg.coprocessor, rule=r.schedule)
 
     def recalibrate():
         if per.adc_calibration == "epoch":
@@ -187,9 +193,10 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
 
     def train_state(epoch: int, seconds: float) -> dict:
         return dict(config=ident, epoch=epoch, history=history, data_rng=g.get_state(), ledger=ledger.state_dict(),
-                    seconds=seconds, attached=net.attention_state(), gate=gate)
+                    seconds=seconds, attached=net.attention_state(), gate=gate, gains=gains)
 
     programmed, software_accuracy = None, None
+    firing: dict = {}
     with progress_bar(epochs * n, initial=start * n, unit="sample", desc=f"train {rule}",
                       disable=not progress) as bar:
         for ep in range(start, epochs):
@@ -209,8 +216,10 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
                 with ledger.phase("update"):
                     programmed = r.finish()
             if ep == epochs - 1:
+                counts0 = population_counts(net)
                 with test_ledger.phase("forward"):
                     acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
+                firing = firing_rates(counts0, population_counts(net)) if coding != "rate" else {}
             else:
                 acc = evaluate(net, data.x_test, data.y_test, coding=coding, steps=T, seed=seed)
             history.append({"epoch": ep + 1, "loss": float(torch.stack(losses).double().mean()), "test_accuracy": acc})
@@ -248,6 +257,11 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
               "periphery": tr.meta["periphery"], "coprocessor": tr.meta["coprocessor"]},
         digital_share={"inference": te.digital_energy_j / max(te.energy_j, 1e-300),
                        "training": tr.digital_energy_j / max(tr.energy_j, 1e-300)})
+    if firing:
+        result.firing = firing
+        result.warnings = activity_warnings(firing) if coding == "spike" else []
+    if gains:
+        result.gains = gains
     if net.attention_state() is not None:
         result.attention = {"kind": net.attention_kind, "blocks": sorted(net.attention_blocks()),
                             "attached": net.attention_state(), "attach_epochs": cfg.attach_epochs,

@@ -184,7 +184,7 @@ def digest_checkpoint(path: Path) -> dict:
     import torch
     ck = torch.load(path, map_location="cpu", weights_only=True)
     out = {}
-    for part in ("crossbars", "digital", "rule_state", "rngs", "meta", "attached"):
+    for part in ("crossbars", "digital", "gains", "rule_state", "rngs", "meta", "attached"):
         h = hashlib.sha256()
         _digest_tree(ck.get(part), h)
         out[part] = h.hexdigest()
