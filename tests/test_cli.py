@@ -157,6 +157,30 @@ def test_compare_coding(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_compare_coding_three_codings_over_seeds(tmp_path, capsys):
+    """rate, spike and latency side by side over seeds: every figure is the mean of the
+    per-seed values with its standard error (sample standard deviation / sqrt(n)); bad lists
+    are named errors."""
+    import math
+    png = tmp_path / "cmp3.png"
+    assert main(["compare-coding", "--network", "mlp-64-100-10", "--device", "ideal", "--epochs", "1", "--steps", "8",
+                 "--limit-train", "64", "--limit-test", "40", "--codings", "rate,spike,latency", "--seeds", "0,1,2",
+                 "-o", str(png), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert [c["coding"] for c in r["codings"]] == ["rate", "spike", "latency"] and r["seed"] == [0, 1, 2]
+    for c in r["codings"]:
+        accs = [s["test_accuracy"] for s in c["per_seed"]]
+        m = sum(accs) / 3
+        assert c["test_accuracy"] == pytest.approx(m)
+        assert c["test_accuracy_se"] == pytest.approx(math.sqrt(sum((a - m) ** 2 for a in accs) / 2 / 3))
+        assert c["latency_per_sample_s"] > 0 and c["energy_per_sample_j"] > 0
+    assert r["codings"][1]["spikes_per_sample"] > 0 and r["codings"][2]["spikes_per_sample"] > 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    for bad, msg in ((["--codings", "rate,morse"], "--codings"), (["--seeds", "0,x"], "--seeds")):
+        assert main(["compare-coding", "--network", "mlp-64-100-10", "--device", "ideal", *bad]) == 2
+        assert msg in capsys.readouterr().err
+
+
 def test_train_hybrid_readback_is_counted_and_only_for_hybrid(capsys):
     """--readback K: the hybrid controller reads every array every K steps (2 verify reads per
     pair); the pure open-loop default reads nothing; other rules refuse the option."""

@@ -84,24 +84,45 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _list(text: str, what: str, allowed=None, cast=str) -> list:
+    vals = [v.strip() for v in text.split(",") if v.strip()]
+    try:
+        vals = [cast(v) for v in vals]
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: not a comma-separated list of {cast.__name__}s") from None
+    bad = [v for v in vals if allowed is not None and v not in allowed]
+    if bad or not vals:
+        raise ValueError(f"{what} {text!r}: allowed: a comma-separated list of {', '.join(map(str, allowed or ()))}")
+    return vals
+
+
 def _cmd_compare(args) -> int:
+    codings = _list(args.codings, "--codings", ("rate", "spike", "latency"))
+    seeds = _list(args.seeds, "--seeds", cast=int) if args.seeds else None
+    if seeds and any(v < 0 for v in seeds):
+        raise ValueError(f"--seeds {args.seeds!r}: seeds are integers >= 0")
     r = compare_coding(args.network, args.device, dataset=args.dataset, data_dir=args.data_dir, rule=args.rule,
                        epochs=args.epochs, steps=args.steps, seed=args.seed, lr=args.lr, batch=args.batch,
                        limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.json,
-                       accelerator=args.accelerator)
+                       accelerator=args.accelerator, codings=codings, seeds=seeds)
     if args.output:
         r["plot"] = str(plot_comparison(r, args.output))
     if args.json:
         print_json(r)
         return 0
-    print(f"{r['network']} on {r['device']}, {r['dataset']}, rule {r['rule']}, {r['epochs']} epoch(s)")
-    print(f"{'coding':<8} {'T':>4} {'accuracy':>9} {'spikes/sample':>14} {'syn. events/sample':>19} "
-          f"{'ADC conv./sample':>17} {'nJ/inference':>13} {'train pulses':>13} {'train energy':>13}")
+    many = isinstance(r["seed"], list)
+    print(f"{r['network']} on {r['device']}, {r['dataset']}, rule {r['rule']}, {r['epochs']} epoch(s)"
+          + (f", mean +- SE over seeds {', '.join(map(str, r['seed']))}" if many else ""))
+    print(f"{'coding':<8} {'T':>4} {'accuracy':>16} {'spikes/sample':>14} {'syn. events/sample':>19} "
+          f"{'ADC conv./sample':>17} {'nJ/inference':>13} {'us/inference':>13} {'train pulses':>13} "
+          f"{'train energy':>13}")
     for c in r["codings"]:
         sp = "-" if c["spikes_per_sample"] is None else f"{c['spikes_per_sample']:.0f}"
-        print(f"{c['coding']:<8} {c['steps']:>4} {c['test_accuracy']:>9.4f} {sp:>14} "
+        acc = f"{c['test_accuracy']:.4f}" + (f" +- {c['test_accuracy_se']:.4f}" if many else "")
+        print(f"{c['coding']:<8} {c['steps']:>4} {acc:>16} {sp:>14} "
               f"{c['synaptic_events_per_sample']:>19,.0f} {c['adc_conversions_per_sample']:>17,.0f} "
-              f"{c['energy_per_sample_j'] * 1e9:>13.4g} {c['train_pulses']:>13,d} {c['train_energy_j']:>11.3g} J")
+              f"{c['energy_per_sample_j'] * 1e9:>13.4g} {c['latency_per_sample_s'] * 1e6:>13.4g} "
+              f"{c['train_pulses']:>13,d} {c['train_energy_j']:>11.3g} J")
     print(f"energy from the test run's events with the cost cards {r['periphery']} and {r['coprocessor']}")
     if args.output:
         print(f"wrote {r['plot']}")
@@ -118,9 +139,13 @@ def add_parsers(sub) -> None:
     config_args(t)
     t.set_defaults(func=_cmd_train, parser=t)
 
-    cc = sub.add_parser("compare-coding", help="the same network trained rate- and spike-coded: accuracy and events")
+    cc = sub.add_parser("compare-coding", help="the same network trained with each coding: accuracy, events, energy, latency")
     train_args(cc, names=_COMPARE, defaults={"epochs": 2}, choices={"rule": ("bp", "hybrid", "verify")},
                required=("network", "device"))
+    cc.add_argument("--codings", default="rate,spike", metavar="LIST",
+                    help="codings side by side, e.g. rate,spike,latency (default rate,spike)")
+    cc.add_argument("--seeds", default=None, metavar="LIST",
+                    help="seeds, e.g. 0,1,2: every figure as mean +- standard error (default: --seed alone)")
     cc.add_argument("-o", "--output", default=None, help="PNG plot of the comparison")
     cc.add_argument("--json", action="store_true")
     run_args(cc, accelerator=False)

@@ -8,6 +8,7 @@ May import: :mod:`neurosal.training`, :mod:`neurosal.cost`, :mod:`neurosal.engin
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -41,35 +42,67 @@ def test_events(net, x, y, coding: str, steps: int, seed: int, batch: int = 256,
             "adc_conversions_per_sample": rep.adc_conversions() / n,        # bit cycles included
             "dac_conversions_per_sample": led.total("dac_conversions") / n, "energy_per_sample_j": rep.energy_j / n,
             "analog_energy_per_sample_j": rep.analog_energy_j / n, "digital_energy_per_sample_j": rep.digital_energy_j / n,
-            "energy_components_per_sample_j": {c: rep.energy(component=c) / n for c in COMPONENTS}}
+            "energy_components_per_sample_j": {c: rep.energy(component=c) / n for c in COMPONENTS},
+            "latency_per_sample_s": rep.latency_s / n}
+
+
+#: the per-coding figures compare_coding averages over seeds (mean and standard error)
+FIGURES = ("test_accuracy", "spikes_per_sample", "synaptic_events_per_sample", "adc_conversions_per_sample",
+           "dac_conversions_per_sample", "energy_per_sample_j", "analog_energy_per_sample_j",
+           "digital_energy_per_sample_j", "latency_per_sample_s", "train_pulses", "train_energy_j", "train_seconds")
+
+
+def _mean_se(vals):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None, None
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, None
+    var = sum((v - m) ** 2 for v in vals) / (len(vals) - 1)
+    return m, math.sqrt(var / len(vals))
 
 
 def compare_coding(network, device, *, dataset: str = "digits", data_dir=None, codings: Sequence[str] = ("rate", "spike"),
                    rule: str = "hybrid", epochs: int = 2, steps: Optional[int] = None, seed: int = 0, lr: float = 0.1,
                    batch: int = 8, limit_train: Optional[int] = None, limit_test: Optional[int] = None,
                    progress: bool = True, periphery="isaac-32nm", coprocessor="puma-vfu-32nm",
-                   accelerator=None) -> dict:
+                   accelerator=None, seeds: Optional[Sequence[int]] = None) -> dict:
+    """Train ``network`` on ``device`` once per coding (and per seed of ``seeds``, default just
+    ``seed``) and measure each trained chip on the test set. Each coding's figures are the
+    mean over the seeds, with their standard errors (``<figure>_se``, None for one seed) and
+    the per-seed values (``per_seed``)."""
+    codings = list(codings)
+    if not codings:
+        raise ValueError("compare-coding needs at least one coding (allowed: rate, spike, latency)")
+    seeds = [int(seed)] if not seeds else [int(v) for v in seeds]
     rows = []
     for coding in codings:
-        res, net, data = train(network, device, rule=rule, coding=coding, dataset=dataset, data_dir=data_dir,
-                               epochs=epochs, seed=seed, lr=lr, batch=batch, steps=steps, limit_train=limit_train,
-                               limit_test=limit_test, progress=progress, return_net=True, periphery=periphery,
-                               coprocessor=coprocessor, accelerator=accelerator)
-        T = res["steps"]
-        ev = test_events(net, data.x_test, data.y_test, coding, T, seed, periphery=periphery, coprocessor=coprocessor)
-        rows.append({"coding": coding, "steps": T, "test_accuracy": ev["accuracy"],
-                     "spikes_per_sample": ev["spikes_per_sample"],
-                     "synaptic_events_per_sample": ev["synaptic_events_per_sample"],
-                     "adc_conversions_per_sample": ev["adc_conversions_per_sample"],
-                     "dac_conversions_per_sample": ev["dac_conversions_per_sample"],
-                     "energy_per_sample_j": ev["energy_per_sample_j"],
-                     "analog_energy_per_sample_j": ev["analog_energy_per_sample_j"],
-                     "digital_energy_per_sample_j": ev["digital_energy_per_sample_j"],
-                     "energy_components_per_sample_j": ev["energy_components_per_sample_j"],
-                     "train_pulses": res["pulses"], "train_energy_j": res["energy_j"],
-                     "train_seconds": res["seconds"]})
+        runs = []
+        for sd in seeds:
+            res, net, data = train(network, device, rule=rule, coding=coding, dataset=dataset, data_dir=data_dir,
+                                   epochs=epochs, seed=sd, lr=lr, batch=batch, steps=steps, limit_train=limit_train,
+                                   limit_test=limit_test, progress=progress, return_net=True, periphery=periphery,
+                                   coprocessor=coprocessor, accelerator=accelerator)
+            T = res["steps"]
+            ev = test_events(net, data.x_test, data.y_test, coding, T, sd, periphery=periphery, coprocessor=coprocessor)
+            runs.append({"seed": sd, "test_accuracy": ev["accuracy"], **{k: ev[k] for k in ev if k != "accuracy"},
+                         "train_pulses": res["pulses"], "train_energy_j": res["energy_j"],
+                         "train_seconds": res["seconds"], "firing": res.get("firing")})
+        row = {"coding": coding, "steps": T}
+        for k in FIGURES:
+            m, se = _mean_se([r[k] for r in runs])
+            row[k] = int(round(m)) if k == "train_pulses" and m is not None else m
+            if len(seeds) > 1:
+                row[k + "_se"] = se
+        comps = runs[0]["energy_components_per_sample_j"]
+        row["energy_components_per_sample_j"] = {c: sum(r["energy_components_per_sample_j"][c] for r in runs) / len(runs)
+                                                 for c in comps}
+        if len(seeds) > 1:
+            row["per_seed"] = [{k: r[k] for k in ("seed",) + FIGURES + ("firing",)} for r in runs]
+        rows.append(row)
     return {"network": res["network"], "device": res["device"], "dataset": dataset, "rule": rule, "epochs": epochs,
-            "seed": seed, "codings": rows, "periphery": res["cost"]["periphery"],
+            "seed": seeds[0] if len(seeds) == 1 else seeds, "codings": rows, "periphery": res["cost"]["periphery"],
             "coprocessor": res["cost"]["coprocessor"]}
 
 
@@ -77,14 +110,19 @@ def plot_comparison(result: dict, path: str | Path) -> Path:
     plt = _plt()
     rows = result["codings"]
     names = [f"{r['coding']}\n(T = {r['steps']})" for r in rows]
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
-    panels = [("test accuracy", [r["test_accuracy"] for r in rows], "{:.3f}"),
-              ("synaptic events / sample", [r["synaptic_events_per_sample"] for r in rows], "{:,.0f}"),
-              ("ADC conversions / sample (every bit cycle)", [r["adc_conversions_per_sample"] for r in rows], "{:,.0f}"),
-              ("energy / inference (nJ)", [r["energy_per_sample_j"] * 1e9 for r in rows], "{:.3g}")]
+    def col(k, scale=1.0):
+        return ([r[k] * scale for r in rows],
+                [(r.get(k + "_se") or 0.0) * scale for r in rows])
+    panels = [("test accuracy", *col("test_accuracy"), "{:.3f}"),
+              ("synaptic events / sample", *col("synaptic_events_per_sample"), "{:,.0f}"),
+              ("ADC conversions / sample (every bit cycle)", *col("adc_conversions_per_sample"), "{:,.0f}"),
+              ("energy / inference (nJ)", *col("energy_per_sample_j", 1e9), "{:.3g}")]
+    if all(r.get("latency_per_sample_s") is not None for r in rows):
+        panels.append(("latency / inference (us)", *col("latency_per_sample_s", 1e6), "{:.3g}"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4))
     colors = ["tab:blue", "tab:orange", "tab:green"][:len(rows)]
-    for ax, (title, vals, fmt) in zip(axes, panels):
-        ax.bar(range(len(vals)), vals, color=colors)
+    for ax, (title, vals, errs, fmt) in zip(axes, panels):
+        ax.bar(range(len(vals)), vals, yerr=errs if any(errs) else None, capsize=4, color=colors)
         ax.set_xticks(range(len(vals)), names, fontsize=8)
         ax.set_title(title, fontsize=9)
         for i, v in enumerate(vals):
@@ -92,8 +130,11 @@ def plot_comparison(result: dict, path: str | Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     axes[0].set_ylim(0, 1.05)
+    seeds = result["seed"] if isinstance(result["seed"], list) else [result["seed"]]
     fig.suptitle(f"{result['network']} on {result['device']}, {result['dataset']}, rule {result['rule']}, "
-                 f"{result['epochs']} epoch(s): rate vs spike coding", fontsize=10)
+                 f"{result['epochs']} epoch(s), " + (f"mean +- SE over {len(seeds)} seeds" if len(seeds) > 1
+                                                     else f"seed {seeds[0]}") + ": "
+                 + " vs ".join(r["coding"] for r in rows) + " coding", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     savefig(fig, path, dpi=120)
