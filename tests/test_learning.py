@@ -338,3 +338,104 @@ def test_dfa_gradient_is_the_projected_error_times_the_activation_derivative():
                 delta = e
             torch.testing.assert_close(layer.synapse.weight.grad, delta.t() @ hs[li] / 32, rtol=1e-4, atol=1e-6)
             torch.testing.assert_close(layer.synapse.bias.grad, delta.mean(0), rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- offchip: hardware-aware, then programmed
+from neurosal.crossbar import analog_layers  # noqa: E402
+
+
+def _offchip_net(device="moderate"):
+    from neurosal.networks import mlp
+    return mlp([16, 12, 4], device=device, coding="rate", seed=0)
+
+
+def test_offchip_trains_a_model_of_the_chip_and_charges_the_chip_only_for_programming():
+    """Training steps change the off-chip weights (clipped to the pair's range) and nothing on
+    the chip: conductances, counters and the ledger stay as they were; finish() programs every
+    array to within the verify tolerance, and only that is charged (pulses, verify reads)."""
+    from neurosal.cost import Ledger, phase
+    from neurosal.learning import make_rule
+    net = _offchip_net()
+    xs = analog_layers(net)
+    g0 = [layer.crossbar.state.g.clone() for layer in xs]
+    c0 = [layer.crossbar.counters.as_dict() for layer in xs]
+    w0 = [layer.weight.detach().clone() for layer in xs]
+    r = make_rule("offchip", net, lr=0.05, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    led = Ledger(net, samples=32)
+    with led.active():
+        for i in range(8):
+            r.step(torch.rand(4, 16, generator=gen), torch.randint(0, 4, (4,), generator=gen), coding="rate",
+                   steps=1, seed=i)
+    assert all(torch.equal(layer.crossbar.state.g, g) for layer, g in zip(xs, g0))
+    assert [layer.crossbar.counters.as_dict() for layer in xs] == c0
+    assert all(v == 0 for ph in led.counts.values() for d in ph.values() for v in d.values())
+    assert all(not torch.equal(layer.weight, w) for layer, w in zip(xs, w0))
+    assert all(layer.weight.abs().max() <= layer.weight_scale for layer in xs)
+    targets = [(layer.weight.detach().t() / layer.weight_scale).clamp(-1, 1) for layer in xs]
+    with led.active(), phase("update"):
+        cost = r.finish()
+    assert cost["program_pulses"] > 0 and cost["verify_reads"] > 0
+    assert led.total("pulses", "update") == cost["program_pulses"]
+    assert led.total("verify_reads", "update") == cost["verify_reads"]
+    assert led.total("forward_reads") == 0 and led.total("backward_reads") == 0
+    for layer, t, conv in zip(xs, targets, cost["converged"]):
+        err = (layer.crossbar.weights() - t).abs()
+        assert conv == float((err <= r.tolerance + 1e-6).float().mean()) and conv > 0.85
+        assert not layer.offchip and layer.crossbar.override is None
+        assert torch.equal(layer.weight, layer.crossbar.weights().t() * layer.weight_scale)     # the mirror again
+
+
+def test_offchip_reads_go_through_the_periphery_with_the_trained_weights():
+    """In off-chip mode a read on an ideal array is x W^T exactly in evaluation, and in training
+    it carries the programming perturbation (x (W^T/s + eps) s), drawn within +-tolerance."""
+    from neurosal.learning import make_rule
+    net = _offchip_net("ideal")
+    r = make_rule("offchip", net, lr=1e-3, seed=0)
+    layer = analog_layers(net)[0]
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn_like(layer.weight) * 0.1)
+    x = torch.rand(5, 16, generator=torch.Generator().manual_seed(2))
+    layer.eval()
+    assert torch.allclose(layer(x), x @ layer.weight.t() + layer.bias, atol=1e-5)
+    layer.train()
+    layer.offchip_perturbation.uniform_(-r.tolerance, r.tolerance, generator=torch.Generator().manual_seed(3))
+    want = x @ ((layer.weight.t() / layer.weight_scale).clamp(-1, 1) + layer.offchip_perturbation) \
+        * layer.weight_scale + layer.bias
+    assert torch.allclose(layer(x), want, atol=1e-5)
+    assert layer.offchip_perturbation.abs().max() <= r.tolerance
+    # the moderate card's 8-bit converters quantize the read: not the float product
+    q = _offchip_net("moderate")
+    make_rule("offchip", q, lr=1e-3, seed=0)
+    q.eval()
+    lq = analog_layers(q)[0]
+    assert not torch.allclose(lq(x), x @ lq.weight.t() + lq.bias, atol=1e-6)
+
+
+def test_offchip_refuses_a_non_finite_gradient_and_a_bad_lr():
+    from neurosal.learning import make_rule
+    net = _offchip_net()
+    r = make_rule("offchip", net, lr=1e-3, seed=0)
+    x, y = torch.rand(4, 16, generator=torch.Generator().manual_seed(0)), torch.arange(4)
+    r.step(x, y, coding="rate", steps=1, seed=0)
+    w = [p.detach().clone() for p in r.params]
+    x[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        r.step(x, y, coding="rate", steps=1, seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(r.params, w))
+    with pytest.raises(ValueError, match="lr must be a finite"):
+        make_rule("offchip", _offchip_net(), lr=float("nan"))
+
+
+@pytest.mark.parametrize("network,coding,device", [("sanet-resnet8", "rate", "moderate"),
+                                                    ("vgg7-charge", "latency", "moderate"),
+                                                    ("charge-mlp-784-400-400-10", "latency", "severe")])
+def test_offchip_trains_and_programs_convolutional_and_charge_layers(network, coding, device):
+    """Every layer type (convolutions, charge-domain RC-spike layers): the model learns off-chip
+    (well above chance) and the programmed chip keeps its accuracy within a few points."""
+    r = train(network, device, rule="offchip", coding=coding, epochs=1, seed=0, lr=3e-3, batch=16,
+              limit_train=600, limit_test=200, progress=False)
+    assert r["software_accuracy"] > 0.5, r["software_accuracy"]
+    assert r["test_accuracy"] >= r["software_accuracy"] - 0.05, (r["test_accuracy"], r["software_accuracy"])
+    assert r["program_pulses"] > 0 and r["pulses"] == r["program_pulses"]
+    assert all(c["forward_reads"] == 0 or c["verify_reads"] > 0 for c in r["layers"].values())

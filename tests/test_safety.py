@@ -268,7 +268,8 @@ def _same(a, b, where="") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-@pytest.mark.parametrize("rule,device", [("bp", "moderate"), ("hybrid", "severe"), ("dfa", "mild")])
+@pytest.mark.parametrize("rule,device", [("bp", "moderate"), ("hybrid", "severe"), ("dfa", "mild"),
+                                         ("offchip", "severe")])
 def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path, monkeypatch, capsys, rule, device):
     args = ["train", "--network", "mlp-64-100-10", "--device", device, "--rule", rule, "--limit-train", "120",
             "--limit-test", "60", "--batch", "8", "--seed", "3", "--json", "--threads", "1"]

@@ -140,7 +140,7 @@ def add_parsers(sub) -> None:
     t.set_defaults(func=_cmd_train, parser=t)
 
     cc = sub.add_parser("compare-coding", help="the same network trained with each coding: accuracy, events, energy, latency")
-    train_args(cc, names=_COMPARE, defaults={"epochs": 2}, choices={"rule": ("bp", "hybrid", "verify")},
+    train_args(cc, names=_COMPARE, defaults={"epochs": 2}, choices={"rule": ("bp", "hybrid", "verify", "offchip")},
                required=("network", "device"))
     cc.add_argument("--codings", default="rate,spike", metavar="LIST",
                     help="codings side by side, e.g. rate,spike,latency (default rate,spike)")

@@ -14,11 +14,11 @@ May import: :mod:`neurosal.crossbar` (counters), :mod:`neurosal.cards`, :mod:`ne
 
 from .cards import (ADCCost, ArrayCost, CoprocessorCost, DACCost, DigitalCost, NeuronCost, PeripheryCost,
                     device_energies, list_coprocessors, list_periphery, load_coprocessor, load_periphery)
-from .ledger import PHASES, Ledger, phase
+from .ledger import PHASES, Ledger, off_chip, phase
 from .plots import plot_breakdown
 from .pricing import ANALOG, COMPONENTS, DIGITAL, CostReport, Schedule, cost_report
 
-__all__ = ["PHASES", "COMPONENTS", "ANALOG", "DIGITAL", "Ledger", "phase", "PeripheryCost", "CoprocessorCost",
+__all__ = ["PHASES", "COMPONENTS", "ANALOG", "DIGITAL", "Ledger", "phase", "off_chip", "PeripheryCost", "CoprocessorCost",
            "ArrayCost", "ADCCost", "DACCost", "NeuronCost", "DigitalCost", "load_periphery", "load_coprocessor",
            "device_energies", "CostReport", "cost_report", "Schedule", "list_periphery", "list_coprocessors",
            "plot_breakdown"]

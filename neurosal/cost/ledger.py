@@ -26,7 +26,7 @@ import torch
 
 from ..crossbar import Counters
 
-__all__ = ["PHASES", "Ledger", "phase"]
+__all__ = ["PHASES", "Ledger", "phase", "off_chip"]
 
 PHASES = ("forward", "backward", "update")
 
@@ -42,6 +42,17 @@ def phase(name: str):
         return
     with led.phase(name):
         yield
+
+
+@contextlib.contextmanager
+def off_chip():
+    """Work a host computer does outside the chip (e.g. training a model of it off-chip): no
+    ledger is active inside, so none of it is charged to the chip."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 _XB_FIELDS = Counters.FIELDS                                            # every crossbar counter

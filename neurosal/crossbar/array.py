@@ -108,6 +108,9 @@ class Crossbar:
         self._w = None
         self.last_path = None        # 'event' or 'dense': how the last read was computed
         self.last_write = None       # (version, cells) of the last write, for sparse mirror refreshes
+        # off-chip (hardware-aware) training: the weights that reads use instead of the
+        # conductances, [rows, cols] in weight units; None on the chip (see AnalogLinear.offchip)
+        self.override: Optional[torch.Tensor] = None
 
     # -- where it lives -----------------------------------------------------------------
     @property
@@ -128,6 +131,8 @@ class Crossbar:
         self.torch_device = self._state.g.device
         self.dtype = self._state.g.dtype
         self._w, self._cache_version, self.last_write = None, -1, None
+        if self.override is not None:
+            self.override = fn(self.override)
         self.version += 1
         return self
 
@@ -167,7 +172,11 @@ class Crossbar:
 
     def weights(self) -> torch.Tensor:
         """Effective weights ``(G+ - G-)/Gref`` as read now (no read noise), ``[rows, cols]``.
-        Cached until the next write or, on a drifting device, until the chip's clock moves."""
+        Cached until the next write or, on a drifting device, until the chip's clock moves.
+        While :attr:`override` is set (off-chip training of a model of this array), the reads
+        use it instead and the conductances are untouched."""
+        if self.override is not None:
+            return self.override
         now = self.time if self._state.t_prog is not None else None
         if self._cache_version != self.version or self._w is None or getattr(self, "_cache_time", None) != now:
             g = self.conductances()

@@ -125,6 +125,9 @@ class _AnalogBase(nn.Module):
         self.local_input = False       # True: no error passes back through this layer (DFA)
         self.conv_read = True          # convs: per-tile convolutions instead of im2col (same reads)
         self.software_weight = None    # [in, out] Parameter: compute digitally instead (verify rule)
+        self.offchip = False           # True: ``weight`` is trained off-chip, the reads use it (offchip rule)
+        self.offchip_perturbation = None  # [rows, cols] weight-unit error added in training reads
+        self._offchip_key = None
         self._synced = (-1, -1)
         self._sync()
 
@@ -145,6 +148,38 @@ class _AnalogBase(nn.Module):
             self.weight.copy_(self.crossbar.weights().t() * self.weight_scale)
         self._synced = (self.crossbar.version, self.weight._version)
 
+    # -- off-chip (hardware-aware) training --------------------------------------------
+    def start_offchip(self) -> None:
+        """Train this layer's model off-chip: from now on ``weight`` (``[out, in]``, effective
+        units) is an ordinary parameter a torch optimizer changes, and every read goes through
+        the crossbar's periphery (DAC, per-tile ADC, read noise, the counters' structure) with
+        the weights ``clamp(weight^T / weight_scale, -1, 1)`` (the range a device pair can
+        hold) plus, in training mode, ``offchip_perturbation`` (the error programming will
+        leave) instead of the conductances, which nothing changes until :meth:`end_offchip`."""
+        self.offchip = True
+        self._offchip_key = None
+
+    def end_offchip(self) -> torch.Tensor:
+        """Leave off-chip mode; returns the trained target ``[rows, cols]`` in array units
+        (``weight^T / weight_scale`` clamped to [-1, 1]), to be programmed. The mirror then
+        shows the conductances again."""
+        target = (self.weight.detach().t() / self.weight_scale).clamp(-1.0, 1.0).contiguous()
+        self.offchip, self.offchip_perturbation, self._offchip_key = False, None, None
+        self.crossbar.override = None
+        self._sync()
+        return target
+
+    def _offchip_refresh(self) -> None:
+        pert = self.offchip_perturbation if self.training else None
+        key = (self.weight._version, id(self.weight), None if pert is None else (id(pert), pert._version))
+        if key == self._offchip_key and self.crossbar.override is not None:
+            return
+        w = (self.weight.detach().t() / self.weight_scale).clamp(-1.0, 1.0)
+        if pert is not None:
+            w = (w + pert).clamp(-1.0, 1.0)
+        self.crossbar.override = w.to(self.crossbar.dtype).contiguous()
+        self._offchip_key = key
+
     def _check_and_sync(self):
         """Refresh the weight mirror from the array when pulses changed it; refuse a mirror
         written by anything else. Runs eagerly under ``torch.compile`` (it reads Python-side
@@ -154,6 +189,8 @@ class _AnalogBase(nn.Module):
         self._check_and_sync_impl()
 
     def _check_and_sync_impl(self):
+        if self.offchip:
+            return self._offchip_refresh()
         if self.weight._version != self._synced[1]:
             raise RuntimeError(
                 f"{type(self).__name__}.weight was modified in place (e.g. by a torch optimizer). "

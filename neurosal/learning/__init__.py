@@ -7,7 +7,9 @@ by ``verify``, which pays for it in pulses and verify reads).
 * :mod:`.dfa` — ``dfa``: direct feedback alignment, all layers at once;
 * :mod:`.hybrid` — ``hybrid`` (Kwon et al.): off-array updates, open-loop pulses, no verify reads;
   its write controller in :mod:`.controller`;
-* :mod:`.verify` — ``verify``: software training, then write-and-verify programming.
+* :mod:`.verify` — ``verify``: software training, then write-and-verify programming;
+* :mod:`.offchip` — ``offchip``: hardware-aware training of the chip's model off the chip
+  (Adam through the arrays' read path), then write-and-verify programming, any layer type.
 
 May import: :mod:`neurosal.engine`, :mod:`neurosal.crossbar`, :mod:`neurosal.cost` (phases and
 schedules), :mod:`neurosal.accel`. Nothing here runs an experiment.
@@ -17,10 +19,11 @@ from .bp import BP
 from .controller import HybridController, write_all
 from .dfa import DFA
 from .hybrid import Hybrid
+from .offchip import OffChip
 from .rule import Rule, backprop_step, register, rule_class, rule_names
 from .verify import Verify
 
-__all__ = ["RULES", "Rule", "BP", "DFA", "Hybrid", "HybridController", "Verify", "make_rule", "rule_class",
+__all__ = ["RULES", "Rule", "BP", "DFA", "Hybrid", "HybridController", "OffChip", "Verify", "make_rule", "rule_class",
            "rule_names", "register", "write_all", "backprop_step"]
 
 #: the registered rules, in listing order
