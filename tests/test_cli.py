@@ -262,3 +262,13 @@ def test_shipped_studies_are_listed_and_shown(capsys):
     assert json.loads(capsys.readouterr().out)["trials"] == 72
     assert main(["studies", "show", "no-such-study"]) == 2
     assert "shipped: coding" in capsys.readouterr().err
+
+
+def test_plot_comparison_draws_rows_without_seeds_or_errors(tmp_path):
+    """The demo hands plot_comparison its own rows (one run, no seed list, no SE): a PNG."""
+    from neurosal.experiments.compare import plot_comparison
+    row = {"coding": "rate", "steps": 1, "test_accuracy": 0.9, "synaptic_events_per_sample": 10.0,
+           "adc_conversions_per_sample": 5.0, "energy_per_sample_j": 1e-9, "latency_per_sample_s": 1e-6}
+    p = plot_comparison({"network": "n", "device": "d", "dataset": "digits", "rule": "hybrid", "epochs": 1,
+                         "codings": [row, {**row, "coding": "spike", "steps": 16}]}, tmp_path / "c.png")
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -130,10 +130,11 @@ def plot_comparison(result: dict, path: str | Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     axes[0].set_ylim(0, 1.05)
-    seeds = result["seed"] if isinstance(result["seed"], list) else [result["seed"]]
+    seed = result.get("seed")
+    seeds = seed if isinstance(seed, list) else [seed]
     fig.suptitle(f"{result['network']} on {result['device']}, {result['dataset']}, rule {result['rule']}, "
                  f"{result['epochs']} epoch(s), " + (f"mean +- SE over {len(seeds)} seeds" if len(seeds) > 1
-                                                     else f"seed {seeds[0]}") + ": "
+                                                     else "" if seeds[0] is None else f"seed {seeds[0]}") + ": "
                  + " vs ".join(r["coding"] for r in rows) + " coding", fontsize=10)
     fig.tight_layout()
     path = Path(path)

@@ -101,7 +101,7 @@ def run_demo(out_dir: Path = Path("runs"), epochs: int = 3, seed: int = 0, devic
         print(f"{r['coding']:<8} {r['steps']:>3} {r['test_accuracy']:>13.3f} {sp:>14} "
               f"{r['synaptic_events_per_sample']:>23,.0f} {r['energy_per_sample_j'] * 1e9:>13.4g}")
     cmp_png = plot_comparison({"network": "mlp-64-100-10", "device": device, "dataset": "digits", "rule": "hybrid",
-                               "epochs": epochs, "codings": rows}, out_dir / "compare_coding.png")
+                               "epochs": epochs, "seed": seed, "codings": rows}, out_dir / "compare_coding.png")
 
     # 3. a recording of the trained spiking network ----------------------------------------
     print("\n[3/3] recording the spike-coded network on 64 test samples")
