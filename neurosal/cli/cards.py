@@ -49,6 +49,7 @@ def _cmd_devices_show(args) -> int:
                     "pulse_s": e["pulse_s"],
                     "from": ("the card's [energy] table" if not any(e["derived"].values()) else
                              "derived from [pulse]: V^2 x mean G x width; 2 V_read^2 x mean G x t_read (isaac-32nm)")}
+    info["symmetry_point"] = d.symmetry_point()
     if args.json:
         print_json(info)
         return 0
@@ -56,6 +57,8 @@ def _cmd_devices_show(args) -> int:
         if isinstance(v, dict):
             print(f"[{k}]")
             for kk, vv in v.items():
+                if isinstance(vv, dict):
+                    vv = ", ".join(f"{a} {b:.4g}" if isinstance(b, float) else f"{a} {b}" for a, b in vv.items())
                 print(f"  {kk:<14} {vv}")
         else:
             print(f"{k:<16} {v}")

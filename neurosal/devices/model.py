@@ -238,6 +238,67 @@ class Device:
             down.append(st.g.clone())
         return torch.cat(up).numpy(), torch.cat(down).numpy()
 
+    def symmetry_point(self, *, cells: int = 4096, pulses: Optional[int] = None, seed: int = 0) -> dict:
+        r"""Where a device settles under random up/down pulses: its *symmetry point*.
+
+        * ``u``, ``g``: the nominal device's :math:`u^*` (and :math:`G^*`, S) where one up step
+          equals one down step, :math:`\Delta u_\uparrow(u^*) = |\Delta u_\downarrow(u^*)|` (the
+          fixed point of the mean drift under random +-1 pulses: Gokmen & Haensch, Front.
+          Neurosci. 14, 103 (2020)); found by bisection on the card's nominal curve. ``None``
+          where the steps are equal everywhere (a linear, symmetric device has no symmetry point:
+          it random-walks between its hard bounds).
+        * ``simulated``: a fabricated array of ``cells`` differential pairs (this card's
+          variation, faults and noise, seeded) started at mid-range and given ``pulses``
+          (default :math:`10 P_\max`, at most 4000) random push-pull +-1 pulses each (+1: G+ up and G- down):
+          the mean and spread of each device's :math:`u`, and of the pair weight
+          :math:`w = (G^+ - G^-)/G_{ref}`. Their pair weights are where a Tiki-Taka fast array
+          drifts when its updates carry no signal: 0 for identical devices, a per-pair offset
+          with device-to-device variation.
+        """
+        c = self.card
+        k = min(10 * c.pmax, 4000) if pulses is None else int(pulses)
+        if cells < 1 or k < 1:
+            raise ValueError(f"symmetry_point needs cells >= 1 and pulses >= 1, got {cells} and {k}")
+        u = torch.linspace(0.0, 1.0, 4001, dtype=torch.float64, device="cpu")
+        su, sd = self.family.nominal_shape()
+        kw = dict(g_min=0.0, g_max=1.0, pmax=c.pmax, p_up=su, p_down=sd)
+        f = lambda x: (self.family.respond(x, torch.ones_like(x), **kw) - x) - (  # noqa: E731
+            x - self.family.respond(x, -torch.ones_like(x), **kw))
+        fu = f(u)
+        u_star = None
+        inner = (u > 2.0 / c.pmax) & (u < 1 - 2.0 / c.pmax)      # away from the clip at the bounds
+        if not bool(inner.any()):
+            inner = torch.ones_like(u, dtype=torch.bool)
+        if float(fu[inner].abs().max()) > 1e-6 / c.pmax:
+            s = torch.sign(fu)
+            cross = ((s[:-1] > 0) & (s[1:] <= 0)).nonzero()
+            if cross.numel():
+                i = int(cross[0, 0])
+                lo, hi = u[i:i + 1].clone(), u[i + 1:i + 2].clone()
+                for _ in range(60):
+                    mid = (lo + hi) / 2
+                    pos = f(mid) > 0
+                    lo, hi = torch.where(pos, mid, lo), torch.where(pos, hi, mid)
+                u_star = float((lo + hi) / 2)
+            elif bool((fu > 0).all()):
+                u_star = 1.0       # up steps always larger: the device climbs to its top
+            elif bool((fu < 0).all()):
+                u_star = 0.0
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        st = self.init_state((2, cells), generator=gen, u0=0.5, dtype=torch.float64, device="cpu")
+        idx = torch.arange(2 * cells, device="cpu")
+        for _ in range(k):
+            s = torch.randint(0, 2, (cells,), generator=gen, device="cpu").to(torch.float64) * 2 - 1
+            self.pulse_at(st, idx, torch.cat([s, -s]), generator=gen, check=False)
+        gmin = torch.as_tensor(st.g_min, dtype=torch.float64)
+        gmax = torch.as_tensor(st.g_max, dtype=torch.float64)
+        uu = ((st.g - gmin) / (gmax - gmin)).clamp(0, 1)
+        w = (st.g[0] - st.g[1]) / c.g_range
+        return {"u": u_star, "g": None if u_star is None else c.g_min + u_star * c.g_range,
+                "simulated": {"cells": int(cells), "pulses": int(k), "seed": int(seed),
+                              "u_mean": float(uu.mean()), "u_std": float(uu.std()),
+                              "w_mean": float(w.mean()), "w_std": float(w.std())}}
+
     def describe(self) -> dict:
         """A JSON-ready summary of the card with derived figures."""
         c = self.card
