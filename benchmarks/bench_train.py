@@ -13,10 +13,14 @@ written with ``nn.Conv2d``, one SGD step; and the time of one 45,000-image CIFAR
 that batch, from the step times (``--epoch-data DIR``: measured instead, with ``neurosal
 train`` on the CIFAR-10 files in DIR). ``--compile``: also each step under ``torch.compile``.
 
+``--case algorithms``: one training step (batch ``--mlp-batch``) of ``mlp-784-400-400-10`` on
+``ag-a-si`` with each analog training algorithm (pulse SGD rounded and pulse-train, hybrid,
+mixed precision, TTv2, c-TTv2, AGAD) against one plain-torch SGD step of the same MLP.
+
 ``--accelerator cpu|cuda|cuda:N`` runs everything there (same network, same data), timing
 with the device synchronized around each call.
 
-Run: ``python benchmarks/bench_train.py [--case mlp|resnet|all] [--data-dir DIR] [--accelerator cuda]``.
+Run: ``python benchmarks/bench_train.py [--case mlp|resnet|algorithms|all] [--data-dir DIR] [--accelerator cuda]``.
 """
 
 from __future__ import annotations
@@ -115,6 +119,44 @@ def bench_mlp(args) -> None:
            f"(median of {args.repeats} interleaved epochs)", "target for hybrid: <= 2x plain torch")
 
 
+def bench_algorithms(args) -> None:
+    from neurosal.learning import make_rule
+    from neurosal.networks import build
+    dev, b = args.device, args.mlp_batch
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.rand(b, 784, generator=g).to(dev) for _ in range(16)]
+    ys = [torch.randint(0, 10, (b,), generator=g).to(dev) for _ in range(16)]
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(784, 400), nn.Hardtanh(0, 1), nn.Linear(400, 400), nn.Hardtanh(0, 1),
+                          nn.Linear(400, 10)).to(dev)
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    k = [0]
+
+    def plain_steps():
+        for x, y in zip(xs, ys):
+            opt.zero_grad()
+            F.cross_entropy(plain(x), y).backward()
+            opt.step()
+
+    steps = {"plain torch (digital SGD)": plain_steps}
+    for label, rule, opts in (("bp, rounded", "bp", {}), ("bp, pulse-train BL 31", "bp", {"update": "pulse-train"}),
+                              ("hybrid", "hybrid", {}), ("mixed-precision", "mixed-precision", {}),
+                              ("ttv2", "ttv2", {}), ("c-ttv2", "c-ttv2", {}), ("agad", "agad", {}),
+                              ("ttv2, pulse-train BL 31", "ttv2", {"update": "pulse-train"})):
+        net = build("mlp-784-400-400-10", device="ag-a-si", coding="rate", input_shape=(1, 28, 28), classes=10,
+                    accelerator=dev)
+        r = make_rule(rule, net, lr=0.1, **opts)
+
+        def run(r=r):
+            for x, y in zip(xs, ys):
+                k[0] += 1
+                r.step(x, y, coding="rate", steps=1, seed=k[0])
+        steps[f"neurosal {label}"] = run
+    _table(interleaved(steps, args.repeats, sync=args.sync), "16 training steps",
+           f"mlp-784-400-400-10 (rate, 8-bit ADC) on ag-a-si, batch {b}, random 28x28 "
+           f"(median of {args.repeats} interleaved runs of 16 steps)", "target: each algorithm <= 3x plain torch SGD")
+
+
 def bench_resnet(args) -> None:
     from neurosal.learning import make_rule
     from neurosal.networks import build
@@ -192,7 +234,7 @@ _ARGS = argparse.Namespace(device="cpu")
 def main() -> None:
     global _ARGS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", default="all", choices=("mlp", "resnet", "all"))
+    ap.add_argument("--case", default="all", choices=("mlp", "resnet", "algorithms", "all"))
     ap.add_argument("--batch", type=int, default=128, help="resnet batch")
     ap.add_argument("--mlp-batch", type=int, default=32)
     ap.add_argument("--samples", type=int, default=8000, help="mlp: samples per epoch")
@@ -212,6 +254,8 @@ def main() -> None:
         bench_mlp(args)
     if args.case in ("resnet", "all"):
         bench_resnet(args)
+    if args.case in ("algorithms", "all"):
+        bench_algorithms(args)
 
 
 if __name__ == "__main__":

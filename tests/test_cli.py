@@ -261,7 +261,7 @@ def test_shipped_studies_are_listed_and_shown(capsys):
     assert main(["studies", "show", "kwon-hybrid", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["trials"] == 72
     assert main(["studies", "show", "no-such-study"]) == 2
-    assert "shipped: coding" in capsys.readouterr().err
+    assert "shipped: analog-training, coding" in capsys.readouterr().err
 
 
 def test_plot_comparison_draws_rows_without_seeds_or_errors(tmp_path):

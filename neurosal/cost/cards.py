@@ -73,6 +73,8 @@ class DigitalCost:
     buffer_pj: float = spec(1.075, lo=0, unit="pJ", doc="one buffer word access")
     buffer_words_per_ns: float = spec(8.0, lo=0, lo_open=True)
     buffer_bits: int = spec(16, lo=1, hi=64, doc="bits per buffered cell (hybrid)")
+    stochastic_bit_pj: float = spec(0.066, lo=0, unit="pJ", doc="one slot of a stochastic pulse train at a row or "
+                                    "column (a random draw compared with the input's probability)")
     buffer_bit_area_mm2: float = spec(1.64e-7, lo=0, unit="mm2")
     area_mm2: float = spec(0.004, lo=0, unit="mm2", doc="digital unit per layer")
     source: str = spec("")

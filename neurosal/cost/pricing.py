@@ -193,7 +193,8 @@ def cost_report(ledger, *, periphery="isaac-32nm", coprocessor="puma-vfu-32nm",
                 comp["write"] = c.get("pulses", 0) * de["write_j"]
                 comp["verify"] = c.get("verify_reads", 0) * (de["read_j"] / 2 + e_adc)
                 comp["digital"] = (c.get("digital_macs", 0) * per.digital.mac_pj
-                                   + c.get("buffer_accesses", 0) * per.digital.buffer_pj) * 1e-12
+                                   + c.get("buffer_accesses", 0) * per.digital.buffer_pj
+                                   + c.get("pulse_bits", 0) * per.digital.stochastic_bit_pj) * 1e-12
                 reads_t = ((g("forward_reads", 0) + (cycles - 1) * a_fwd + (k_code - 1) * g("code_reads", 0)) * t_fwd
                            + g("backward_reads", 0) * cycles * t_bwd)
                 lat = (reads_t + c.get("digital_macs", 0) / per.digital.macs_per_ns * 1e-9

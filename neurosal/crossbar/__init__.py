@@ -7,7 +7,8 @@ pulse optimizer.
 * :mod:`.programming` — write-and-verify (:func:`program`, :class:`ProgramResult`);
 * :mod:`.layers` — :class:`AnalogLinear`, :class:`AnalogConv2d` (``torch.nn`` modules whose
   weights live on crossbars and follow ``module.to(...)``);
-* :mod:`.optim` — :class:`PulseSGD`.
+* :mod:`.optim` — :class:`PulseSGD`;
+* :mod:`.pulse_train` — the in-array stochastic pulse-train update (Gokmen & Vlasov 2016).
 
 May import: :mod:`neurosal.devices`, :mod:`neurosal.accel`.
 """
@@ -19,6 +20,7 @@ from .layers import AnalogConv2d, AnalogLinear, analog_layers
 from .optim import PulseSGD
 from .periphery import calibrate_adc
 from .programming import ProgramResult, program
+from .pulse_train import apply_pulse_trains, coincidences
 
 __all__ = ["Counters", "Crossbar", "ProgramResult", "AnalogLinear", "AnalogConv2d", "PulseSGD", "PulseError",
-           "analog_layers", "calibrate_adc", "check_pulses", "program"]
+           "analog_layers", "apply_pulse_trains", "calibrate_adc", "coincidences", "check_pulses", "program"]

@@ -495,14 +495,16 @@ class Crossbar:
 
     # -- writes --------------------------------------------------------------------------
     def apply_pulses(self, n_plus: torch.Tensor, n_minus: torch.Tensor, *, check: bool = True,
-                     max_count: Optional[int] = None) -> torch.Tensor:
+                     max_count: Optional[int] = None, write_cycles=None) -> torch.Tensor:
         """Apply signed pulse counts to the G+ and G- devices (``[rows, cols]`` each).
 
         Positive counts potentiate (raise G), negative depress; the device model decides
         what each pulse does (nonlinearity, asymmetry, bounds, noise). Returns the number
         of pulses applied (a 0-d tensor on the array's device). ``check=False`` skips the
         finiteness check (the caller checked); ``max_count`` bounds ``|n|`` (lets a device
-        whose pulses act one at a time loop without reading the counts back).
+        whose pulses act one at a time loop without reading the counts back). ``write_cycles``:
+        the pulse slots the write takes, where the update scheme sets them (a pulse-train update
+        writes every row at once); default: rows one at a time (:meth:`_write_cycles_at`).
         """
         for name, n in (("n_plus", n_plus), ("n_minus", n_minus)):
             if tuple(n.shape) != (self.rows, self.cols):
@@ -511,9 +513,9 @@ class Crossbar:
         n = torch.stack([t(n_plus), t(n_minus)]).reshape(-1)
         if self._dense_writes():        # every device (zero counts change nothing): no selection
             return self.apply_pulses_at(torch.arange(n.numel(), device=n.device), n, check=check,
-                                        max_count=max_count)
+                                        max_count=max_count, write_cycles=write_cycles)
         idx = (n != 0).nonzero().squeeze(1)            # NaN != 0: a bad count is passed on and refused
-        return self.apply_pulses_at(idx, n[idx], check=check, max_count=max_count)
+        return self.apply_pulses_at(idx, n[idx], check=check, max_count=max_count, write_cycles=write_cycles)
 
     #: hand every device to the device model, a zero count where nothing is asked, instead of
     #: selecting the pulsed ones by index (``None``: on an accelerator, where the selection would
@@ -525,7 +527,7 @@ class Crossbar:
         return self.dense_writes if self.dense_writes is not None else self.torch_device.type != "cpu"
 
     def apply_pulses_at(self, idx: torch.Tensor, n: torch.Tensor, *, check: bool = True,
-                        max_count: Optional[int] = None) -> torch.Tensor:
+                        max_count: Optional[int] = None, write_cycles=None) -> torch.Tensor:
         """Sparse :meth:`apply_pulses`: signed counts ``n`` for the devices at flat indices ``idx``
         (ascending) into the ``[2, rows, cols]`` array (``d * rows * cols + row * cols + col``,
         ``d`` 0 for G+, 1 for G-). Same result, counters and noise stream as the dense call."""
@@ -538,7 +540,8 @@ class Crossbar:
         c.add("pulses", applied)
         c.add("pulsed_cells", pulsed)
         c.add("update_ops", (pulsed > 0).to(torch.int64))
-        c.add("write_cycles", self._write_cycles_at(idx, n) * (pulsed > 0))
+        cycles = self._write_cycles_at(idx, n) if write_cycles is None else write_cycles
+        c.add("write_cycles", cycles * (pulsed > 0))
         self.pulsed = True
         fresh = self._w is not None and self._cache_version == self.version and self._state.t_prog is None
         self.version += 1

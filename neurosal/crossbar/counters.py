@@ -40,6 +40,7 @@ _FIELDS = (
     "write_cycles",       # pulse slots of the updates: rows are written one at a time per tile
                           # (all columns of a row at once, tiles in parallel), a row takes as
                           # many slots as its largest pulse count
+    "pulse_bits",         # bits of stochastic pulse trains drawn by the row and column periphery
     "digital_macs",       # MACs in the tile's digital unit: weight gradients, off-array errors
     "buffer_accesses",    # reads + writes of the controller's per-cell digital state (hybrid rule)
     "clipped_cells",      # buffered updates dropped because the pair was at the end of its range

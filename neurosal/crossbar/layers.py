@@ -40,7 +40,10 @@ class _AnalogMatmul(torch.autograd.Function):
             else:
                 gx = layer.crossbar.backward(gy) * layer.weight_scale
         gw = None
-        if ctx.needs_input_grad[1]:
+        if layer.record_outer is not None:
+            # an in-array update (pulse trains) takes the vectors themselves: no digital outer product
+            layer.record_outer.append((x.detach(), gy.detach()))
+        elif ctx.needs_input_grad[1]:
             gw = gy.t() @ x                                      # [out, in], like nn.Linear
             layer.crossbar.counters.add("digital_macs", macs)
         return gx, gw, None
@@ -123,6 +126,7 @@ class _AnalogBase(nn.Module):
         self.path = "auto"           # event-driven / dense read choice (see Crossbar.forward)
         self.digital_backward = False  # True: backprop errors off-array (no transposed read)
         self.local_input = False       # True: no error passes back through this layer (DFA)
+        self.record_outer = None       # a list: backward appends (x, dL/dy) instead of dL/dW (pulse trains)
         self.conv_read = True          # convs: per-tile convolutions instead of im2col (same reads)
         self.software_weight = None    # [in, out] Parameter: compute digitally instead (verify rule)
         self.offchip = False           # True: ``weight`` is trained off-chip, the reads use it (offchip rule)

@@ -8,6 +8,10 @@ by ``verify``, which pays for it in pulses and verify reads).
 * :mod:`.hybrid` — ``hybrid`` (Kwon et al.): off-array updates, open-loop pulses, no verify reads;
   its write controller in :mod:`.controller`;
 * :mod:`.verify` — ``verify``: software training, then write-and-verify programming;
+* :mod:`.mixed_precision` — ``mixed-precision`` (Nandakumar et al.): a digital accumulator per weight,
+  a pulse per whole device step;
+* :mod:`.tiki_taka` — ``ttv2``, ``c-ttv2``, ``agad`` (Gokmen; Rasch et al.): a fast array takes the
+  updates, periodic reads transfer them to the weights' array through a digital buffer;
 * :mod:`.offchip` — ``offchip``: hardware-aware training of the chip's model off the chip
   (Adam through the arrays' read path), then write-and-verify programming, any layer type.
 
@@ -19,11 +23,14 @@ from .bp import BP
 from .controller import HybridController, write_all
 from .dfa import DFA
 from .hybrid import Hybrid
+from .mixed_precision import MixedPrecision
 from .offchip import OffChip
+from .tiki_taka import AGAD, ChoppedTTv2, TikiTaka, TTv2
 from .rule import Rule, backprop_step, register, rule_class, rule_names
 from .verify import Verify
 
-__all__ = ["RULES", "Rule", "BP", "DFA", "Hybrid", "HybridController", "OffChip", "Verify", "make_rule", "rule_class",
+__all__ = ["RULES", "Rule", "BP", "DFA", "Hybrid", "HybridController", "MixedPrecision", "OffChip", "TikiTaka",
+           "TTv2", "ChoppedTTv2", "AGAD", "Verify", "make_rule", "rule_class",
            "rule_names", "register", "write_all", "backprop_step"]
 
 #: the registered rules, in listing order

@@ -40,6 +40,7 @@ class DFA(BP):
 
     name = "dfa"
     order = 1
+    options = ("rounding",)
     schedule = Schedule("dfa", parallel=True)
 
     @classmethod

@@ -73,6 +73,18 @@ class TrainConfig:
                                   unset="or leave it out for the recipe's")
     rounding: str = option("stochastic", help="gradient -> pulses rounding of bp and dfa",
                            choices=("stochastic", "round"))
+    update: str = option("rounded", help="how bp, mixed-precision and the tiki-taka family write an update: "
+                         "'rounded' (a digital gradient rounded to pulse counts) or 'pulse-train' (stochastic pulse "
+                         "trains of length --bl that coincide in the array; fully connected layers)",
+                         choices=("rounded", "pulse-train"))
+    bl: int = option(31, help="pulse-train length BL of --update pulse-train", lo=1, hi=4096)
+    transfer_rows: int = option(8, help="tiki-taka family: rows of the fast array A read (and transferred to C) "
+                                "per training step", lo=1, metavar="K")
+    transfer_lr: float = option(0.1, help="tiki-taka family: transfer rate, the share of each reading of A "
+                                "added to the digital buffer H (in pulses of C)", lo=0, lo_open=True)
+    chop_prob: Optional[float] = option(None, help="c-ttv2: chance that a row's chopper flips after its read; agad: "
+                                        "1 / its period in reads", lo=0, lo_open=True, hi=1,
+                                        unset="or leave it out for the rule's: c-ttv2 0.1, agad 0.5")
     limit_train: Optional[int] = option(None, help="use only the first N training samples", lo=1,
                                         unset="or leave it out for all")
     limit_test: Optional[int] = option(None, help="use only the first N test samples", lo=1,

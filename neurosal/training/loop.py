@@ -21,7 +21,7 @@ from ..devices import load_device
 from ..engine import (activity_warnings, calibrate, calibration_batch, device_of, evaluate, firing_rates, initialize_gains,
                       population_counts)
 from ..files import Owner, check_output, keep, unkeep
-from ..learning import make_rule
+from ..learning import make_rule, rule_class
 from ..networks import build, builder_for, load_checkpoint, load_network, save_checkpoint
 from ..progress import bar as progress_bar
 from .config import RESUME_FREE, TrainConfig, TrainResult
@@ -110,6 +110,11 @@ def train(config=None, device=None, /, *, progress: bool = True, return_net: boo
             writer.close()
 
 
+def rule_options(cfg: TrainConfig) -> dict:
+    """The options of ``cfg``'s rule (its ``options``) with their values in ``cfg``."""
+    return {k: getattr(cfg, k) for k in rule_class(cfg.rule).options}
+
+
 def resume_config(path) -> dict:
     """The training state a checkpoint holds: ``{"config", "epoch", ...}``; a named error for a
     file that is not a resumable neurosal checkpoint."""
@@ -153,7 +158,7 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
     history = []
     start, seconds_before = 0, 0.0
     if state is not None:                 # the chip, the rule, the data order and the ledger as they were
-        r = make_rule(rule, net, lr=cfg.lr, seed=seed, rounding=cfg.rounding, readback=cfg.readback)
+        r = make_rule(rule, net, lr=cfg.lr, seed=seed, **rule_options(cfg))
         load_checkpoint(net, cfg.resume)
         r.load_state_dict(state["rule_state"])
         g.set_state(state["data_rng"])
@@ -169,7 +174,7 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
     if state is None:                    # a fresh chip: the recipe's initialization, then the rule
         with ledger.phase("forward"):                 # the calibration reads are chip work
             gains = initialize_gains(net, card, data.x_train, coding=coding, steps=T, seed=seed)
-        r = make_rule(rule, net, lr=cfg.lr, seed=seed, rounding=cfg.rounding, readback=cfg.readback)
+        r = make_rule(rule, net, lr=cfg.lr, seed=seed, **rule_options(cfg))
     else:
         gains = state.get("gains")
     cost = dict(periphery=cfg.periphery, coprocessor=cfg.coprocessor, rule=r.schedule)
