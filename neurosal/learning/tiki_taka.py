@@ -194,9 +194,16 @@ class TikiTaka(Rule):
         n = torch.trunc(h[rows]).clamp_(-self.max_transfer, self.max_transfer)
         h[rows] -= n
         c.counters.add("buffer_accesses", 2 * k * c.cols)     # H read and written
-        full = torch.zeros(c.rows, c.cols, dtype=c.dtype, device=c.torch_device)
-        full[rows] = n.to(c.dtype)
-        self._stats["transfer_pulses"] += c.apply_pulses(full, -full, check=False, max_count=self.max_transfer)
+        # only the rows read can be written: their cells' flat indices, G+ then G-, ascending
+        # (the same selection and order as a dense call, without scanning the whole array)
+        order = torch.argsort(rows)
+        r_sorted, n_sorted = rows[order], n[order].to(c.dtype)
+        cells = (r_sorted[:, None] * c.cols + torch.arange(c.cols, device=c.torch_device)).reshape(-1)
+        nz = n_sorted.reshape(-1) != 0
+        cells, cnt = cells[nz], n_sorted.reshape(-1)[nz]
+        idx = torch.cat([cells, cells + c.rows * c.cols])
+        self._stats["transfer_pulses"] += c.apply_pulses_at(idx, torch.cat([cnt, -cnt]), check=False,
+                                                            max_count=self.max_transfer)
         # choppers
         if self.chopper == "random":
             flip = torch.rand(k, generator=self._gens.get(a.torch_device), dtype=a.dtype,

@@ -73,7 +73,7 @@ class TrainConfig:
                                   unset="or leave it out for the recipe's")
     rounding: str = option("stochastic", help="gradient -> pulses rounding of bp and dfa",
                            choices=("stochastic", "round"))
-    update: str = option("rounded", help="how bp, mixed-precision and the tiki-taka family write an update: "
+    update: str = option("rounded", help="how bp and the tiki-taka family write an update: "
                          "'rounded' (a digital gradient rounded to pulse counts) or 'pulse-train' (stochastic pulse "
                          "trains of length --bl that coincide in the array; fully connected layers)",
                          choices=("rounded", "pulse-train"))
