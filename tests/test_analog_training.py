@@ -237,3 +237,21 @@ def test_nan_input_writes_nothing():
     with pytest.raises(PulseError):
         rule.step(x, torch.tensor([0, 1, 2, 3]), coding="rate", steps=1, seed=0)
     assert torch.equal(layer.crossbar.state.g, c0) and torch.equal(rule.fast[0].state.g, a0)
+
+
+def test_push_pull_write_equals_the_two_sided_call():
+    """apply_push_pull(n) is apply_pulses(n, -n): the same conductances, counters and noise stream
+    on a noisy, varied card (the same seed, the same chip)."""
+    g = torch.Generator().manual_seed(4)
+    n = torch.randint(-3, 4, (20, 12), generator=g).to(torch.float32)
+    n[n.abs() < 2] = 0
+    out = []
+    for two_sided in (True, False):
+        xb = Crossbar(20, 12, "moderate", seed=5)
+        xb.initialize(torch.zeros(20, 12))
+        applied = xb.apply_pulses(n, -n) if two_sided else xb.apply_push_pull(n)
+        out.append((xb.state.g.clone(), xb.counters.as_dict(), int(applied), xb.generator.get_state()))
+    assert torch.equal(out[0][0], out[1][0]) and out[0][1] == out[1][1] and out[0][2] == out[1][2]
+    assert torch.equal(out[0][3], out[1][3])
+    with pytest.raises(PulseError):
+        Crossbar(2, 2, "moderate").apply_push_pull(torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]))

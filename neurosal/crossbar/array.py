@@ -517,6 +517,21 @@ class Crossbar:
         idx = (n != 0).nonzero().squeeze(1)            # NaN != 0: a bad count is passed on and refused
         return self.apply_pulses_at(idx, n[idx], check=check, max_count=max_count, write_cycles=write_cycles)
 
+    def apply_push_pull(self, n: torch.Tensor, *, check: bool = True, max_count: Optional[int] = None,
+                        write_cycles=None) -> torch.Tensor:
+        """``apply_pulses(n, -n)`` (``+n`` on G+, ``-n`` on G-, ``[rows, cols]``) without building
+        the ``[2, rows, cols]`` count tensor: the pulsed cells are found once, in ``n``. The same
+        selection, order, result, counters and noise stream as :meth:`apply_pulses`."""
+        if tuple(n.shape) != (self.rows, self.cols):
+            raise ValueError(f"pulse counts have shape {tuple(n.shape)}, crossbar is {(self.rows, self.cols)}")
+        if self._dense_writes():
+            return self.apply_pulses(n, -n, check=check, max_count=max_count, write_cycles=write_cycles)
+        flat = torch.as_tensor(n, device=self.torch_device).to(self.torch_device, self.dtype).reshape(-1)
+        cells = (flat != 0).nonzero().squeeze(1)            # NaN != 0: a bad count is passed on and refused
+        v = flat[cells]
+        return self.apply_pulses_at(torch.cat([cells, cells + self.rows * self.cols]), torch.cat([v, -v]),
+                                    check=check, max_count=max_count, write_cycles=write_cycles)
+
     #: hand every device to the device model, a zero count where nothing is asked, instead of
     #: selecting the pulsed ones by index (``None``: on an accelerator, where the selection would
     #: make the host wait; sparse on a CPU). The same writes and counts; the cycle-to-cycle noise

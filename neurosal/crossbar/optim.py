@@ -115,7 +115,7 @@ class PulseSGD(torch.optim.Optimizer):
             p.add_(p.grad, alpha=-lr)
         for layer, n in writes:
             n = n.clamp_(-self.max_pulses, self.max_pulses)
-            layer.crossbar.apply_pulses(n, -n, check=False, max_count=self.max_pulses)
+            layer.crossbar.apply_push_pull(n, check=False, max_count=self.max_pulses)
         for layer, x, d, lr in trains:
             apply_pulse_trains(layer.crossbar, x, d, scale=lr / layer.dw_min, bl=self.bl,
                                generator=self._gens.get(x.device), down_first=bool(self._steps % 2))

@@ -79,7 +79,7 @@ class MixedPrecision(Rule):
         chi.sub_(n)
         xb = layer.crossbar
         xb.counters.add("buffer_accesses", 2 * xb.rows * xb.cols)          # read and write chi
-        xb.apply_pulses(n, -n, check=False, max_count=self.max_pulses)
+        xb.apply_push_pull(n, check=False, max_count=self.max_pulses)
         return n
 
     def state_dict(self) -> dict:

@@ -164,7 +164,7 @@ class TikiTaka(Rule):
             v = layer.weight.grad.t().to(a.dtype) * chop[:, None] * (-self.lr / layer.dw_min)
             n = torch.floor(v + torch.rand(v.shape, generator=gen, dtype=v.dtype, device=v.device))
             n = n.clamp_(-self.max_pulses, self.max_pulses)
-            applied = a.apply_pulses(n, -n, check=False, max_count=self.max_pulses)
+            applied = a.apply_push_pull(n, check=False, max_count=self.max_pulses)
         else:
             return
         self._stats["fast_pulses"] += applied
