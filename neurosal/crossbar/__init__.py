@@ -17,10 +17,10 @@ from ..devices import PulseError, check_pulses
 from .array import Crossbar
 from .counters import Counters
 from .layers import AnalogConv2d, AnalogLinear, analog_layers
-from .optim import PulseSGD
+from .optim import PulseSGD, record_outer
 from .periphery import calibrate_adc
 from .programming import ProgramResult, program
 from .pulse_train import apply_pulse_trains, coincidences
 
 __all__ = ["Counters", "Crossbar", "ProgramResult", "AnalogLinear", "AnalogConv2d", "PulseSGD", "PulseError",
-           "analog_layers", "apply_pulse_trains", "calibrate_adc", "coincidences", "check_pulses", "program"]
+           "analog_layers", "apply_pulse_trains", "calibrate_adc", "coincidences", "record_outer", "check_pulses", "program"]

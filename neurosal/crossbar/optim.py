@@ -11,7 +11,7 @@ from ..devices import PulseError, check_pulses
 from .layers import AnalogLinear
 from .pulse_train import apply_pulse_trains
 
-__all__ = ["PulseSGD"]
+__all__ = ["PulseSGD", "record_outer"]
 
 
 class PulseSGD(torch.optim.Optimizer):
@@ -124,13 +124,18 @@ class PulseSGD(torch.optim.Optimizer):
 
     def record(self, layers) -> None:
         """Under ``update='pulse-train'``: have ``layers`` (fully connected) record their inputs and
-        errors in backward instead of forming the weight gradient."""
-        if self.update != "pulse-train":
-            return
-        for layer in layers:
-            if type(layer) is not AnalogLinear:
-                raise ValueError(f"the pulse-train update works on fully connected layers (AnalogLinear); "
-                                 f"this network has a {type(layer).__name__} {tuple(layer.weight.shape)} "
-                                 "(use update='rounded' for it)")
-        for layer in layers:
-            layer.record_outer = []
+        errors in backward instead of forming the weight gradient (:func:`record_outer`)."""
+        if self.update == "pulse-train":
+            record_outer(layers)
+
+
+def record_outer(layers) -> None:
+    """Have the fully connected ``layers`` record ``(x, dL/dy)`` in backward instead of forming
+    the weight gradient (an in-array update takes the vectors); any other layer is refused."""
+    for layer in layers:
+        if type(layer) is not AnalogLinear:
+            raise ValueError(f"the pulse-train update works on fully connected layers (AnalogLinear); "
+                             f"this network has a {type(layer).__name__} {tuple(layer.weight.shape)} "
+                             "(use update='rounded' for it)")
+    for layer in layers:
+        layer.record_outer = []

@@ -15,14 +15,12 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from ..accel import all_finite
 from ..cost import Schedule, phase
 from ..crossbar import PulseError, analog_layers
-from ..engine import forward, loss_scores
 from .controller import HybridController, write_all
-from .rule import Rule, register
+from .rule import Rule, loss_and_gradients, register
 
 __all__ = ["Hybrid"]
 
@@ -89,13 +87,7 @@ class Hybrid(Rule):
         return [c.buffer for c in self.controllers]
 
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
-        for p in self.net.parameters():
-            p.grad = None
-        with phase("forward"):
-            res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
-            loss = nn.functional.cross_entropy(loss_scores(self.net, res, coding), y)
-        with phase("backward"):
-            loss.backward()
+        loss = loss_and_gradients(self.net, x, y, coding=coding, steps=steps, seed=seed)
         with torch.no_grad(), phase("update"):
             # atomic: a NaN or infinite gradient changes nothing (chip, buffers, digital weights);
             # a sum is finite only if every term is

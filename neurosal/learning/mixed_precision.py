@@ -19,13 +19,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from ..accel import all_finite
 from ..cost import Schedule, phase
 from ..crossbar import PulseError, analog_layers
-from ..engine import forward, loss_scores
-from .rule import Rule, register
+from .rule import Rule, loss_and_gradients, register
 
 __all__ = ["MixedPrecision"]
 
@@ -51,13 +49,7 @@ class MixedPrecision(Rule):
         self.digital = [p for p in net.parameters() if id(p) not in analog]
 
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
-        for p in self.net.parameters():
-            p.grad = None
-        with phase("forward"):
-            res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
-            loss = nn.functional.cross_entropy(loss_scores(self.net, res, coding), y)
-        with phase("backward"):
-            loss.backward()
+        loss = loss_and_gradients(self.net, x, y, coding=coding, steps=steps, seed=seed)
         with torch.no_grad(), phase("update"):
             grads = [p.grad for p in list(self.digital) + [layer.weight for layer in self.layers]
                      if p.grad is not None]

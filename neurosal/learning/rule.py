@@ -29,7 +29,7 @@ from torch import nn
 from ..cost import Schedule, phase
 from ..engine import forward, loss_scores
 
-__all__ = ["Rule", "register", "rule_class", "rule_names", "backprop_step"]
+__all__ = ["Rule", "register", "rule_class", "rule_names", "backprop_step", "loss_and_gradients"]
 
 _REGISTRY: dict[str, type["Rule"]] = {}
 
@@ -76,6 +76,19 @@ class Rule:
 
     def load_state_dict(self, sd: dict) -> None:
         pass
+
+
+def loss_and_gradients(net, x, y, *, coding: str, steps: int, seed: int):
+    """The forward and backward phases a rule with its own update shares: gradients cleared,
+    forward through the engine, cross-entropy, backward; returns the loss (with its graph)."""
+    for p in net.parameters():
+        p.grad = None
+    with phase("forward"):
+        res = forward(net, x, coding=coding, steps=steps, seed=seed)
+        loss = nn.functional.cross_entropy(loss_scores(net, res, coding), y)
+    with phase("backward"):
+        loss.backward()
+    return loss
 
 
 def backprop_step(net, opt, x, y, *, coding: str, steps: int, seed: int):

@@ -55,13 +55,11 @@ import math
 from typing import Optional
 
 import torch
-from torch import nn
 
 from ..accel import Generators, all_finite
 from ..cost import Schedule, phase
-from ..crossbar import Crossbar, PulseError, PulseSGD, analog_layers, apply_pulse_trains
-from ..engine import forward, loss_scores
-from .rule import Rule, register
+from ..crossbar import Crossbar, PulseError, analog_layers, apply_pulse_trains, record_outer
+from .rule import Rule, loss_and_gradients, register
 
 __all__ = ["TTv2", "ChoppedTTv2", "AGAD", "TikiTaka"]
 
@@ -98,7 +96,7 @@ class TikiTaka(Rule):
         self.period = max(1, round(1.0 / self.chop_prob))
         self.layers = analog_layers(net)
         if update == "pulse-train":
-            PulseSGD([torch.zeros(1)], lr=1.0, update="pulse-train").record(self.layers)
+            record_outer(self.layers)
         self._gens = Generators(seed + 31)
         self.fast, self.state = [], []
         for layer in self.layers:
@@ -122,13 +120,7 @@ class TikiTaka(Rule):
 
     # -- one step -------------------------------------------------------------------------
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
-        for p in self.net.parameters():
-            p.grad = None
-        with phase("forward"):
-            res = forward(self.net, x, coding=coding, steps=steps, seed=seed)
-            loss = nn.functional.cross_entropy(loss_scores(self.net, res, coding), y)
-        with phase("backward"):
-            loss.backward()
+        loss = loss_and_gradients(self.net, x, y, coding=coding, steps=steps, seed=seed)
         with torch.no_grad(), phase("update"):
             trains = []
             for layer in self.layers:
