@@ -59,13 +59,13 @@ def main() -> None:
         v = grad * (target / grad.abs().mean())
         n_counts = torch.floor(v + torch.rand(v.shape, generator=gen))
         frac = (n_counts != 0).float().mean().item()
-        tp = median_time(lambda: xb.apply_pulses(n_counts, -n_counts), args.repeats)
+        tp = median_time(lambda: xb.apply_push_pull(n_counts), args.repeats)
         rows.append((f"pulse update, severe ({frac:.1%} of devices pulsed)", tp, t_outer))
 
     def full_step():
         vv = (x.t() @ d) * (0.03 / grad.abs().mean())
         nn_ = torch.floor(vv + torch.rand(vv.shape, generator=gen))
-        xb.apply_pulses(nn_, -nn_)
+        xb.apply_push_pull(nn_)
     tps = median_time(full_step, args.repeats)
     rows.append(("PulseSGD-like step (outer product, stoch. rounding, pulses), sparse", tps, t_outer))
 

@@ -4,6 +4,9 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# the suite checks the physics in plain torch (no compilation per test: minutes saved);
+# tests/test_kernels.py checks that the compiled kernels give the same numbers
+os.environ.setdefault("NEUROSAL_COMPILE", "0")
 torch.set_num_threads(2)
 
 

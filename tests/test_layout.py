@@ -17,7 +17,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "neurosal"
 
 #: Rooms from the bottom up: a room may import only rooms before it.
-ROOMS = ["cards", "files", "accel", "progress", "coding", "datasets", "recording", "devices", "plots",
+ROOMS = ["cards", "files", "accel", "kernels", "progress", "coding", "datasets", "recording", "devices", "plots",
          "crossbar", "neurons", "coprocessor", "cost", "engine", "networks", "learning", "interop",
          "training", "experiments", "studies", "cli", "__main__"]
 
@@ -25,7 +25,7 @@ ROOMS = ["cards", "files", "accel", "progress", "coding", "datasets", "recording
 LOCAL_OK = ("ray", "torch.utils.tensorboard", "matplotlib", "sklearn.datasets")
 
 #: Infrastructure any room above it may use without naming it in its docstring.
-INFRA = {"cards", "files", "accel", "progress"}
+INFRA = {"cards", "files", "accel", "kernels", "progress"}
 
 
 def _module_name(path: Path) -> str:

@@ -38,10 +38,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..accel import Generators, randn
+from ..accel import Generators, _derived_seed
 from ..devices import Device, DeviceCard, DeviceState
+from ..kernels import fused, normal_at
 from .counters import Counters
-from .periphery import adc_, code_bits, count_nonzero, dac, record_calibration
+from .periphery import code_bits, count_nonzero, dac, record_calibration
 from .programming import ProgramResult, program
 
 __all__ = ["Crossbar"]
@@ -93,6 +94,11 @@ class Crossbar:
         self.dtype = dtype
         self.torch_device = torch.device(torch_device) if torch_device is not None else torch.device("cpu")
         self._gens = Generators(self.seed)        # the noise stream, one generator per torch device
+        # the read-noise stream (counter-based, see _read_key): its key and how far it has been read
+        kg = torch.Generator(device="cpu").manual_seed(_derived_seed(self.seed, b"read noise"))
+        self._noise_words = torch.randint(0, 1 << 62, (2,), generator=kg, dtype=torch.int64).tolist()
+        self._noise_key: dict = {}
+        self.read_position = 0
         # the fabricated chip is drawn on the CPU whatever the accelerator: same seed, same chip
         chip = torch.Generator(device="cpu").manual_seed(self.seed)
         st = self.device.init_state((2, self.rows, self.cols), generator=chip, u0=0.5, dtype=dtype, device="cpu")
@@ -480,18 +486,56 @@ class Crossbar:
                    transposed: bool = False) -> torch.Tensor:
         """Read noise and ADC on per-tile partial sums ``[nt_in, batch, n_out]`` (``l2``: each
         tile's input norm sqrt(sum x^2), ``[nt_in, batch, 1]``; ``adc_fs``: the ADC's full
-        scale, a number or ``[1, batch, 1]``); the tiles are summed digitally."""
+        scale, a number or ``[1, batch, 1]``); the tiles are summed digitally. Noise, ADC and the
+        tile sum run as one fused kernel. The noise of a partial sum is the counter-based normal
+        number (:mod:`neurosal.kernels`) of its place in the array's read stream (:meth:`_read_key`),
+        so every read path (dense, event-driven, convolution) draws the same numbers, and reading
+        vectors in one call or in several (the engine's chunks) does too."""
         sr = self.read_noise
+        bits = self.adc_bits
+        step = inv = None
+        if bits is not None:
+            levels = 2 ** (bits - 1) - 1
+            fs = self.adc_range if adc_fs is None else adc_fs
+            if isinstance(fs, torch.Tensor):
+                step = fs / levels
+            else:        # a number (a calibrated range: it changes, so it goes in as data)
+                step = torch.tensor(fs / levels, dtype=part.dtype, device=part.device)
+                inv = torch.tensor(levels / fs, dtype=part.dtype, device=part.device)
+        sig = key = None
         if sr > 0:
             # sum over the tile's rows of two independent device noises per weight
             sig = (sr * math.sqrt(2.0)) * l2
-            part = part.addcmul_(sig, randn(part.shape, generator=self.generator, dtype=part.dtype,
-                                                  device=part.device))
-        if self._calib is not None and not transposed:
+            key = self._read_key(part)
+        if self._calib is not None and not transposed:      # calibration (not a hot path): in steps
+            if sig is not None:
+                part = _add_noise.eager(part, sig, key)
             record_calibration(self._calib, part, adc_fs, self.adc_range)
-        if self.adc_bits is not None:
-            adc_(part, self.adc_bits, self.adc_range if adc_fs is None else adc_fs)   # part: this read's own buffer
+            return _adc_sum.eager(part, levels, step, inv) if bits is not None else part.sum(0)
+        if sig is not None and bits is not None:
+            return _noise_adc_sum(part, sig, key, levels, step, inv)
+        if sig is not None:
+            return _noise_sum(part, sig, key)
+        if bits is not None:
+            return _adc_sum(part, levels, step, inv)
         return part.sum(0)
+
+    def _read_key(self, part: torch.Tensor) -> torch.Tensor:
+        """The key of a read's noise: partial sum ``(tile k, vector b, column j)`` of
+        ``part [nt, batch, n_out]`` is number ``(p + b) nt n_out + k n_out + j`` of the array's read
+        stream, ``p`` the vectors read before (:attr:`read_position`; saved in checkpoints). The
+        stream's key is drawn once from the array's seed (its own stream, apart from the writes')."""
+        nt, batch, n_out = part.shape
+        base = self._noise_key.get(part.device)
+        if base is None:
+            base = torch.tensor(self._noise_words, dtype=torch.int64, device=part.device)
+            self._noise_key[part.device] = base
+        off = (self.read_position * nt * n_out) % (1 << 64)
+        self.read_position += batch
+        if off == 0:
+            return base
+        off -= (1 << 64) if off >= (1 << 63) else 0
+        return base + torch.tensor([off, 0], dtype=torch.int64, device=part.device)
 
     # -- writes --------------------------------------------------------------------------
     def apply_pulses(self, n_plus: torch.Tensor, n_minus: torch.Tensor, *, check: bool = True,
@@ -526,11 +570,43 @@ class Crossbar:
             raise ValueError(f"pulse counts have shape {tuple(n.shape)}, crossbar is {(self.rows, self.cols)}")
         if self._dense_writes():
             return self.apply_pulses(n, -n, check=check, max_count=max_count, write_cycles=write_cycles)
-        flat = torch.as_tensor(n, device=self.torch_device).to(self.torch_device, self.dtype).reshape(-1)
+        n = torch.as_tensor(n, device=self.torch_device).to(self.torch_device, self.dtype)
+        flat = n.reshape(-1)
+        if self.dense_fraction < 1 and self.device.dense_capable():
+            if flat.numel() <= self.dense_cells:            # small: one fused pass costs less than selecting
+                return self._push_pull_dense(n, check, write_cycles)
+            nnz = int(count_nonzero(n))                     # NaN counts as nonzero: refused in the write
+            if nnz > self.dense_fraction * flat.numel():
+                return self._push_pull_dense(n, check, write_cycles)
         cells = (flat != 0).nonzero().squeeze(1)            # NaN != 0: a bad count is passed on and refused
-        v = flat[cells]
+        v = flat.index_select(0, cells)
+        if write_cycles is None and cells.numel():
+            write_cycles = self._row_slots(n.abs())          # both devices of a pair: the same |n|
         return self.apply_pulses_at(torch.cat([cells, cells + self.rows * self.cols]), torch.cat([v, -v]),
-                                    check=check, max_count=max_count, write_cycles=write_cycles)
+                                    check=check, max_count=max_count, write_cycles=write_cycles, _cells=cells)
+
+    #: on a CPU, :meth:`apply_push_pull` writes every cell in one fused pass (instead of selecting
+    #: the pulsed ones) when more than this fraction of the pairs is pulsed (the same result and
+    #: noise either way, see :meth:`Device.pulse_dense`): gathering a cell's state and parameters
+    #: by index costs several times a streaming pass (measured on 1024 x 1024 ``severe``,
+    #: benchmarks/bench_crossbar.py). 1: never.
+    dense_fraction: float = 0.15
+    #: ... and always for arrays of at most this many pairs (the selection's fixed cost is larger)
+    dense_cells: int = 1 << 14
+
+    def _push_pull_dense(self, n: torch.Tensor, check: bool, write_cycles) -> torch.Tensor:
+        applied, pulsed = self.device.pulse_dense(self._state, n, generator=self.generator, time=self.time,
+                                                  push_pull=True, what=f"crossbar {self.rows}x{self.cols}",
+                                                  check=check)
+        c = self.counters
+        c.add("pulses", applied)
+        c.add("pulsed_cells", pulsed)
+        c.add("update_ops", (pulsed > 0).to(torch.int64))
+        cycles = self._row_slots(n.abs()) if write_cycles is None else write_cycles
+        c.add("write_cycles", cycles * (pulsed > 0))
+        self.pulsed = True
+        self.version += 1
+        return applied
 
     #: hand every device to the device model, a zero count where nothing is asked, instead of
     #: selecting the pulsed ones by index (``None``: on an accelerator, where the selection would
@@ -542,7 +618,7 @@ class Crossbar:
         return self.dense_writes if self.dense_writes is not None else self.torch_device.type != "cpu"
 
     def apply_pulses_at(self, idx: torch.Tensor, n: torch.Tensor, *, check: bool = True,
-                        max_count: Optional[int] = None, write_cycles=None) -> torch.Tensor:
+                        max_count: Optional[int] = None, write_cycles=None, _cells=None) -> torch.Tensor:
         """Sparse :meth:`apply_pulses`: signed counts ``n`` for the devices at flat indices ``idx``
         (ascending) into the ``[2, rows, cols]`` array (``d * rows * cols + row * cols + col``,
         ``d`` 0 for G+, 1 for G-). Same result, counters and noise stream as the dense call."""
@@ -561,9 +637,11 @@ class Crossbar:
         fresh = self._w is not None and self._cache_version == self.version and self._state.t_prog is None
         self.version += 1
         if fresh:   # refresh the weight cache at the written cells only (no drift to apply)
-            cells = idx % (self.rows * self.cols)
+            # (``_cells``: the pairs written, where the caller knows them: each once)
+            cells = idx % (self.rows * self.cols) if _cells is None else _cells
             g = self._state.g.view(2, -1)
-            self._w.view(-1)[cells] = (g[0, cells] - g[1, cells]) / self.g_ref
+            self._w.view(-1).index_put_((cells,), (g[0].index_select(0, cells) - g[1].index_select(0, cells))
+                                        / self.g_ref)
             self._cache_version = self.version
             self.last_write = (self.version, cells)
         return applied
@@ -586,11 +664,16 @@ class Crossbar:
         (i, j): per tile, the sum over its rows of the row's largest entry (a row's columns act
         at once); tiles work in parallel, so the slowest tile sets the time."""
         tr, tc = self.tile
-        pc = self.n_col_tiles * tc - self.cols
+        k = self.cols // tc                                      # full column tiles
+        parts = []
+        if k:
+            parts.append(a[:, :k * tc].reshape(self.rows, k, tc).amax(-1))
+        if k * tc < self.cols:
+            parts.append(a[:, k * tc:].amax(-1, keepdim=True))
+        row_max = parts[0] if len(parts) == 1 else torch.cat(parts, 1)          # [rows, col tiles]
         pr = self.n_row_tiles * tr - self.rows
-        if pc or pr:
-            a = F.pad(a, (0, pc, 0, pr))
-        row_max = a.view(self.n_row_tiles * tr, self.n_col_tiles, tc).amax(-1)     # [rows, col tiles]
+        if pr:
+            row_max = F.pad(row_max, (0, 0, 0, pr))
         return row_max.view(self.n_row_tiles, tr, self.n_col_tiles).sum(1).amax().round().to(torch.int64)
 
     def advance(self, seconds: float) -> None:
@@ -627,7 +710,7 @@ class Crossbar:
         are saved on the CPU (a checkpoint loads on any accelerator) in the array's dtype."""
         return {"state": {k: (v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v)
                           for k, v in self._state.state_dict().items()},
-                "rng": self._gens.state_dict(), "time": self.time, "counters": self.counters.as_dict(),
+                "rng": self._gens.state_dict(), "read_position": self.read_position, "time": self.time, "counters": self.counters.as_dict(),
                 "card": self.device.card.to_dict(), "rows": self.rows, "cols": self.cols,
                 "adc_range": self.adc_range, "adc_range_t": self.adc_range_t,
                 "initial_weights": self.initial_weights.detach().cpu().clone(), "pulsed": self.pulsed}
@@ -647,6 +730,7 @@ class Crossbar:
         else:                                   # older checkpoints: the CPU generator's state
             self._gens.load_state_dict({"seed": self.seed, "states": {"cpu": rng}})
         self.time = sd["time"]
+        self.read_position = int(sd.get("read_position", 0))
         self.counters.reset()
         self.counters.add_all(sd["counters"])
         self.adc_range = float(sd.get("adc_range", self.adc_range))
@@ -662,3 +746,33 @@ class Crossbar:
                 f"dac_bits={self.dac_bits}, adc_bits={self.adc_bits})")
 
 
+# ---- the read epilogue: read noise, column ADCs and the digital sum of the row tiles, fused
+def _noise(part: torch.Tensor, sig: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    nt, batch, n_out = part.shape       # counter of (k, b, j): (b nt + k) n_out + j, vector-major
+    c = torch.arange(part.numel(), dtype=torch.int64, device=part.device).view(batch, nt, n_out).transpose(0, 1)
+    return part + sig * normal_at(key, c, part.dtype)
+
+
+def _adc(part: torch.Tensor, levels: int, step: torch.Tensor, inv) -> torch.Tensor:
+    """Round to the nearest of ``levels`` per side of width ``step`` and clip (as :func:`adc_`;
+    ``inv``: ``1/step`` where the full scale is one number, multiplied instead of divided)."""
+    scaled = part / step if inv is None else part * inv
+    return torch.clamp(scaled, -levels, levels).round() * step
+
+
+_add_noise = fused(_noise)
+
+
+@fused
+def _noise_adc_sum(part, sig, key, levels: int, step, inv):
+    return _adc(_noise(part, sig, key), levels, step, inv).sum(0)
+
+
+@fused
+def _noise_sum(part, sig, key):
+    return _noise(part, sig, key).sum(0)
+
+
+@fused
+def _adc_sum(part, levels: int, step, inv):
+    return _adc(part, levels, step, inv).sum(0)

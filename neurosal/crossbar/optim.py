@@ -8,6 +8,7 @@ import torch
 
 from ..accel import Generators, all_finite
 from ..devices import PulseError, check_pulses
+from ..kernels import stochastic_round
 from .layers import AnalogLinear
 from .pulse_train import apply_pulse_trains
 
@@ -85,12 +86,11 @@ class PulseSGD(torch.optim.Optimizer):
                     continue
                 if layer.record_outer is not None:
                     continue
-                v = p.grad.t() * (-lr / layer.dw_min)          # pulses per cell, [rows, cols]
+                scale = -lr / layer.dw_min                     # pulses per cell, [rows, cols]
                 if self.rounding == "round":
-                    n = torch.round(v)
+                    n = torch.round(p.grad.t() * scale)
                 else:
-                    n = torch.floor(v + torch.rand(v.shape, generator=self._gens.get(v.device), dtype=v.dtype,
-                                                   device=v.device))
+                    n = stochastic_round(p.grad.t(), scale, self._gens.get(p.grad.device))
                 writes.append((layer, n))
         trains = []
         if self.update == "pulse-train":

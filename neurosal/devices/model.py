@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from ..accel import randn
+from ..kernels import fused, new_key, normal_at
 from .card import DeviceCard, Drift, Faults, Noise, Variation, load_device
-from .family import family_class
+from .family import GeometricFamily, family_class
 from .state import DeviceState, fabricate, take
 
 __all__ = ["PulseError", "check_pulses", "Device", "MAX_CURVE_PULSES"]
@@ -141,6 +142,17 @@ class Device:
         if idx.numel() == 0:
             z = torch.zeros((), dtype=torch.int64, device=st.g.device)
             return (z, z) if return_cells else z
+        if self.dense_capable():
+            # closed-form families: gathers, response and noise in one fused pass over the cells
+            c2c = self.card.noise.c2c
+            key = new_key(generator, st.g.device) if c2c > 0 else None
+            g_new, keep, total, pulsed = _sparse_pulse(self.family, st.g, idx, nn, *_per_cell(st), st.stuck, key, c2c)
+            st.g.view(-1).index_copy_(0, idx, g_new)
+            if st.t_prog is not None and time is not None:
+                t = st.t_prog.view(-1)
+                t.index_copy_(0, idx, torch.where(keep, torch.full_like(g_new, time).to(t.dtype),
+                                                  t.index_select(0, idx)))
+            return (total, pulsed) if return_cells else total
         # stuck cells and zero counts take no pulse: their count becomes 0 and their state is kept
         keep = nn != 0
         if st.stuck is not None:
@@ -153,7 +165,7 @@ class Device:
         gmin = gmin.to(nn.dtype) if isinstance(gmin, torch.Tensor) else gmin
         gmax = take(st.g_max, idx)
         rng = (gmax.to(nn.dtype) if isinstance(gmax, torch.Tensor) else gmax) - gmin
-        u = ((g_flat[idx] - gmin) / rng).clamp_(0, 1)
+        u = ((g_flat.index_select(0, idx) - gmin) / rng).clamp_(0, 1)
         pmax = take(st.pmax, idx)
         # the family moves both directions at once, each cell with its own parameters (a stepwise
         # family loops to max_count on an accelerator instead of reading the counts back)
@@ -163,22 +175,51 @@ class Device:
         total = cnt.sum().round().to(torch.int64)
         return (total, keep.sum()) if return_cells else total
 
+    def dense_capable(self) -> bool:
+        """Whether :meth:`pulse_dense` can write this family (closed-form multi-pulse response)."""
+        return isinstance(self.family, GeometricFamily)
+
+    def pulse_dense(self, st: DeviceState, n: torch.Tensor, *, generator: torch.Generator | None = None,
+                    time: float | None = None, push_pull: bool = False, what: str = "device array",
+                    check: bool = True):
+        """Every cell at once: signed counts ``n`` shaped like ``st.g`` (``push_pull``: ``[rows, cols]``
+        for an array of shape ``[2, rows, cols]``, ``+n`` on half 0 and ``-n`` on half 1), in one
+        fused pass over the array (no selection of the pulsed cells). The same result and noise
+        as :meth:`pulse_at` on the nonzero counts (each cell's noise is the counter-based number of
+        its flat index), up to float rounding. Returns ``(pulses applied, cells pulsed)``."""
+        if not self.dense_capable():
+            raise ValueError(f"pulse_dense: the {self.card.model!r} family has no closed-form multi-pulse response")
+        nn = n.to(st.g.dtype)
+        if check:
+            check_pulses(nn, what)
+        c2c = self.card.noise.c2c
+        key = new_key(generator, st.g.device) if c2c > 0 else None
+        return _dense_pulse(self.family, st.g, nn, *_per_cell(st), st.stuck,
+                            st.t_prog if time is not None else None, key, c2c,
+                            torch.tensor(0.0 if time is None else time, dtype=torch.float64, device=st.g.device),
+                            push_pull)
+
     def _set_cells(self, st: DeviceState, idx, u_new, cnt, gmin, rng, generator, time, keep=None) -> None:
         """Write the cells ``idx``: the nominal response ``u_new`` of ``cnt >= 0`` pulses plus
         cycle-to-cycle noise (sigma sqrt(cnt), drawn for these cells), stamped with ``time``;
         cells where ``keep`` is False (no pulse, or stuck) keep their state."""
         c2c = self.card.noise.c2c
-        if c2c > 0:
-            z = randn((idx.numel(),), generator=generator, dtype=u_new.dtype, device=u_new.device)
-            u_new = (u_new + c2c * cnt.sqrt() * z).clamp_(0, 1)
-        g_new = gmin + u_new * rng
         g_flat = st.g.view(-1)
+        if c2c > 0:
+            # the cell's own counter-based number (its flat index): the same draw whichever cells
+            # are pulsed with it, sparse or dense
+            g_new = _c2c_response(u_new, cnt, idx, new_key(generator, u_new.device), c2c, gmin, rng)
+        else:
+            g_new = gmin + u_new * rng
         if keep is not None:
-            g_new = torch.where(keep, g_new, g_flat[idx])
-        g_flat[idx] = g_new
+            g_new = torch.where(keep, g_new, g_flat.index_select(0, idx))
+        g_flat.index_copy_(0, idx, g_new.to(g_flat.dtype))
         if st.t_prog is not None and time is not None:
             t = st.t_prog.view(-1)
-            t[idx] = torch.where(keep, torch.full_like(g_new, time).to(t.dtype), t[idx]) if keep is not None else time
+            if keep is not None:
+                t.index_copy_(0, idx, torch.where(keep, torch.full_like(g_new, time).to(t.dtype), t.index_select(0, idx)))
+            else:
+                t.index_fill_(0, idx, time)
 
     def read(self, st: DeviceState, *, generator: torch.Generator | None = None, time: float | None = None,
              noise: bool = True) -> torch.Tensor:
@@ -307,3 +348,94 @@ class Device:
         d["on_off"] = c.on_off
         self.family.describe(d)
         return d
+
+
+@fused
+def _c2c_response(u_new, cnt, idx, key, c2c: float, gmin, rng):
+    """Conductance after the nominal response ``u_new`` of ``cnt`` pulses plus cycle-to-cycle
+    noise :math:`\\sigma_{c2c}\\sqrt{cnt}\\,\\xi` (the counter-based normal of each cell's flat index
+    ``idx``), clamped to the cell's range."""
+    z = normal_at(key, idx, u_new.dtype)
+    return gmin + (u_new + c2c * cnt.sqrt() * z).clamp(0, 1) * rng
+
+
+
+class _Fixed:
+    """The parameters that do not vary from cell to cell (Python numbers), as attributes: a
+    compiled kernel takes them as constants of its graph (a number passed as an argument would be
+    traced as a symbol, and the families branch on them)."""
+
+    __slots__ = ("gmin", "gmax", "pmax", "p_up", "p_down")
+
+    def __init__(self, *vals):
+        for k, v in zip(self.__slots__, vals):
+            setattr(self, k, v)
+
+
+def _per_cell(st: DeviceState) -> tuple:
+    """``(fixed, gmin, gmax, pmax, p_up, p_down)`` for the fused kernels: each per-cell tensor, or
+    ``None`` where the value is one number (then in ``fixed``)."""
+    vals = (st.g_min, st.g_max, st.pmax, st.p_up, st.p_down)
+    fixed = _Fixed(*(None if isinstance(v, torch.Tensor) else v for v in vals))
+    return (fixed,) + tuple(v if isinstance(v, torch.Tensor) else None for v in vals)
+
+
+def _resolve(fixed: _Fixed, gmin, gmax, pmax, p_up, p_down) -> tuple:
+    return tuple(getattr(fixed, k) if v is None else v
+                 for k, v in zip(_Fixed.__slots__, (gmin, gmax, pmax, p_up, p_down)))
+
+
+@fused
+def _dense_pulse(family, g, n, fixed, gmin, gmax, pmax, p_up, p_down, stuck, t_prog, key, c2c: float,
+                 time: torch.Tensor, push_pull: bool):
+    """:meth:`Device.pulse_dense`'s pass over every cell (in place on ``g`` and ``t_prog``)."""
+    gmin, gmax, pmax, p_up, p_down = _resolve(fixed, gmin, gmax, pmax, p_up, p_down)
+    if push_pull:
+        n = torch.stack([n, -n])
+    keep = n != 0
+    if stuck is not None:
+        keep = keep & ~stuck
+    nn = torch.where(keep, n, torch.zeros_like(n))
+    up = nn > 0
+    cnt = nn.abs()
+    rng = gmax - gmin
+    u = ((g - gmin) / rng).clamp(0, 1)
+    u_new = family.move_cells(u, cnt, up, pmax, p_up, p_down)
+    if key is not None:
+        idx = torch.arange(g.numel(), dtype=torch.int64, device=g.device).view(g.shape)
+        g_new = gmin + (u_new + c2c * cnt.sqrt() * normal_at(key, idx, u_new.dtype)).clamp(0, 1) * rng
+    else:
+        g_new = gmin + u_new * rng
+    g.copy_(torch.where(keep, g_new, g))
+    if t_prog is not None:
+        t_prog.copy_(torch.where(keep, time.to(t_prog.dtype), t_prog))
+    return cnt.sum().round().to(torch.int64), keep.sum()
+
+
+def _at(p, idx):
+    return p.reshape(-1)[idx] if isinstance(p, torch.Tensor) else p
+
+
+@fused
+def _sparse_pulse(family, g, idx, n, fixed, gmin, gmax, pmax, p_up, p_down, stuck, key, c2c: float):
+    """:meth:`Device.pulse_at`'s cells for a closed-form family: the new conductances of the cells
+    ``idx`` (the old one where a cell keeps its state: no pulse, or stuck), which cells were
+    written, the pulses applied and the cells pulsed. The same elementwise math as
+    :func:`_dense_pulse`, on the gathered cells."""
+    gmin, gmax, pmax, p_up, p_down = _resolve(fixed, gmin, gmax, pmax, p_up, p_down)
+    keep = n != 0
+    if stuck is not None:
+        keep = keep & ~_at(stuck, idx)
+    nn = torch.where(keep, n, torch.zeros_like(n))
+    up = nn > 0
+    cnt = nn.abs()
+    g0 = _at(g, idx)
+    lo = _at(gmin, idx)
+    rng = _at(gmax, idx) - lo
+    u = ((g0 - lo) / rng).clamp(0, 1)
+    u_new = family.move_cells(u, cnt, up, _at(pmax, idx), _at(p_up, idx), _at(p_down, idx))
+    if key is not None:
+        g_new = lo + (u_new + c2c * cnt.sqrt() * normal_at(key, idx, u_new.dtype)).clamp(0, 1) * rng
+    else:
+        g_new = lo + u_new * rng
+    return torch.where(keep, g_new, g0), keep, cnt.sum().round().to(torch.int64), keep.sum()

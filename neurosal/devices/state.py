@@ -50,7 +50,7 @@ class DeviceState:
 
 def take(p, idx):
     """A per-cell parameter at flat indices ``idx`` (a number stays a number)."""
-    return p.reshape(-1)[idx] if isinstance(p, torch.Tensor) else p
+    return p.reshape(-1).index_select(0, idx) if isinstance(p, torch.Tensor) else p
 
 
 def fabricate(card, family, shape, *, generator: torch.Generator | None = None,

@@ -114,8 +114,8 @@ def _mean_se(v: torch.Tensor) -> tuple:
 def off_chip(net):
     """Run an analysis without it counting as chip work: every crossbar's counters and random
     streams and the co-processor's counters are restored on exit."""
-    saved = [(layer.crossbar, layer.crossbar.counters.as_dict(), layer.crossbar._gens.state_dict())
-             for layer in analog_layers(net)]
+    saved = [(layer.crossbar, layer.crossbar.counters.as_dict(), layer.crossbar._gens.state_dict(),
+              layer.crossbar.read_position) for layer in analog_layers(net)]
     cp = net.coprocessor
     cp_saved = copy.deepcopy((cp.counters, cp.blocks)) if cp is not None else None
     neurons = copy.deepcopy(net.neuron_counts)
@@ -123,10 +123,11 @@ def off_chip(net):
     try:
         yield net
     finally:
-        for xb, counts, rng in saved:
+        for xb, counts, rng, pos in saved:
             xb.counters.reset()
             xb.counters.add_all(counts)
             xb._gens.load_state_dict(rng)
+            xb.read_position = pos
         if cp is not None:
             cp.counters, cp.blocks = cp_saved
         if neurons is not None:

@@ -58,6 +58,7 @@ import torch
 
 from ..accel import Generators, all_finite
 from ..cost import Schedule, phase
+from ..kernels import stochastic_round
 from ..crossbar import Crossbar, PulseError, analog_layers, apply_pulse_trains, record_outer
 from .rule import Rule, loss_and_gradients, register
 
@@ -153,8 +154,7 @@ class TikiTaka(Rule):
             applied, _ = apply_pulse_trains(a, x, d.to(a.dtype), scale=self.lr / layer.dw_min, bl=self.bl,
                                             generator=gen, down_first=bool(self.steps % 2))
         elif layer.weight.grad is not None:
-            v = layer.weight.grad.t().to(a.dtype) * chop[:, None] * (-self.lr / layer.dw_min)
-            n = torch.floor(v + torch.rand(v.shape, generator=gen, dtype=v.dtype, device=v.device))
+            n = stochastic_round(layer.weight.grad.t().to(a.dtype) * chop[:, None], -self.lr / layer.dw_min, gen)
             n = n.clamp_(-self.max_pulses, self.max_pulses)
             applied = a.apply_push_pull(n, check=False, max_count=self.max_pulses)
         else:
