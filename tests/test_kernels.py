@@ -170,3 +170,23 @@ def test_read_noise_does_not_depend_on_how_the_vectors_are_split():
     ideal = x @ a.weights()
     r = (ya - ideal) / (a.read_noise * math.sqrt(2.0) * x.norm(dim=1, keepdim=True))
     assert abs(float(r.var()) - 1) < 5 * math.sqrt(2 / r.numel())
+
+
+@pytest.mark.parametrize("card", ["severe", "ag-a-si"])
+def test_compiled_hybrid_plan_equals_plain_torch(card, monkeypatch):
+    """The hybrid controller's plan and new thresholds, fused and compiled, are plain torch's."""
+    from neurosal.devices import Device
+    from neurosal.learning import controller
+    monkeypatch.setenv("NEUROSAL_COMPILE", "1")
+    dev = Device(card)
+    g = torch.Generator().manual_seed(0)
+    b = (torch.rand(5000, generator=g) - 0.5) * 0.3
+    u_p, u_m = torch.rand(5000, generator=g), torch.rand(5000, generator=g)
+    got = controller._plan_fused(dev, 16, b, u_p, u_m)
+    want = controller._plan_and_thresholds(dev, 16, b, u_p, u_m)
+    for a, w in zip(got, want):
+        if a.dtype == torch.bool:
+            assert torch.equal(a, w)
+        else:
+            torch.testing.assert_close(a, w, rtol=1e-5, atol=1e-6)
+    assert float(got[2].sum()) > 0

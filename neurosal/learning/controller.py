@@ -9,7 +9,7 @@ chip written before), plans in closed form the most pulses whose nominal change 
 buffered update (:meth:`~neurosal.devices.Device.nominal_pulses`), on whichever device of the
 pair leaves the smaller remainder, and advances its estimate by what the curve says they did.
 
-May import: nothing of neurosal (it drives the crossbars it is given).
+May import: :mod:`neurosal.kernels` only (it drives the crossbars it is given).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import math
 from typing import Optional
 
 import torch
+
+from ..kernels import fused
 
 __all__ = ["HybridController", "write_all", "plan", "thresholds"]
 
@@ -186,13 +188,23 @@ def write_all(controllers) -> int:
             continue
         dev, mp = group[0].xb.device, group[0].max_pulses
         b, u_p, u_m = (torch.cat([p[k] for p in parts]) for k in (1, 2, 3))
-        planned = plan(dev, mp, b, u_p, u_m)
-        use_plus, goes_up, n, moved, _ = planned
-        dv = torch.where(goes_up, moved, -moved) * (n > 0)
-        thr = thresholds(dev, u_p + dv * use_plus, u_m + dv * ~use_plus)
+        # closed-form families: the plan and the new thresholds in one fused pass
+        out = (_plan_fused if dev.dense_capable() else _plan_and_thresholds)(dev, mp, b, u_p, u_m)
+        planned, thr = out[:5], out[5:]
         splits = [torch.split(t, sizes) for t in (b, u_p, u_m, *planned, *thr)]
         for k, (c, p) in enumerate(zip(group, parts)):
             if sizes[k]:
                 sb, sp, sm, *rest = (t[k] for t in splits)
                 sent += c.commit(p[0], sb, sp, sm, tuple(rest[:5]), tuple(rest[5:]), cand=p[4])
     return sent
+
+
+def _plan_and_thresholds(device, max_pulses: int, b, u_p, u_m) -> tuple:
+    """:func:`plan` and the thresholds of the estimates it leaves: ``plan(...) + (up, down)``."""
+    planned = plan(device, max_pulses, b, u_p, u_m)
+    use_plus, goes_up, n, moved, _ = planned
+    dv = torch.where(goes_up, moved, -moved) * (n > 0)
+    return planned + tuple(thresholds(device, u_p + dv * use_plus, u_m + dv * ~use_plus))
+
+
+_plan_fused = fused(_plan_and_thresholds)
