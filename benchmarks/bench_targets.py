@@ -91,9 +91,9 @@ def _images(args, name: str, n: int, shape):
 def _plain_sgd(model, x, y, batch, lr, epochs=1):
     opt = torch.optim.SGD(model.parameters(), lr=lr)
 
-    def run():
-        for _ in range(epochs):
-            for i in range(0, x.shape[0], batch):
+    def run(limit=None):
+        for _ in range(epochs if limit is None else 1):
+            for i in range(0, x.shape[0] if limit is None else limit, batch):
                 opt.zero_grad()
                 F.cross_entropy(model(x[i:i + batch]), y[i:i + batch]).backward()
                 opt.step()
@@ -106,9 +106,9 @@ def _chip(recipe, card, rule, x, y, batch, lr, epochs=1, **kw):
     net = build(recipe, device=card, coding="rate", input_shape=tuple(x.shape[1:]), classes=10, seed=0)
     r = make_rule(rule, net, lr=lr, **kw)
 
-    def run():
-        for _ in range(epochs):
-            for i in range(0, x.shape[0], batch):
+    def run(limit=None):
+        for _ in range(epochs if limit is None else 1):
+            for i in range(0, x.shape[0] if limit is None else limit, batch):
                 r.step(x[i:i + batch], y[i:i + batch], coding="rate", steps=1, seed=i)
     return run
 
@@ -160,6 +160,8 @@ def resnet_rows(args) -> list:
     fns = {"plain": _plain_sgd(PlainResNet8(), x, y, 32, 0.1, epochs=2),
            "bp": _chip("resnet8", "ideal", "bp", x, y, 32, 0.1, epochs=2),
            "hybrid": _chip("resnet8", "ideal", "hybrid", x, y, 32, 0.1, epochs=2)}
+    for fn in fns.values():                   # warm-up: a few batches (first calls, compilation)
+        fn(limit=256)
     t = interleaved(fns, 1, warmup=0)
     return [(f"Fashion-MNIST resnet8 (ideal), 3,000 {what} images x 2 epochs, bp", t["bp"], t["plain"], "<= 2x"),
             (f"Fashion-MNIST resnet8 (ideal), 3,000 {what} images x 2 epochs, hybrid", t["hybrid"], t["plain"],
