@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench bench-sim bench-engine bench-train bench-cost clean
+.PHONY: venv demo test test-slow bench bench-targets bench-sim bench-engine bench-train bench-cost clean
 
 venv: $(STAMP)
 
@@ -23,11 +23,15 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_targets.py
 	$(BIN)/python benchmarks/bench_crossbar.py
 	$(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_train.py
 	cd benchmarks && ../$(BIN)/python cost_tables.py
+
+bench-targets: $(STAMP)
+	$(BIN)/python benchmarks/bench_targets.py
 
 bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/bench_sim.py

@@ -362,6 +362,36 @@ def test_conv_read_by_tile_convolutions_equals_the_im2col_read(device, adc):
             assert torch.equal(a.crossbar.generator.get_state(), b.crossbar.generator.get_state())
 
 
+@pytest.mark.parametrize("device,adc", [("ideal", None), ("moderate", 8), ("severe", 6)])
+def test_conv_backward_read_equals_vector_reads_folded(device, adc):
+    """The input gradient of AnalogConv2d (``Crossbar.backward_conv``: a transposed convolution
+    when the transposed read is ideal, otherwise the vector reads folded back by strided adds)
+    is the transposed read of every error vector followed by ``F.fold``: same values (to float
+    rounding; exactly after an ADC), counters and noise stream. Shapes cover stride 2, padding,
+    several column tiles on the transposed read and an odd image size."""
+    import torch.nn.functional as F
+    for cin, cout, stride, pad, tile in ((32, 16, 1, 1, (128, 128)), (8, 200, 2, 1, (128, 128)),
+                                         (3, 8, 1, 0, (128, 4))):
+        a = Crossbar(cin * 9, cout, device, adc_bits=adc, tile=tile, seed=2)
+        b = Crossbar(cin * 9, cout, device, adc_bits=adc, tile=tile, seed=2)
+        x_shape = (3, cin, 9, 7)
+        ho, wo = (9 + 2 * pad - 3) // stride + 1, (7 + 2 * pad - 3) // stride + 1
+        d = torch.randn(3, cout, ho, wo, generator=torch.Generator().manual_seed(cout))
+        d[:, 0] = 0                                       # a silent channel (counted as such)
+        ga = a.backward_conv(d, x_shape, (3, 3), stride, pad)
+        cols = b.backward(d.permute(0, 2, 3, 1).reshape(-1, cout))
+        gb = F.fold(cols.reshape(3, ho * wo, -1).transpose(1, 2), (9, 7), (3, 3), stride=stride, padding=pad)
+        assert ga.shape == gb.shape == x_shape
+        assert torch.allclose(ga, gb, atol=1e-5, rtol=0)
+        if adc is not None:
+            assert torch.equal(ga, gb)
+        assert a.counters.as_dict() == b.counters.as_dict()
+        assert a.read_position == b.read_position
+        assert torch.equal(a.generator.get_state(), b.generator.get_state())
+    with pytest.raises(ValueError, match="backward_conv expects errors"):
+        a.backward_conv(torch.zeros(3, cout + 1, ho, wo), x_shape, (3, 3), stride, pad)
+
+
 def test_nan_or_infinite_pulses_leave_the_chip_exactly_as_it_was():
     """A NaN or infinite pulse count (from a NaN gradient, an infinite learning rate, ...) is a
     named error raised before any state changes: conductances, counters and noise stream stay."""

@@ -57,6 +57,22 @@ def _window_cover(h: int, w: int, kh: int, kw: int, stride: int, padding: int, d
     return cover.reshape(h, w).round().to(torch.int64).to(device)
 
 
+def _fold_rows(cols: torch.Tensor, x_shape: tuple, kernel_size: tuple, stride: int, padding: int) -> torch.Tensor:
+    """``col2im`` of per-position row vectors ``cols`` [B·Ho·Wo, C·kh·kw] (positions ordered
+    b, ho, wo; rows channel, kh, kw) onto ``x_shape`` [B, C, H, W]: the same sums as
+    ``F.fold`` in the same order, as ``kh·kw`` strided adds into a channels-last buffer (several
+    times faster than ``F.fold`` on the transposed layout on a CPU). Returns an NCHW view."""
+    b, ch, h, w = x_shape
+    kh, kw = kernel_size
+    ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    c6 = cols.view(b, ho, wo, ch, kh, kw)
+    out = cols.new_zeros(b, h + 2 * padding + stride, w + 2 * padding + stride, ch)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i:i + stride * ho:stride, j:j + stride * wo:stride] += c6[..., i, j]
+    return out[:, padding:padding + h, padding:padding + w].permute(0, 3, 1, 2).contiguous()
+
+
 class Crossbar:
     """A ``rows x cols`` array of differential device pairs with DAC/ADC periphery.
 
@@ -252,6 +268,36 @@ class Crossbar:
             raise ValueError(f"backward expects input [batch, {self.cols}], got {tuple(d.shape)}")
         self.counters.add("backward_reads", d.shape[0])
         return self._read(d, transposed=True, spikes=False, path="dense")
+
+    def backward_conv(self, d: torch.Tensor, x_shape, kernel_size: tuple, stride: int, padding: int,
+                      scale: float = 1.0) -> torch.Tensor:
+        """Transposed reads of a convolution's output errors ``d`` [B, cols, Ho, Wo], folded back
+        onto the input ``x_shape`` [B, C, H, W] (rows ordered channel, kh, kw): the same result
+        (to float rounding), counters and noise stream as :meth:`backward` on the error vectors
+        (ordered b, ho, wo) followed by ``col2im``. When the transposed read is ideal (no DAC,
+        no ADC, no read noise) it is one transposed convolution on the array's weights instead
+        of ``B·Ho·Wo`` vector reads and a fold. ``scale`` (a layer's digital gain) multiplies
+        every read before the fold."""
+        b, n_out, ho, wo = d.shape
+        if n_out != self.cols:
+            raise ValueError(f"backward_conv expects errors [batch, {self.cols}, Ho, Wo], got {tuple(d.shape)}")
+        kh, kw = kernel_size
+        if self.dac_bits is None and self.adc_bits is None and self.read_noise == 0:
+            d = d.to(self.dtype)
+            n = b * ho * wo
+            c = self.counters
+            c.add("backward_reads", n)
+            nnz = count_nonzero(d)
+            nt_in, nt_out = self.n_col_tiles, self.n_row_tiles
+            c.add("row_activations", nnz, nt_out)
+            c.add("cell_reads", nnz, self.rows)
+            self._count_analog(n, nnz, self.rows, nt_in, nt_out, 0)
+            self.last_path = "dense"
+            w4 = (self.weights().t() * scale).reshape(n_out, x_shape[1], kh, kw)
+            return torch.nn.grad.conv2d_input(tuple(x_shape), w4, d, stride=stride, padding=padding)
+        flat = d.permute(0, 2, 3, 1).reshape(-1, n_out)
+        cols = self.backward(flat) * scale                               # [B*Ho*Wo, C*kh*kw]
+        return _fold_rows(cols, tuple(x_shape), kernel_size, stride, padding)
 
     def _read(self, x: torch.Tensor, transposed: bool, spikes: bool, path: str = "dense") -> torch.Tensor:
         x = x.to(self.dtype)

@@ -94,11 +94,8 @@ class _AnalogConv(torch.autograd.Function):
                 gx = torch.nn.grad.conv2d_input(x.shape, w4, gy, stride=layer._s, padding=layer._p)
                 layer.crossbar.counters.add("digital_macs", macs)
             else:
-                b = x.shape[0]
-                g_flat = gy.reshape(b, layer.out_channels, -1).transpose(1, 2).reshape(-1, layer.out_channels)
-                g_cols = layer.crossbar.backward(g_flat) * layer.weight_scale             # [B*L, C*k*k]
-                g_cols = g_cols.reshape(b, -1, g_cols.shape[1]).transpose(1, 2)
-                gx = F.fold(g_cols, x.shape[2:], layer.kernel_size, stride=layer._s, padding=layer._p)
+                gx = layer.crossbar.backward_conv(gy, x.shape, layer.kernel_size, layer._s, layer._p,
+                                                  scale=layer.weight_scale)
         return gx, gw, None, None
 
 
