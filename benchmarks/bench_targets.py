@@ -126,38 +126,11 @@ def mlp_rows(args) -> list:
             (f"MNIST epoch, mlp-784-400-400-10, 8,000 {what} images, bp", t["bp"], t["plain"], "<= 2x")]
 
 
-class _Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.sc = None if stride == 1 and cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                                                         nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        o = self.b2(self.c2(self.b1(self.c1(x)).clamp(0, 1)))
-        return (o + (x if self.sc is None else self.sc(x))).clamp(0, 1)
-
-
-class PlainResNet8(nn.Module):
-    """resnet8 in plain torch: stem conv + BN, three stages of one basic block (16/32/64 channels,
-    stride 2 into stages 2 and 3), clamp(0, 1) activations, global average pool, classifier."""
-
-    def __init__(self, cin=1, width=16, classes=10):
-        super().__init__()
-        self.stem, self.bn = nn.Conv2d(cin, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width)
-        self.blocks = nn.Sequential(_Block(width, width, 1), _Block(width, 2 * width, 2),
-                                    _Block(2 * width, 4 * width, 2))
-        self.fc = nn.Linear(4 * width, classes)
-
-    def forward(self, x):
-        return self.fc(self.blocks(self.bn(self.stem(x)).clamp(0, 1)).mean((2, 3)))
-
-
 def resnet_rows(args) -> list:
     x, y, what = _images(args, "fashion-mnist", 3000, (1, 28, 28))
     torch.manual_seed(0)
-    fns = {"plain": _plain_sgd(PlainResNet8(), x, y, 32, 0.1, epochs=2),
+    from neurosal.experiments.twin import TorchResNet          # resnet8's plain torch twin
+    fns = {"plain": _plain_sgd(TorchResNet(8, 16, cin=1, classes=10), x, y, 32, 0.1, epochs=2),
            "bp": _chip("resnet8", "ideal", "bp", x, y, 32, 0.1, epochs=2),
            "hybrid": _chip("resnet8", "ideal", "hybrid", x, y, 32, 0.1, epochs=2)}
     for fn in fns.values():                   # warm-up: a few batches (first calls, compilation)

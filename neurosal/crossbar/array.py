@@ -83,13 +83,21 @@ class Crossbar:
     tile : largest physical sub-array; partial sums of row tiles are added digitally.
     dac_bits, adc_bits : converter resolutions; ``None`` is an ideal converter.
     adc_range : ADC clipping range in units of full-scale input x full-scale weight.
+    column_gain, column_offset : mismatch of the forward read's column converters (sense
+        amplifier / TIA and ADC of each column of each row tile), drawn once at fabrication
+        from the chip's seed: a partial sum ``s`` is converted as ``a·s + o·FS`` with gain
+        ``a ~ N(1, column_gain²)`` (clipped at 0) and offset ``o ~ N(0, column_offset²)`` in
+        units of the ADC's full scale ``FS``. They need a finite ADC (``adc_bits``). Read noise
+        is added after the gain (referred to the converter's input). The transposed (error)
+        reads use the row-side converters, not modelled with errors.
     seed : seeds the chip (D2D draws, faults) and the noise stream: same seed, same chip.
     """
 
     def __init__(self, rows: int, cols: int, device: str | DeviceCard | Device = "ideal", *,
                  tile: tuple[int, int] = (128, 128), dac_bits: Optional[int] = None,
-                 adc_bits: Optional[int] = None, adc_range: float = 12.0, seed: int = 0,
-                 dtype: torch.dtype = torch.float32, torch_device: str | torch.device | None = None):
+                 adc_bits: Optional[int] = None, adc_range: float = 12.0, column_gain: float = 0.0,
+                 column_offset: float = 0.0, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 torch_device: str | torch.device | None = None):
         if rows < 1 or cols < 1:
             raise ValueError(f"crossbar size must be positive, got {rows} x {cols}")
         if len(tile) != 2 or tile[0] < 1 or tile[1] < 1:
@@ -99,6 +107,12 @@ class Crossbar:
                 raise ValueError(f"{name} must be None (ideal) or 1..24, got {b}")
         if not adc_range > 0:
             raise ValueError(f"adc_range must be > 0, got {adc_range}")
+        for name, v in (("column_gain", column_gain), ("column_offset", column_offset)):
+            if not (0.0 <= v <= 1.0):
+                raise ValueError(f"{name} must be a standard deviation in [0, 1], got {v}")
+        if (column_gain or column_offset) and adc_bits is None:
+            raise ValueError("column_gain / column_offset are errors of the column ADCs: they need a finite ADC "
+                             "(adc_bits), got adc_bits=None")
         self.rows, self.cols = int(rows), int(cols)
         self.tile = (min(int(tile[0]), self.rows), min(int(tile[1]), self.cols))
         self.dac_bits, self.adc_bits, self.adc_range = dac_bits, adc_bits, float(adc_range)
@@ -119,6 +133,14 @@ class Crossbar:
         chip = torch.Generator(device="cpu").manual_seed(self.seed)
         st = self.device.init_state((2, self.rows, self.cols), generator=chip, u0=0.5, dtype=dtype, device="cpu")
         self._state = st.to(self.torch_device)
+        # the column converters' gain and offset errors, one per (row tile, column), [nt, 1, cols]
+        self.column_gain, self.column_offset = float(column_gain), float(column_offset)
+        self._col_gain = self._col_offset = None
+        if column_gain or column_offset:
+            cg = torch.Generator(device="cpu").manual_seed(_derived_seed(self.seed, b"column errors"))
+            z = torch.randn(2, self.n_row_tiles, 1, self.cols, generator=cg, dtype=torch.float64)
+            self._col_gain = (1.0 + self.column_gain * z[0]).clamp_min(0.0).to(self.torch_device, dtype)
+            self._col_offset = (self.column_offset * z[1]).to(self.torch_device, dtype)
         self.counters = Counters()
         self.time = 0.0              # chip clock (s), for drift
         self.version = 0             # bumps on every change of the conductances
@@ -155,6 +177,8 @@ class Crossbar:
         self._w, self._cache_version, self.last_write = None, -1, None
         if self.override is not None:
             self.override = fn(self.override)
+        if self._col_gain is not None:
+            self._col_gain, self._col_offset = fn(self._col_gain), fn(self._col_offset)
         self.version += 1
         return self
 
@@ -540,6 +564,9 @@ class Crossbar:
         sr = self.read_noise
         bits = self.adc_bits
         step = inv = None
+        if self._col_gain is not None and not transposed:        # the column converters' mismatch
+            fs = self.adc_range if adc_fs is None else adc_fs
+            part = torch.addcmul(self._col_offset * fs, part, self._col_gain)
         if bits is not None:
             levels = 2 ** (bits - 1) - 1
             fs = self.adc_range if adc_fs is None else adc_fs

@@ -106,11 +106,13 @@ class _AnalogBase(nn.Module):
     #: training off the array and programming the result (the ``verify`` rule)
     software_training = False
 
-    def _setup(self, rows, cols, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale, init_bound):
+    def _setup(self, rows, cols, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale, init_bound,
+               column_gain=0.0, column_offset=0.0):
         # the chip is fabricated and initialized on the CPU (same seed, same chip on every
         # accelerator); module.to(...) then moves it
         self.crossbar = Crossbar(rows, cols, device, tile=tile, dac_bits=dac_bits, adc_bits=adc_bits,
-                                 adc_range=adc_range, seed=seed, torch_device="cpu")
+                                 adc_range=adc_range, column_gain=column_gain, column_offset=column_offset,
+                                 seed=seed, torch_device="cpu")
         # digital gain so that the initial weights use half of the conductance range
         self.weight_scale = float(weight_scale) if weight_scale is not None else 2.0 * init_bound
         g = torch.Generator(device="cpu").manual_seed(seed + 7919)
@@ -232,11 +234,12 @@ class AnalogLinear(_AnalogBase):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device="ideal",
                  tile=(128, 128), dac_bits=None, adc_bits=None, adc_range=12.0, weight_scale=None, seed: int = 0,
-                 init_gain: float = 1.0):
+                 init_gain: float = 1.0, column_gain: float = 0.0, column_offset: float = 0.0):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._setup(in_features, out_features, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale,
-                    init_bound=init_gain / math.sqrt(in_features))
+                    init_bound=init_gain / math.sqrt(in_features), column_gain=column_gain,
+                    column_offset=column_offset)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -264,7 +267,8 @@ class AnalogConv2d(_AnalogBase):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  *, device="ideal", tile=(128, 128), dac_bits=None, adc_bits=None, adc_range=12.0,
-                 weight_scale=None, seed: int = 0, init_gain: float = 1.0):
+                 weight_scale=None, seed: int = 0, init_gain: float = 1.0, column_gain: float = 0.0,
+                 column_offset: float = 0.0):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -273,7 +277,7 @@ class AnalogConv2d(_AnalogBase):
         self._p = padding if isinstance(padding, int) else padding[0]
         fan_in = in_channels * kh * kw
         self._setup(fan_in, out_channels, device, tile, dac_bits, adc_bits, adc_range, seed, weight_scale,
-                    init_bound=init_gain / math.sqrt(fan_in))
+                    init_bound=init_gain / math.sqrt(fan_in), column_gain=column_gain, column_offset=column_offset)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -153,7 +153,8 @@ def initialize_gains(net, card, x_train: torch.Tensor, *, coding: str, steps: in
     """The recipe's data-driven initialization of a fresh network (``card.spike_rate``, spike
     coding; see :func:`calibrate_gains`) on the run's calibration batch of ``x_train``;
     returns its report, or None where the recipe asks for none."""
-    if coding != "spike":
+    frozen = any(getattr(m, "frozen", False) for m in net.modules())   # batch norm fixed at calibration
+    if coding != "spike" and not frozen:
         return None
     x = calibration_batch(x_train, seed).to(device_of(net))
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]

@@ -26,12 +26,12 @@ from .hybrid import Hybrid
 from .mixed_precision import MixedPrecision
 from .offchip import OffChip
 from .tiki_taka import AGAD, ChoppedTTv2, TikiTaka, TTv2
-from .rule import Rule, backprop_step, register, rule_class, rule_names
+from .rule import Rule, backprop_step, register, rule_class, rule_names, rule_parameters
 from .verify import Verify
 
 __all__ = ["RULES", "Rule", "BP", "DFA", "Hybrid", "HybridController", "MixedPrecision", "OffChip", "TikiTaka",
            "TTv2", "ChoppedTTv2", "AGAD", "Verify", "make_rule", "rule_class",
-           "rule_names", "register", "write_all", "backprop_step"]
+           "rule_names", "register", "write_all", "backprop_step", "rule_parameters"]
 
 #: the registered rules, in listing order
 RULES = rule_names()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..cost import Schedule
 from ..crossbar import PulseSGD, analog_layers
-from .rule import Rule, backprop_step, register
+from .rule import Rule, backprop_step, register, rule_parameters
 
 __all__ = ["BP"]
 
@@ -31,7 +31,7 @@ class BP(Rule):
     def __init__(self, net, *, lr: float, rounding: str = "stochastic", seed: int = 0, max_pulses: int = 64,
                  update: str = "rounded", bl: int = 31):
         self.net = net
-        self.opt = PulseSGD(net.parameters(), lr=lr, rounding=rounding, seed=seed, max_pulses=max_pulses,
+        self.opt = PulseSGD(rule_parameters(net), lr=lr, rounding=rounding, seed=seed, max_pulses=max_pulses,
                             update=update, bl=bl)
         self.opt.record(analog_layers(net))
 

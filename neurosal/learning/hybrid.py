@@ -20,7 +20,7 @@ from ..accel import all_finite
 from ..cost import Schedule, phase
 from ..crossbar import PulseError, analog_layers
 from .controller import HybridController, write_all
-from .rule import Rule, loss_and_gradients, register
+from .rule import Rule, loss_and_gradients, register, rule_parameters
 
 __all__ = ["Hybrid"]
 
@@ -80,7 +80,7 @@ class Hybrid(Rule):
         self.controllers = [HybridController(layer.crossbar, max_pulses=max_pulses) for layer in self.layers]
         self.steps = 0
         analog = {id(layer.weight) for layer in self.layers}
-        self.digital = [p for p in net.parameters() if id(p) not in analog]
+        self.digital = [p for p in rule_parameters(net) if id(p) not in analog]
 
     @property
     def buffers(self) -> list:

@@ -23,7 +23,7 @@ import torch
 from ..accel import all_finite
 from ..cost import Schedule, phase
 from ..crossbar import PulseError, analog_layers
-from .rule import Rule, loss_and_gradients, register
+from .rule import Rule, loss_and_gradients, register, rule_parameters
 
 __all__ = ["MixedPrecision"]
 
@@ -46,7 +46,7 @@ class MixedPrecision(Rule):
         self.chi = [torch.zeros(layer.crossbar.rows, layer.crossbar.cols, dtype=layer.crossbar.dtype,
                                 device=layer.crossbar.torch_device) for layer in self.layers]
         analog = {id(layer.weight) for layer in self.layers}
-        self.digital = [p for p in net.parameters() if id(p) not in analog]
+        self.digital = [p for p in rule_parameters(net) if id(p) not in analog]
 
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:
         loss = loss_and_gradients(self.net, x, y, coding=coding, steps=steps, seed=seed)

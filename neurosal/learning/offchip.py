@@ -42,7 +42,7 @@ from torch import nn
 from ..cost import Schedule, off_chip
 from ..crossbar import Counters, analog_layers
 from ..engine import forward, loss_scores
-from .rule import Rule, register
+from .rule import Rule, register, rule_parameters
 
 __all__ = ["OffChip"]
 
@@ -73,7 +73,7 @@ class OffChip(Rule):
             w = layer.weight
             layer.offchip_perturbation = torch.zeros(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device)
             self._generator(w.device)
-        self.params = [p for p in net.parameters() if p.requires_grad]
+        self.params = [p for p in rule_parameters(net) if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=self.lr)
         self.programmed = None
 

@@ -29,7 +29,7 @@ from torch import nn
 from ..cost import Schedule, phase
 from ..engine import forward, loss_scores
 
-__all__ = ["Rule", "register", "rule_class", "rule_names", "backprop_step", "loss_and_gradients"]
+__all__ = ["Rule", "register", "rule_class", "rule_names", "backprop_step", "loss_and_gradients", "rule_parameters"]
 
 _REGISTRY: dict[str, type["Rule"]] = {}
 
@@ -76,6 +76,14 @@ class Rule:
 
     def load_state_dict(self, sd: dict) -> None:
         pass
+
+
+def rule_parameters(net) -> list:
+    """The parameters a rule trains: all of ``net``'s except those with a digital optimizer of
+    their own (``net.separately_trained``: their ids; set by the training driver for
+    ``attention_optimizer``). The rule's backward still gives them gradients."""
+    own = getattr(net, "separately_trained", ())
+    return [p for p in net.parameters() if id(p) not in own]
 
 
 def loss_and_gradients(net, x, y, *, coding: str, steps: int, seed: int):

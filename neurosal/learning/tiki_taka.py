@@ -60,7 +60,7 @@ from ..accel import Generators, all_finite
 from ..cost import Schedule, phase
 from ..kernels import stochastic_round
 from ..crossbar import Crossbar, PulseError, analog_layers, apply_pulse_trains, record_outer
-from .rule import Rule, loss_and_gradients, register
+from .rule import Rule, loss_and_gradients, register, rule_parameters
 
 __all__ = ["TTv2", "ChoppedTTv2", "AGAD", "TikiTaka"]
 
@@ -115,7 +115,7 @@ class TikiTaka(Rule):
                                                                               device=c.torch_device))
             self.state.append(st)
         analog = {id(layer.weight) for layer in self.layers}
-        self.digital = [p for p in net.parameters() if id(p) not in analog]
+        self.digital = [p for p in rule_parameters(net) if id(p) not in analog]
         self.steps = 0
         self._stats = {"fast_pulses": 0, "transfer_pulses": 0, "transfer_reads": 0}
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..cost import Schedule
 from ..crossbar import analog_layers
-from .rule import Rule, backprop_step, register
+from .rule import Rule, backprop_step, register, rule_parameters
 
 __all__ = ["Verify"]
 
@@ -42,7 +42,7 @@ class Verify(Rule):
             layer.software_weight = w
             self.soft.append(w)
         skip = {id(layer.weight) for layer in self.layers} | {id(w) for w in self.soft}
-        self.opt = torch.optim.SGD([p for p in net.parameters() if id(p) not in skip] + self.soft, lr=lr)
+        self.opt = torch.optim.SGD([p for p in rule_parameters(net) if id(p) not in skip] + self.soft, lr=lr)
         self.programmed = None
 
     def step(self, x, y, *, coding: str, steps: int, seed: int) -> float:

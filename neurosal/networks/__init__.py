@@ -19,8 +19,8 @@ from .charge import ChargeMLP, ChargeVGG
 from .checkpoint import load_checkpoint, save_checkpoint
 from .recipes import CODINGS, KINDS, ChargeCard, LIFCard, NetworkCard, PeripheryCard, list_networks, load_network, \
     recipe_for
-from .sanet import BasicBlock, SAnet
+from .sanet import BasicBlock, FrozenBatchNorm2d, SAnet
 
 __all__ = ["NetworkCard", "LIFCard", "ChargeCard", "PeripheryCard", "KINDS", "CODINGS", "load_network",
            "list_networks", "recipe_for", "build", "builder_for", "Builder", "BUILDERS", "mlp", "vgg", "sanet_resnet",
-           "save_checkpoint", "load_checkpoint", "ChargeMLP", "ChargeVGG", "SAnet", "BasicBlock"]
+           "save_checkpoint", "load_checkpoint", "ChargeMLP", "ChargeVGG", "SAnet", "BasicBlock", "FrozenBatchNorm2d"]

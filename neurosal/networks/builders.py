@@ -84,7 +84,7 @@ def mlp(sizes, *, device="ideal", coding: str = "spike", seed: int = 0, card: Op
         else:
             syn = AnalogLinear(a, b, bias=bias, device=device, tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits,
                                adc_bits=p.adc_bits, adc_range=p.adc_range, seed=seed + 101 * i,
-                               init_gain=card.init_gain)
+                               init_gain=card.init_gain, column_gain=p.column_gain, column_offset=p.column_offset)
         neu = _neurons(card, coding, steps)
         last = i == len(sizes) - 2
         if last and coding != "rate" and card.readout == "li":     # integrate, never fire
@@ -114,12 +114,12 @@ def sanet_resnet(depth: int = 8, width: int = 16, *, attention: Optional[str] = 
     lif = LIFParameters(tau_mem=lc.tau_mem, v_th=lc.v_th, v_reset=lc.v_reset, method=lc.surrogate, alpha=lc.alpha)
     fmt = NumberFormat(card.cp_format, card.cp_bits, card.cp_frac_bits) if card is not None else NumberFormat()
     net = SAnet(depth, width, input_shape=input_shape, classes=classes, attention=attention, attach=attach,
-                position=position,
+                position=position, batch_norm=card.batch_norm if card is not None else "digital",
                 device=device, seed=seed, number_format=fmt, coding=coding, steps=T, lif=lif,
                 dt=card.dt if card is not None else 1e-3,
                 spike_logit_scale=card.spike_logit_scale if card is not None else 4.0,
                 xbar=dict(tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits, adc_bits=p.adc_bits,
-                          adc_range=p.adc_range))
+                          adc_range=p.adc_range, column_gain=p.column_gain, column_offset=p.column_offset))
     net.meta = {"recipe": card.to_dict() if card is not None else {"kind": "resnet", "depth": depth, "width": width},
                 "coding": coding, "steps": T, "seed": seed}
     return net

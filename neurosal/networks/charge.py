@@ -100,7 +100,8 @@ class ChargeMLP(_ChargeEngine, nn.Module):
         sizes = [int(v) for v in sizes]
         self.layers = nn.ModuleList(
             AnalogLinear(a, b, bias=False, device=device, tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits,
-                         adc_bits=p.adc_bits, adc_range=p.adc_range, seed=seed + 101 * i, init_gain=card.init_gain)
+                         adc_bits=p.adc_bits, adc_range=p.adc_range, seed=seed + 101 * i, init_gain=card.init_gain,
+                         column_gain=p.column_gain, column_offset=p.column_offset)
             for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
         self.card = card
         self.generator = torch.Generator().manual_seed(seed + 31)
@@ -150,7 +151,7 @@ class ChargeVGG(_ChargeEngine, nn.Module):
         super().__init__()
         p = card.periphery
         xb = dict(device=device, tile=(p.tile_rows, p.tile_cols), dac_bits=p.dac_bits, adc_bits=p.adc_bits,
-                  adc_range=p.adc_range)
+                  adc_range=p.adc_range, column_gain=p.column_gain, column_offset=p.column_offset)
         widths = [width, width, 2 * width, 2 * width, 4 * width, 4 * width]
         cin, convs = input_shape[0], []
         for i, c in enumerate(widths):

@@ -86,6 +86,10 @@ class PeripheryCard:
                                 doc="epoch: before training and after every epoch, set each array's forward "
                                     "ADC range from the partial sums it reads on a training batch")
     adc_quantile: float = spec(0.999, lo=0.5, hi=1.0, doc="quantile of |partial sum| the calibrated range covers")
+    column_gain: float = spec(0.0, lo=0, hi=1, doc="std of each forward column converter's gain error (relative), "
+                              "drawn at fabrication; needs adc_bits")
+    column_offset: float = spec(0.0, lo=0, hi=1, doc="std of each forward column converter's offset (fraction of "
+                                "the ADC's full scale), drawn at fabrication; needs adc_bits")
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,10 @@ class NetworkCard:
                                    doc="resnet: an attention block gates the stage's output (after its last "
                                        "residual add) or, as in SE-ResNet, the last block's residual branch "
                                        "(after its batch norm, before the add)")
+    batch_norm: str = spec("digital", choices=("digital", "frozen"),
+                           doc="resnet: 'digital' (a trained digital batch-norm unit) or 'frozen' (folded into a fixed "
+                               "per-channel gain and offset from one calibration read of the fresh chip, never "
+                               "trained: a chip without a digital batch-norm unit)")
     dstd_steps: int = spec(4, lo=1, hi=1024, doc="charge-mlp: DSTD grid steps M per phase")
     logit_scale: float = spec(10.0, lo=0, lo_open=True, hi=1e6, doc="charge-mlp: logits = scale x (1 - output time)")
     spike_logit_scale: float = spec(4.0, lo=0, lo_open=True, hi=1e6,

@@ -49,28 +49,50 @@ from ..crossbar import AnalogConv2d, AnalogLinear, analog_layers
 from ..engine import ChipNetwork, Component, RunResult, Simulator
 from ..neurons import LIFNeurons, LIFParameters, RateNeurons
 
-__all__ = ["SAnet", "BasicBlock"]
+__all__ = ["SAnet", "BasicBlock", "FrozenBatchNorm2d"]
 
 
 def _act(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0.0, 1.0)
 
 
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """Batch normalization folded into a fixed per-channel gain and offset, as on a chip
+    without a digital batch-norm unit: ``(x - mean) / sqrt(var + eps)`` with the statistics of
+    one calibration read of the fresh chip (:func:`~neurosal.engine.calibrate_batch_norm`, which
+    runs the network in training mode with ``momentum = None``: the only time this module
+    computes batch statistics), then never trained (no affine parameters) and never updated."""
+
+    frozen = True
+
+    def __init__(self, channels: int):
+        super().__init__(channels, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.momentum is None:        # the calibration read
+            return super().forward(x)
+        return nn.functional.batch_norm(x, self.running_mean, self.running_var, None, None, False, 0.0, self.eps)
+
+
+def _norm(channels: int, kind: str) -> nn.Module:
+    return FrozenBatchNorm2d(channels) if kind == "frozen" else nn.BatchNorm2d(channels)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 analog convolutions with BN and a residual add (1x1 analog projection when the
     shape changes)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, xbar: dict, seed: int):
+    def __init__(self, cin: int, cout: int, stride: int, xbar: dict, seed: int, batch_norm: str = "digital"):
         super().__init__()
         self.conv1 = AnalogConv2d(cin, cout, 3, stride=stride, padding=1, bias=False, seed=seed, **xbar)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = _norm(cout, batch_norm)
         self.conv2 = AnalogConv2d(cout, cout, 3, stride=1, padding=1, bias=False, seed=seed + 1, **xbar)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = _norm(cout, batch_norm)
         self.local = False       # DFA: no error through the identity shortcut either
         self.short = None
         if stride != 1 or cin != cout:
             self.short = nn.Sequential(AnalogConv2d(cin, cout, 1, stride=stride, bias=False, seed=seed + 2, **xbar),
-                                       nn.BatchNorm2d(cout))
+                                       _norm(cout, batch_norm))
 
     def forward(self, x, act=lambda key, v: _act(v), gate=None):
         """Rate mode; ``act(key, value)`` is the periphery's activation of the conv ``key``;
@@ -102,8 +124,12 @@ class SAnet(ChipNetwork, nn.Module):
                  attention: Optional[str] = None, attach: Sequence[int] = (1, 2, 3), device="ideal",
                  seed: int = 0, xbar: Optional[dict] = None, number_format: NumberFormat = NumberFormat(),
                  coding: str = "rate", steps: int = 8, lif: LIFParameters = LIFParameters(alpha=10.0),
-                 dt: float = 1e-3, spike_logit_scale: float = 4.0, position: str = "stage"):
+                 dt: float = 1e-3, spike_logit_scale: float = 4.0, position: str = "stage",
+                 batch_norm: str = "digital"):
         super().__init__()
+        if batch_norm not in ("digital", "frozen"):
+            raise ValueError(f"batch_norm must be 'digital' or 'frozen', got {batch_norm!r}")
+        self.batch_norm = batch_norm
         if position not in ("stage", "residual"):
             raise ValueError(f"attention position must be 'stage' or 'residual', got {position!r}")
         self.position = position
@@ -134,12 +160,12 @@ class SAnet(ChipNetwork, nn.Module):
         self.input_shape, self.classes, self.depth, self.width = tuple(input_shape), classes, depth, width
         self.coprocessor = CoProcessor(number_format)
         self.stem = AnalogConv2d(c_in, width, 3, padding=1, bias=False, seed=seed, **xbar)
-        self.bn = nn.BatchNorm2d(width)
+        self.bn = _norm(width, batch_norm)
         stages, cin, s = [], width, seed + 10
         for i, cout in enumerate((width, 2 * width, 4 * width)):
             blocks = []
             for b in range(n):
-                blocks.append(BasicBlock(cin, cout, 2 if (b == 0 and i > 0) else 1, xbar, s))
+                blocks.append(BasicBlock(cin, cout, 2 if (b == 0 and i > 0) else 1, xbar, s, batch_norm))
                 cin, s = cout, s + 10
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)

@@ -56,7 +56,7 @@ class TrainConfig:
     """Everything that defines a training run of ``neurosal train`` (and of a study's trial).
 
     ``network`` and ``device`` are recipe / card names, paths to TOML files, or card objects.
-    The fields up to ``attach_gate`` are the run's identity (kept in its checkpoint); the rest
+    The fields up to ``attention_lr`` are the run's identity (kept in its checkpoint); the rest
     say where the data, the outputs and the computation are.
     """
 
@@ -107,6 +107,12 @@ class TrainConfig:
     attach_gate: Optional[float] = option(None, help="SAnet: keep a block only where the fresh chip's stage output "
                                           "deviates from the ideal-device value by more than T (relative)", lo=0,
                                           metavar="T")
+    attention_optimizer: str = option("rule", help="SAnet: how the (digital) attention blocks learn: 'rule' (with the "
+                                      "backbone's digital parameters, by the rule's SGD at --lr) or by a digital "
+                                      "optimizer of their own, 'sgd' or 'adam', at --attention-lr",
+                                      choices=("rule", "sgd", "adam"))
+    attention_lr: Optional[float] = option(None, help="learning rate of --attention-optimizer sgd / adam", lo=0,
+                                           lo_open=True, unset="or leave it out: --lr for sgd, 1e-3 for adam")
     # ---- how long, and where things are
     epochs: int = option(1, help="training epochs", lo=1, identity=False)
     data_dir: Optional[str] = option(None, help="folder with the dataset files (default data/<dataset>)",

@@ -110,6 +110,23 @@ def train(config=None, device=None, /, *, progress: bool = True, return_net: boo
             writer.close()
 
 
+def attention_optimizer(net, cfg: TrainConfig):
+    """The attention blocks' own digital optimizer (``cfg.attention_optimizer`` 'sgd' or 'adam',
+    at ``cfg.attention_lr``: default ``cfg.lr`` for SGD, 1e-3 for Adam), or None for 'rule'
+    (the blocks learn with the rule's other digital parameters). Marks the blocks' parameters
+    as ``net.separately_trained``, so that the rule made after it leaves them alone."""
+    if cfg.attention_optimizer == "rule":
+        return None
+    params = [p for blk in net.attention_blocks().values() for p in blk.parameters()]
+    if not params:
+        raise ValueError(f"attention_optimizer {cfg.attention_optimizer!r}: the network has no attention blocks "
+                         "(a recipe with attention, e.g. sanet-resnet8)")
+    net.separately_trained = {id(p) for p in params}
+    if cfg.attention_optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.attention_lr if cfg.attention_lr is not None else 1e-3)
+    return torch.optim.SGD(params, lr=cfg.attention_lr if cfg.attention_lr is not None else cfg.lr)
+
+
 def rule_options(cfg: TrainConfig) -> dict:
     """The options of ``cfg``'s rule (its ``options``) with their values in ``cfg``."""
     return {k: getattr(cfg, k) for k in rule_class(cfg.rule).options}
@@ -138,10 +155,14 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
     rule, coding, seed, batch, epochs = cfg.rule, cfg.coding, cfg.seed, cfg.batch, cfg.epochs
     card = load_network(cfg.network)
     attach = ident["attach"]
-    strategy = attach is not None or cfg.attach_epochs is not None or cfg.attach_gate is not None
+    strategy = attach is not None or cfg.attach_epochs is not None or cfg.attach_gate is not None or \
+        cfg.attention_optimizer != "rule" or cfg.attention_lr is not None
     if strategy and not builder_for(card).attention:
-        raise ValueError(f"attention strategies (attach, attach_epochs, attach_gate) are options of SAnet / ResNet "
-                         f"recipes, not of {card.name!r} ({card.kind})")
+        raise ValueError(f"attention strategies (attach, attach_epochs, attach_gate, attention_optimizer, "
+                         f"attention_lr) are options of SAnet / ResNet recipes, not of {card.name!r} ({card.kind})")
+    if cfg.attention_lr is not None and cfg.attention_optimizer == "rule":
+        raise ValueError("attention_lr is the learning rate of attention_optimizer 'sgd' or 'adam'; with 'rule' the "
+                         "blocks learn at lr (set attention_optimizer too)")
     if attach is not None:
         card = dataclasses.replace(card, attach=tuple(sorted(set(attach))))
     dev = load_device(cfg.device)
@@ -157,10 +178,13 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
     g = torch.Generator(device="cpu").manual_seed(seed)
     history = []
     start, seconds_before = 0, 0.0
+    attn_opt = attention_optimizer(net, cfg)          # before the rule: it leaves these parameters alone
     if state is not None:                 # the chip, the rule, the data order and the ledger as they were
         r = make_rule(rule, net, lr=cfg.lr, seed=seed, **rule_options(cfg))
         load_checkpoint(net, cfg.resume)
         r.load_state_dict(state["rule_state"])
+        if attn_opt is not None:
+            attn_opt.load_state_dict(state["attention_optimizer"])
         g.set_state(state["data_rng"])
         history = list(state["history"])
         start, seconds_before = int(state["epoch"]), float(state["seconds"])
@@ -198,7 +222,8 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
 
     def train_state(epoch: int, seconds: float) -> dict:
         return dict(config=ident, epoch=epoch, history=history, data_rng=g.get_state(), ledger=ledger.state_dict(),
-                    seconds=seconds, attached=net.attention_state(), gate=gate, gains=gains)
+                    seconds=seconds, attached=net.attention_state(), gate=gate, gains=gains,
+                    attention_optimizer=None if attn_opt is None else attn_opt.state_dict())
 
     programmed, software_accuracy = None, None
     firing: dict = {}
@@ -214,6 +239,10 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
                 with ledger.active():
                     losses.append(r.step(data.x_train[j], data.y_train[j], coding=coding, steps=T,
                                          seed=seed * 1_000_003 + ep * n + i))
+                    if attn_opt is not None:          # the blocks' own digital update (gradients from the rule's backward)
+                        with ledger.phase("update"):
+                            attn_opt.step()
+                        attn_opt.zero_grad()
                 bar.update(len(j))
             recalibrate()
             if r.programs_at_end and ep == epochs - 1:
@@ -270,7 +299,9 @@ def _train(cfg: TrainConfig, ident: dict, *, out, progress, return_net, state, l
     if net.attention_state() is not None:
         result.attention = {"kind": net.attention_kind, "blocks": sorted(net.attention_blocks()),
                             "attached": net.attention_state(), "attach_epochs": cfg.attach_epochs,
-                            "attach_gate": cfg.attach_gate, "deviation": gate}
+                            "attach_gate": cfg.attach_gate, "deviation": gate,
+                            "optimizer": cfg.attention_optimizer, "lr": None if attn_opt is None else
+                            attn_opt.param_groups[0]["lr"]}
     if programmed:
         result.program_pulses = programmed["program_pulses"]
         result.verify_reads = programmed["verify_reads"]
