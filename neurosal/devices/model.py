@@ -350,14 +350,35 @@ class Device:
         return d
 
 
-@fused
-def _c2c_response(u_new, cnt, idx, key, c2c: float, gmin, rng):
+def _with_c2c(u_new, cnt, idx, key, c2c: float, gmin, rng):
     """Conductance after the nominal response ``u_new`` of ``cnt`` pulses plus cycle-to-cycle
     noise :math:`\\sigma_{c2c}\\sqrt{cnt}\\,\\xi` (the counter-based normal of each cell's flat index
-    ``idx``), clamped to the cell's range."""
-    z = normal_at(key, idx, u_new.dtype)
-    return gmin + (u_new + c2c * cnt.sqrt() * z).clamp(0, 1) * rng
+    ``idx``; none where ``key`` is None), clamped to the cell's range."""
+    if key is None:
+        return gmin + u_new * rng
+    return gmin + (u_new + c2c * cnt.sqrt() * normal_at(key, idx, u_new.dtype)).clamp(0, 1) * rng
 
+
+_c2c_response = fused(_with_c2c)
+
+
+def _pulses(n, stuck):
+    """``(keep, up, cnt)`` of signed pulse counts ``n``: the cells that change (pulsed and not
+    stuck), the direction and the number of pulses of each (0 where a cell keeps its state)."""
+    keep = n != 0
+    if stuck is not None:
+        keep = keep & ~stuck
+    nn = torch.where(keep, n, torch.zeros_like(n))
+    return keep, nn > 0, nn.abs()
+
+
+def _write(family, g0, cnt, up, gmin, rng, pmax, p_up, p_down, key, idx, c2c: float):
+    """The elementwise write of cells at conductance ``g0``: the family's closed-form response
+    to ``cnt`` pulses (``up`` or down), cycle-to-cycle noise, clamped. Shared by the dense and
+    the sparse write, so that they are the same write."""
+    u = ((g0 - gmin) / rng).clamp(0, 1)
+    u_new = family.move_cells(u, cnt, up, pmax, p_up, p_down)
+    return _with_c2c(u_new, cnt, idx, key, c2c, gmin, rng)
 
 
 class _Fixed:
@@ -392,20 +413,9 @@ def _dense_pulse(family, g, n, fixed, gmin, gmax, pmax, p_up, p_down, stuck, t_p
     gmin, gmax, pmax, p_up, p_down = _resolve(fixed, gmin, gmax, pmax, p_up, p_down)
     if push_pull:
         n = torch.stack([n, -n])
-    keep = n != 0
-    if stuck is not None:
-        keep = keep & ~stuck
-    nn = torch.where(keep, n, torch.zeros_like(n))
-    up = nn > 0
-    cnt = nn.abs()
-    rng = gmax - gmin
-    u = ((g - gmin) / rng).clamp(0, 1)
-    u_new = family.move_cells(u, cnt, up, pmax, p_up, p_down)
-    if key is not None:
-        idx = torch.arange(g.numel(), dtype=torch.int64, device=g.device).view(g.shape)
-        g_new = gmin + (u_new + c2c * cnt.sqrt() * normal_at(key, idx, u_new.dtype)).clamp(0, 1) * rng
-    else:
-        g_new = gmin + u_new * rng
+    keep, up, cnt = _pulses(n, stuck)
+    idx = None if key is None else torch.arange(g.numel(), dtype=torch.int64, device=g.device).view(g.shape)
+    g_new = _write(family, g, cnt, up, gmin, gmax - gmin, pmax, p_up, p_down, key, idx, c2c)
     g.copy_(torch.where(keep, g_new, g))
     if t_prog is not None:
         t_prog.copy_(torch.where(keep, time.to(t_prog.dtype), t_prog))
@@ -423,19 +433,9 @@ def _sparse_pulse(family, g, idx, n, fixed, gmin, gmax, pmax, p_up, p_down, stuc
     written, the pulses applied and the cells pulsed. The same elementwise math as
     :func:`_dense_pulse`, on the gathered cells."""
     gmin, gmax, pmax, p_up, p_down = _resolve(fixed, gmin, gmax, pmax, p_up, p_down)
-    keep = n != 0
-    if stuck is not None:
-        keep = keep & ~_at(stuck, idx)
-    nn = torch.where(keep, n, torch.zeros_like(n))
-    up = nn > 0
-    cnt = nn.abs()
+    keep, up, cnt = _pulses(n, None if stuck is None else _at(stuck, idx))
     g0 = _at(g, idx)
     lo = _at(gmin, idx)
-    rng = _at(gmax, idx) - lo
-    u = ((g0 - lo) / rng).clamp(0, 1)
-    u_new = family.move_cells(u, cnt, up, _at(pmax, idx), _at(p_up, idx), _at(p_down, idx))
-    if key is not None:
-        g_new = lo + (u_new + c2c * cnt.sqrt() * normal_at(key, idx, u_new.dtype)).clamp(0, 1) * rng
-    else:
-        g_new = lo + u_new * rng
+    g_new = _write(family, g0, cnt, up, lo, _at(gmax, idx) - lo, _at(pmax, idx), _at(p_up, idx), _at(p_down, idx),
+                   key, idx, c2c)
     return torch.where(keep, g_new, g0), keep, cnt.sum().round().to(torch.int64), keep.sum()
