@@ -27,6 +27,7 @@ METRICS = (
     ("energy_nJ_per_inference", lambda r: r["cost"]["inference"]["energy_per_sample_j"] * 1e9),
     ("train_energy_mJ", lambda r: r["cost"]["training"]["energy_j"] * 1e3),
     ("train_latency_s", lambda r: r["cost"]["training"]["latency_s"]),     # the chip's, whole training
+    ("digital_share_inference", lambda r: r["digital_share"]["inference"]),   # of the energy per inference
     ("pulses", lambda r: r["pulses"]),
     ("seconds", lambda r: r["seconds"]),
 )
