@@ -61,7 +61,8 @@ def _fold_rows(cols: torch.Tensor, x_shape: tuple, kernel_size: tuple, stride: i
     """``col2im`` of per-position row vectors ``cols`` [B·Ho·Wo, C·kh·kw] (positions ordered
     b, ho, wo; rows channel, kh, kw) onto ``x_shape`` [B, C, H, W]: the same sums as
     ``F.fold`` in the same order, as ``kh·kw`` strided adds into a channels-last buffer (several
-    times faster than ``F.fold`` on the transposed layout on a CPU). Returns an NCHW view."""
+    times faster than ``F.fold`` on the transposed layout on a CPU). Returns a contiguous NCHW
+    tensor (downstream reductions then sum in the order they did after ``F.fold``)."""
     b, ch, h, w = x_shape
     kh, kw = kernel_size
     ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
@@ -306,7 +307,7 @@ class Crossbar:
         if n_out != self.cols:
             raise ValueError(f"backward_conv expects errors [batch, {self.cols}, Ho, Wo], got {tuple(d.shape)}")
         kh, kw = kernel_size
-        if self.dac_bits is None and self.adc_bits is None and self.read_noise == 0:
+        if self.ideal_periphery:
             d = d.to(self.dtype)
             n = b * ho * wo
             c = self.counters
