@@ -276,3 +276,45 @@ device = "severe"
     assert len(t) == 2 and {x["device"] for x in t} == {"severe"} and all(x["limit_train"] == 8 for x in t)
     with pytest.raises(CardError, match="grid axis: give a non-empty list"):
         load_study(p, variant="bad")
+
+
+_POOL_SCRIPT = """
+import os, sys, time, multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from neurosal.studies.runs import _worker_init
+with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+                         initializer=_worker_init, initargs=(1, os.getpid(), 0.05)) as ex:
+    print(ex.submit(os.getpid).result(), flush=True)
+    ex.submit(time.sleep, 120)
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"   # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc to watch the worker")
+def test_sweep_workers_end_with_their_parent(tmp_path):
+    """A sweep killed mid-trial (SIGKILL: no cleanup runs) must not leave its pool workers on the cores."""
+    parent = subprocess.Popen([sys.executable, "-c", _POOL_SCRIPT], stdout=subprocess.PIPE, text=True,
+                              cwd=tmp_path)
+    worker = None
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(0.3)                                          # the worker is in its 120 s trial
+        assert _alive(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), "the pool worker outlived its killed parent"
+    finally:
+        parent.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)

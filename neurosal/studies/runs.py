@@ -47,6 +47,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -312,8 +313,22 @@ def _append(path: Path, rec: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- the sweep
-def _worker_init(threads: int) -> None:
+def _exit_with_parent(parent: int, every: float) -> None:
+    """Ends this worker (``os._exit``) once the process that started it is gone.
+
+    A pool worker busy with a trial does not notice that its sweep was killed (``kill``, a closed
+    terminal, a job scheduler's limit): it would run its trial to the end, and then the next,
+    holding cores nobody sees. Its parent's death reparents it, so ``os.getppid`` changes."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(3)
+
+
+def _worker_init(threads: int, parent: Optional[int] = None, every: float = 0.5) -> None:
     set_threads(threads)
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent, every), daemon=True,
+                         name="neurosal-exit-with-parent").start()
 
 
 def _local_run(args) -> dict:
@@ -386,7 +401,7 @@ def sweep(study_path: str | Path, out: str | Path, *, workers: int = 1, ray: Opt
                 finish(run_trial(t, study=study.name, accelerator=accelerator, threads=threads))
         else:
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                     initializer=_worker_init, initargs=(threads,)) as ex:
+                                     initializer=_worker_init, initargs=(threads, os.getpid())) as ex:
                 futs = [ex.submit(_local_run, (t, study.name, accelerator, threads)) for t in todo]
                 try:
                     for f in as_completed(futs):
