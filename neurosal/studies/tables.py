@@ -159,7 +159,8 @@ def _accuracy_plot(study: str, cells: list, x_axis: Optional[str], path: Path) -
     # the cells where this axis is set (a study's grids may have different axes); lines: the
     # other keys that vary among them
     if x_axis == CONFIGURATION:     # every cell its own tick, named by the keys it sets
-        cells = [{**row, "key": {CONFIGURATION: "\n".join(f"{a}={v}" for a, v in row["key"].items()
+        # (a card field by its last name: the tick is narrow)
+        cells = [{**row, "key": {CONFIGURATION: "\n".join(f"{a.rsplit('.', 1)[-1]}={v}" for a, v in row["key"].items()
                                                           if v is not None and a != "seed")}}
                  for row in cells]
     cells = [row for row in cells if x_axis is None or row["key"].get(x_axis) is not None]
@@ -171,7 +172,8 @@ def _accuracy_plot(study: str, cells: list, x_axis: Optional[str], path: Path) -
         if v not in xs:
             xs.append(v)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    wide = x_axis == CONFIGURATION and not numeric        # a tick per configuration, each some labels tall
+    fig, ax = plt.subplots(figsize=(max(10.0, 1.35 * len(xs)) if wide else 10.0, 4.8))
     lines: dict = {}
     for row in cells:
         lk = ", ".join(f"{a}={row['key'][a]}" for a in others) or "all"
@@ -208,7 +210,8 @@ def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
         p = out_dir / f"{study}_accuracy{tag}.png"
         _accuracy_plot(study, cells, x_axis, p)
         written.append(p)
-    label = lambda row: ", ".join(f"{k}={v}" for k, v in row["key"].items()) or "all"  # noqa: E731
+    # an axis a trial leaves at its default (None) says nothing about the line: left out of its label
+    label = lambda row: ", ".join(f"{k}={v}" for k, v in row["key"].items() if v is not None) or "all"  # noqa: E731
     nz = lambda se: 0 if math.isnan(se) else se                                         # noqa: E731
 
     def figure(name: str, xlabel: str, title: str, draw, log_x: bool = False) -> None:
@@ -220,10 +223,10 @@ def _plots(study: str, s: dict, out_dir: Path, x: Optional[str] = None) -> list:
             ax.set_xscale("log")
         ax.set_title(f"{study}: {title}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        fig.tight_layout()
+        # below the axes, so that long labels widen the figure, not squeeze the plot
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.14), ncol=1, frameon=False)
         p = out_dir / f"{study}_{name}.png"
-        savefig(fig, p, dpi=120)
+        savefig(fig, p, dpi=120, bbox_inches="tight")
         plt.close(fig)
         written.append(p)
 
