@@ -232,6 +232,38 @@ def test_analog_conv_gradients_equal_conv2d(digital_backward):
     assert conv.crossbar.counters.backward_reads == (0 if digital_backward else 2 * 25)
 
 
+_STRIDED_1X1 = r"""
+import torch, torch.nn.functional as F
+from neurosal.crossbar import AnalogConv2d
+torch.set_num_threads(1)
+torch.manual_seed(0)
+worst = 0.0
+for _ in range(3):
+    for b, cin, cout, hw in [(3, 4, 8, 8), (3, 8, 16, 4), (8, 16, 32, 14)]:
+        conv = AnalogConv2d(cin, cout, 1, stride=2, bias=False, device="ideal", seed=1)
+        x = torch.randn(b, hw, hw, cin).permute(0, 3, 1, 2)            # channels-last, as layers pass it
+        gy = torch.randn(b, hw // 2, hw // 2, cout).permute(0, 3, 1, 2)
+        (conv(x) * gy).sum().backward()
+        W = conv.weight.detach().reshape(cout, cin, 1, 1).clone().requires_grad_()
+        with torch.backends.mkldnn.flags(enabled=False):
+            (F.conv2d(x.contiguous(), W, stride=2) * gy.contiguous()).sum().backward()
+        worst = max(worst, float((conv.weight.grad - W.grad.reshape(cout, -1)).abs().max()))
+print(worst)
+"""
+
+
+def test_strided_1x1_weight_gradient_on_one_thread():
+    """The weight gradient of a strided 1x1 convolution (a ResNet shortcut) on channels-last
+    tensors, on one thread: oneDNN 3.12's AVX2 kernel for it corrupts the heap (the process
+    aborts), so the layer hands it NCHW-contiguous operands. Run in a child process, which an
+    abort kills without taking the test session with it; the gradient must equal torch's."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", _STRIDED_1X1], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"the child died (rc {r.returncode}): {r.stderr[-500:]}"
+    assert float(r.stdout.split()[-1]) < 1e-4
+
+
 def test_torch_optimizer_cannot_change_analog_weights():
     layer = AnalogLinear(4, 2)
     opt = torch.optim.SGD(layer.parameters(), lr=0.1)

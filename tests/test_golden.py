@@ -81,14 +81,25 @@ def test_demo_output_is_unchanged(tmp_path):
     assert lines == (Path(scenarios.HERE) / "demo.txt").read_text().splitlines()
 
 
-def _close(a, b, path="", rtol=1e-5, atol=1e-6):
+#: on a machine other than the pinned one, float rounding may move a membrane across its
+#: threshold: event counts may then differ by this many events plus this fraction
+COUNT_ATOL, COUNT_RTOL = 2, 3e-3
+
+
+def _close(a, b, path="", rtol=1e-5, atol=1e-6, counts=False):
     """The first place where two JSON-like values differ beyond float tolerance (integers and
-    strings exactly), as a readable string (None if they agree)."""
+    strings exactly), as a readable string (None if they agree). With ``counts`` the event
+    counts (``/counts/...``) and what is computed from them (energy, latency) may differ by
+    ``COUNT_ATOL`` events plus ``COUNT_RTOL`` of the pinned value."""
+    if counts and (path.startswith("/counts/") or path in ("/energy_j", "/latency_s")) \
+            and isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        slack = COUNT_RTOL * abs(b) + (COUNT_ATOL if isinstance(b, int) else 0.0)
+        return None if abs(a - b) <= slack + atol + rtol * abs(b) else f"{path}: {a!r} != {b!r}"
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             if k not in a or k not in b:
                 return f"{path}/{k}: only in {'the run' if k in a else 'the golden file'}"
-            d = _close(a[k], b[k], f"{path}/{k}", rtol, atol)
+            d = _close(a[k], b[k], f"{path}/{k}", rtol, atol, counts)
             if d:
                 return d
         return None
@@ -96,7 +107,7 @@ def _close(a, b, path="", rtol=1e-5, atol=1e-6):
         if len(a) != len(b):
             return f"{path}: {len(a)} items != {len(b)}"
         for i, (x, y) in enumerate(zip(a, b)):
-            d = _close(x, y, f"{path}[{i}]", rtol, atol)
+            d = _close(x, y, f"{path}[{i}]", rtol, atol, counts)
             if d:
                 return d
         return None
@@ -107,12 +118,14 @@ def _close(a, b, path="", rtol=1e-5, atol=1e-6):
 
 def test_engine_cases_match_their_pins():
     """Every recipe x coding gives the logits, event counts, energy and gradients pinned before
-    the forwards moved into the one engine (tests/golden/engine_cases.py), to float tolerance."""
+    the forwards moved into the one engine (tests/golden/engine_cases.py), to float tolerance;
+    on another machine than the pinned one its event counts to a few events in 10^3."""
     import engine_cases
     golden = json.loads(engine_cases.GOLDEN.read_text())
     assert set(golden) == {engine_cases.case_name(r, c) for r, c, _ in engine_cases.CASES}
     got = engine_cases.run_all()
-    bad = {k: d for k, v in got.items() if (d := _close(json.loads(json.dumps(v)), golden[k]))}
+    bad = {k: d for k, v in got.items()
+           if (d := _close(json.loads(json.dumps(v)), golden[k], counts=not SAME_MACHINE))}
     assert not bad, "engine cases changed:\n" + "\n".join(f"  {k}: {v}" for k, v in bad.items())
 
 
@@ -126,3 +139,10 @@ def test_close_sees_a_change():
     other = json.loads(json.dumps(case))
     other["counts"]["stem"]["spikes"] += 1
     assert _close(other, case)
+    assert not _close(other, case, counts=True)          # one threshold crossing, another CPU
+    n = case["counts"]["stem"]["spikes"]
+    other["counts"]["stem"]["spikes"] = n + COUNT_ATOL + int(COUNT_RTOL * n) + 1
+    assert _close(other, case, counts=True)
+    other = json.loads(json.dumps(case))
+    other["scores"][0][0] += 1e-3
+    assert _close(other, case, counts=True)               # the tolerance is for counts only
