@@ -87,7 +87,7 @@ class _AnalogConv(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # NCHW-contiguous operands: oneDNN 3.12's AVX2 weight-gradient kernel for a strided
             # 1x1 convolution of channels-last tensors corrupts the heap on one thread (torch
-            # 2.13 CPU; tests/test_crossbar_conv.py::test_strided_1x1_weight_gradient_on_one_thread)
+            # 2.13 CPU; tests/test_crossbar.py::test_strided_1x1_weight_gradient_on_one_thread)
             gw = torch.nn.grad.conv2d_weight(x.contiguous(), shape4, gy.contiguous(), stride=layer._s,
                                              padding=layer._p).reshape(
                 layer.out_channels, -1)
